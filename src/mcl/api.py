@@ -1,0 +1,167 @@
+"""Python API: ``mcl.train(config) -> Run`` and ``mcl.load(run_dir) -> MultistageEncoder``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mcl import distributed
+from mcl.config import Config, config_from_dict, load_config, save_config
+from mcl.errors import ConfigError, RunDirError
+from mcl.integration import MultistageEncoder
+from mcl.io import sha256_file
+from mcl.models import ContrastiveEncoder, build_encoder
+from mcl.rundir import RunDirectory
+from mcl.stages import ENCODER_FILE, StageHistory, run_stages, train_ensemble
+from mcl.tasks import ImageContrastiveTask, load_model_weights
+from mcl.training import resolve_device
+
+logger = logging.getLogger("mcl")
+
+
+@dataclass
+class Run:
+    """A finished (or resumed-to-the-end) training run."""
+
+    run_dir: Path
+    config: Config
+    encoder: MultistageEncoder
+    history: StageHistory
+
+
+def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str] | None = None) -> Config:
+    """Accept a :class:`Config`, a nested dict, or a YAML path."""
+    if isinstance(config, Config):
+        if overrides:
+            raise ConfigError("overrides apply to YAML or dict configs; edit the Config object instead")
+        return config.validate()
+    if isinstance(config, dict):
+        from mcl.config import apply_overrides
+
+        return config_from_dict(apply_overrides(dict(config), overrides or []))
+    return load_config(config, overrides)
+
+
+def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = None, progress: bool = True) -> Config:
+    """Fix ``data.path`` (generating the data set if needed) and return the updated config.
+
+    ``data_dir`` overrides the config's data set with an image-table directory.
+    """
+    from mcl.data import GENERATORS
+
+    data = config.data
+    if data_dir is not None:
+        data = replace(data, source="table", path=str(Path(data_dir).resolve()))
+    if data.source == "table":
+        if data.path is None:
+            raise ConfigError("config key 'data.path': required when data.source is 'table' (or pass --data DIR)")
+        return replace(config, data=data)
+    target = Path(data.path) if data.path else run_dir / "data"
+    if not (target / "labels.csv").exists() and distributed.is_main_process():
+        logger.info("generating the %s data set in %s", data.source, target)
+        GENERATORS[data.source](target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size,
+                                seed=data.seed, progress=progress)
+    distributed.barrier()
+    return replace(config, data=replace(data, path=str(target.resolve())))
+
+
+def load_table_for(config: Config, progress: bool = True):
+    """The image table a (resolved) config points to."""
+    from mcl.data import load_table
+
+    data = config.data
+    return load_table(data.path, image_size=data.image_size, on_bad_image=data.on_bad_image, cache=data.cache,
+                      progress=progress)
+
+
+def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:
+    """Identity of the training data (row count and labels.csv checksum) for resume checks."""
+    labels = Path(config.data.path) / "labels.csv"
+    return {"train_rows": train_rows, "labels_sha256": sha256_file(labels)[:16]}
+
+
+def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/mcl", data: str | Path | None = None,
+          overrides: list[str] | None = None, progress: bool = True) -> Run:
+    """Run (or resume) every stage of MCL and the ensemble baseline; returns the trained encoder.
+
+    Re-running on an existing run directory continues where it stopped and recomputes nothing
+    that finished.
+    """
+    config = as_config(config, overrides)
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = resolve_data(config, run_dir, data, progress)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    table = load_table_for(config, progress).subset("train")
+    if len(table) < config.mcl.clusters:
+        raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
+                          "training images")
+    if config.train.batch_size > len(table) * distributed.world_size():
+        raise ConfigError(f"config key 'train.batch_size': {config.train.batch_size} is larger than the "
+                          f"training set ({len(table)} images)")
+    run = RunDirectory(run_dir)
+    if distributed.is_main_process():
+        run.start(config, data_fingerprint(config, len(table)))
+        save_config(config, run_dir / "config.yaml")
+    distributed.barrier()
+    task = ImageContrastiveTask(config, table.images, resolve_device(config.train.device))
+    history = run_stages(task, config, run, progress)
+    if config.eval.ensemble:
+        train_ensemble(task, config, run, progress)
+    encoder = MultistageEncoder([_features_only(m) for m in history.models], config.mcl.integration)
+    return Run(run_dir, config, encoder, history)
+
+
+def _features_only(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The resolved config a run directory was trained with."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); train one with 'mcl train'")
+    return load_config(path)
+
+
+def build_stage_encoder(config: Config) -> ContrastiveEncoder:
+    """An untrained encoder of the run's architecture."""
+    model = config.model
+    return build_encoder(model.backbone, model.width, model.projection_dim, model.hidden_dim)
+
+
+def load_member(run_dir: str | Path, directory: str, config: Config | None = None) -> ContrastiveEncoder:
+    """One trained encoder of a run (``stage-2``, ``ensemble-3``, ...), checked against the manifest."""
+    config = config or read_run_config(run_dir)
+    run = RunDirectory(run_dir)
+    weights = run.root / directory / ENCODER_FILE
+    if not run.is_finished(weights):
+        raise RunDirError(f"{weights}: not finished; resume training with 'mcl train' first")
+    return load_model_weights(build_stage_encoder(config), weights).eval()
+
+
+def finished_stages(run_dir: str | Path, config: Config) -> int:
+    """How many leading stages of a run have final weights."""
+    run = RunDirectory(run_dir)
+    count = 0
+    for stage in range(1, config.mcl.stages + 1):
+        if not run.is_finished(run.stage_dir(stage) / ENCODER_FILE):
+            break
+        count = stage
+    return count
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> MultistageEncoder:
+    """The trained multistage encoder of a run (every finished stage), in eval mode."""
+    config = read_run_config(run_dir)
+    stages = finished_stages(run_dir, config)
+    if stages == 0:
+        raise RunDirError(f"{run_dir}: no finished stage yet; run 'mcl train' first")
+    encoders = [load_member(run_dir, f"stage-{s}", config) for s in range(1, stages + 1)]
+    return MultistageEncoder(encoders, config.mcl.integration).to(device).eval()

@@ -1,0 +1,175 @@
+"""Command-line interface: ``mcl demo | train | eval | embed | generate``.
+
+Errors from bad input are one line on stderr and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mcl.errors import MCLError
+
+logger = logging.getLogger("mcl")
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[mcl] %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _init_distributed() -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train (or resume) all stages."""
+    import mcl
+
+    _init_distributed()
+    started = time.perf_counter()
+    run = mcl.train(args.config, out=args.out, data=args.data, overrides=args.set, progress=not args.quiet)
+    print(f"trained {run.encoder.num_stages} stages in {time.perf_counter() - started:.0f} s -> {run.run_dir}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Probe every representation on every attribute."""
+    from mcl.evaluation.runner import evaluate_run, format_table
+
+    result = evaluate_run(args.run_dir, data=args.data, progress=not args.quiet)
+    print(format_table(result, "linear"))
+    print()
+    print(format_table(result, "knn"))
+    print(f"\nwrote {Path(args.run_dir) / 'eval.json'}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    """Integrated features of a table's images, saved as .npy."""
+    import numpy as np
+
+    import mcl
+    from mcl.api import read_run_config
+    from mcl.data import load_table
+    from mcl.io import atomic_open
+
+    config = read_run_config(args.run_dir)
+    table = load_table(args.data, image_size=config.data.image_size, on_bad_image=config.data.on_bad_image,
+                       progress=not args.quiet)
+    features = mcl.load(args.run_dir).embed(table.images, stages=args.stages)
+    with atomic_open(args.out, "wb") as handle:
+        np.save(handle, features)
+    print(f"wrote {features.shape[0]} x {features.shape[1]} features to {args.out}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Write a generated data set as an image table."""
+    from mcl.data import GENERATORS
+
+    path = GENERATORS[args.kind](Path(args.out), n_train=args.n_train, n_test=args.n_test,
+                                 image_size=args.image_size, seed=args.seed)
+    print(f"wrote the {args.kind} image table to {path}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Generate Trifeature, train all stages with configs/demo.yaml, evaluate, print the table."""
+    started = time.perf_counter()
+    args.config = str(CONFIG_DIR / "demo.yaml")
+    args.data = None
+    cmd_train(args)
+    args.run_dir = args.out
+    cmd_eval(args)
+    report = _maybe_report(Path(args.out))
+    print(f"demo finished in {time.perf_counter() - started:.0f} s; run directory: {args.out}")
+    if report:
+        print(f"report: {report}")
+
+
+def _maybe_report(run_dir: Path) -> Path | None:
+    try:
+        from mcl.report import write_report
+    except ImportError:
+        return None
+    return write_report(run_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mcl`` argument parser."""
+    parser = argparse.ArgumentParser(prog="mcl", description="Multistage Contrastive Learning")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(func=func)
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
+        return command
+
+    demo = add("demo", cmd_demo, "generate Trifeature, train MCL, evaluate and report")
+    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    train = add("train", cmd_train, "train (or resume) all stages")
+    train.add_argument("config", help="YAML config (see configs/)")
+    train.add_argument("--data", help="image-table directory (overrides the config's data set)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    train.add_argument("--out", default="runs/mcl", help="run directory (default runs/mcl)")
+
+    evaluate = add("eval", cmd_eval, "per-attribute probes -> RUN_DIR/eval.json")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", help="image-table directory (default: the run's data set)")
+
+    embed = add("embed", cmd_embed, "integrated features of a table's images -> .npy")
+    embed.add_argument("run_dir")
+    embed.add_argument("--data", required=True, help="image-table directory")
+    embed.add_argument("--out", required=True, help="output .npy file")
+    embed.add_argument("--stages", type=int, default=None, help="use the first k stages (default all)")
+
+    generate = add("generate", cmd_generate, "write a generated data set as an image table")
+    generate.add_argument("kind", choices=["trifeature", "overlay"])
+    generate.add_argument("--out", required=True)
+    generate.add_argument("--n-train", type=int, default=4000)
+    generate.add_argument("--n-test", type=int, default=1000)
+    generate.add_argument("--image-size", type=int, default=32)
+    generate.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mcl`` command."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        args.func(args)
+    except MCLError as exc:
+        if args.debug:
+            raise
+        print(f"mcl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mcl: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Run configuration: typed dataclasses, loaded from YAML and validated.
+
+Every error is one line naming the key and what was expected (an unknown key gets a
+"did you mean"); the CLI turns it into exit code 2. ``--set section.key=value`` overrides use the
+same validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mcl.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from: a generator or an image-table directory."""
+
+    source: Literal["trifeature", "overlay", "table"] = "trifeature"
+    path: str | None = None  # image-table directory (source=table), or where a generator writes
+    image_size: int = 32
+    n_train: int = 4000  # generators only
+    n_test: int = 1000  # generators only
+    seed: int = 0  # generators only
+    on_bad_image: Literal["error", "skip"] = "error"
+    cache: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and projection head; each stage builds a fresh copy."""
+
+    backbone: Literal["convnet", "resnet18"] = "convnet"
+    width: float = 1.0  # channel multiplier
+    projection_dim: int = 128
+    hidden_dim: int = 512
+
+
+@dataclass
+class ObjectiveConfig:
+    """Base contrastive objective (see ``mcl.objectives``)."""
+
+    name: Literal["ntxent", "simclr", "dcl"] = "ntxent"
+    temperature: float = 0.5
+
+
+@dataclass
+class AugmentConfig:
+    """Batched kornia augmentation; ``color_jitter`` is the jitter strength s of SimCLR."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip: float = 0.5
+    color_jitter: float = 0.5
+    color_jitter_prob: float = 0.8
+    grayscale: float = 0.2
+    blur: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation of one stage."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    compile: bool = False
+    channels_last: bool = False
+    threads: int = 0  # torch intra-op threads; 0 = torch default
+
+
+@dataclass
+class MCLConfig:
+    """The multistage part: stages, clustering and feature-aware negatives."""
+
+    stages: int = 3
+    clusters: int = 10
+    negatives: Literal["batch", "mask"] = "batch"
+    init: Literal["scratch", "previous"] = "scratch"
+    integration: Literal["normalized-concat", "concat-then-normalize"] = "normalized-concat"
+    min_group_size: int = 32
+    kmeans_restarts: int = 5
+    kmeans_iterations: int = 100
+    kmeans_backend: Literal["auto", "torch", "faiss"] = "auto"
+    spherical: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Per-attribute probes and reference representations."""
+
+    knn_k: int = 20
+    linear_max_iter: int = 1000
+    linear_c: float = 1.0
+    ensemble: bool = True  # train the ensemble-k baseline
+    references: bool = True  # random-init encoder and raw pixels
+
+
+@dataclass
+class Config:
+    """A whole run."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mcl: MCLConfig = field(default_factory=MCLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), as written to ``config.yaml``."""
+        return _plain(dataclasses.asdict(self))
+
+    def validate(self) -> Config:
+        """Check value ranges that types cannot express; returns self."""
+        _check_ranges(self)
+        return self
+
+
+# Ranges checked after type validation: key -> (predicate, expectation).
+_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "data.image_size": (lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"),
+    "data.n_train": (lambda v: v >= 1, "a positive integer"),
+    "data.n_test": (lambda v: v >= 0, "a non-negative integer"),
+    "model.width": (lambda v: v > 0, "a positive number"),
+    "model.projection_dim": (lambda v: v >= 1, "a positive integer"),
+    "model.hidden_dim": (lambda v: v >= 1, "a positive integer"),
+    "objective.temperature": (lambda v: v > 0, "a positive number"),
+    "augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
+    "augment.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "augment.color_jitter": (lambda v: v >= 0, "a non-negative strength"),
+    "augment.color_jitter_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "augment.grayscale": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "augment.blur": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "train.epochs": (lambda v: v >= 1, "a positive integer"),
+    "train.batch_size": (lambda v: v >= 2, "an integer >= 2"),
+    "train.lr": (lambda v: v > 0, "a positive number"),
+    "train.weight_decay": (lambda v: v >= 0, "a non-negative number"),
+    "train.warmup_epochs": (lambda v: v >= 0, "a non-negative number"),
+    "train.threads": (lambda v: v >= 0, "a non-negative integer"),
+    "mcl.stages": (lambda v: v >= 1, "a positive integer"),
+    "mcl.clusters": (lambda v: v >= 2, "an integer >= 2"),
+    "mcl.min_group_size": (lambda v: v >= 2, "an integer >= 2"),
+    "mcl.kmeans_restarts": (lambda v: v >= 1, "a positive integer"),
+    "mcl.kmeans_iterations": (lambda v: v >= 1, "a positive integer"),
+    "eval.knn_k": (lambda v: v >= 1, "a positive integer"),
+    "eval.linear_max_iter": (lambda v: v >= 1, "a positive integer"),
+    "eval.linear_c": (lambda v: v > 0, "a positive number"),
+}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _check_ranges(config: Config) -> None:
+    for key, (ok, expected) in _RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not ok(value):
+            raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
+            type(None): "null"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` converted to ``tp`` or raise a one-line ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _unknown_key(key: str, known: list[str]) -> ConfigError:
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}'?)" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}; known keys: {', '.join(known)}")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix or 'top level'}': expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            raise _unknown_key(full, list(fields))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, full)
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """Validate a nested dict (e.g. parsed YAML) into a :class:`Config`."""
+    return _build(Config, values or {}, "").validate()
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``section.key=value`` overrides, validate."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    apply_overrides(values, overrides or [])
+    return config_from_dict(values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set a.b=value`` strings (values parsed as YAML scalars) to a nested dict in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        node = values
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a config section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config (atomic) as YAML."""
+    from mcl.io import write_bytes
+
+    header = f"# resolved mcl config, format version {FORMAT_VERSION}\n"
+    write_bytes(path, (header + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())

@@ -1,0 +1,93 @@
+"""Process-group helpers. With no process group (one CPU, one GPU) every helper is the identity,
+so the single-process path is the same code with world size 1.
+
+Gathers that feed a loss use ``torch.distributed.nn.all_gather``: unlike
+``torch.distributed.all_gather`` it carries gradients back to every rank's local slice. Each rank
+then computes the loss of its *local* anchors against the *global* candidates; DDP averages the
+gradients, which gives exactly the gradient of the global-batch loss (tested in
+``tests/test_distributed.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    """True when a process group is initialised with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of ranks (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main_process() -> bool:
+    """Only rank 0 writes files."""
+    return rank() == 0
+
+
+def _gather_sizes(tensor: torch.Tensor) -> list[int]:
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    if tensor.shape[0] == rows:
+        return tensor
+    pad = tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))
+    return torch.cat([tensor, pad])
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (first dim may differ per rank) from all ranks, keeping the gradient."""
+    if not is_distributed():
+        return tensor
+    import torch.distributed.nn as dist_nn  # lazily: not every build ships it
+
+    sizes = _gather_sizes(tensor)
+    padded = _pad_rows(tensor, max(sizes))
+    parts = dist_nn.all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from all ranks (labels, indices); no gradient."""
+    if not is_distributed():
+        return tensor
+    sizes = _gather_sizes(tensor)
+    padded = _pad_rows(tensor, max(sizes))
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+
+
+def local_offset(local_rows: int, device: torch.device) -> int:
+    """Index of this rank's first row in a gathered tensor."""
+    if not is_distributed():
+        return 0
+    return sum(_gather_sizes(torch.empty(local_rows, device=device))[: rank()])
+
+
+def barrier() -> None:
+    """Synchronise ranks (no-op in one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: object) -> object:
+    """Send a picklable object from rank 0 to all ranks (internal data only, never user files)."""
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

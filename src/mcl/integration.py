@@ -1,0 +1,100 @@
+"""Cross-stage representation integration: the features of all stages, concatenated.
+
+Each stage's encoder learned a different feature (the ones earlier stages suppressed); the final
+representation keeps all of them side by side. ``normalized-concat`` L2-normalises each stage's
+backbone features before concatenating (each stage weighs the same); ``concat-then-normalize``
+concatenates raw features and normalises the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcl.augment import to_float_images
+
+INTEGRATION_MODES = ("normalized-concat", "concat-then-normalize")
+
+
+def integrate(stage_features: Sequence[torch.Tensor], mode: str = "normalized-concat") -> torch.Tensor:
+    """Combine per-stage ``(B, F_s)`` features into one ``(B, sum F_s)`` representation."""
+    if mode == "normalized-concat":
+        return torch.cat([F.normalize(f.float(), dim=1, eps=1e-8) for f in stage_features], dim=1)
+    if mode == "concat-then-normalize":
+        return F.normalize(torch.cat([f.float() for f in stage_features], dim=1), dim=1, eps=1e-8)
+    raise ValueError(f"unknown integration mode {mode!r}; expected one of {INTEGRATION_MODES}")
+
+
+class MultistageEncoder(nn.Module):
+    """The trained MCL model: one encoder per stage, features integrated across stages.
+
+    Any per-stage module works as long as it has ``features(images) -> (B, F)`` (e.g.
+    :class:`mcl.models.ContrastiveEncoder`) or maps images to features in ``forward``.
+
+    Example:
+        >>> encoder = mcl.load("runs/demo")
+        >>> features = encoder.embed(images)             # all stages
+        >>> first_two = encoder.embed(images, stages=2)  # stages 1..2 ("mcl-2")
+    """
+
+    def __init__(self, stage_encoders: Sequence[nn.Module], integration: str = "normalized-concat") -> None:
+        super().__init__()
+        if integration not in INTEGRATION_MODES:
+            raise ValueError(f"unknown integration mode {integration!r}; expected one of {INTEGRATION_MODES}")
+        self.stages = nn.ModuleList(stage_encoders)
+        self.integration = integration
+
+    @property
+    def num_stages(self) -> int:
+        """How many stages this encoder holds."""
+        return len(self.stages)
+
+    @staticmethod
+    def _stage_features(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return encoder.features(images) if hasattr(encoder, "features") else encoder(images)
+
+    def forward(self, images: torch.Tensor, stages: int | Sequence[int] | None = None) -> torch.Tensor:
+        """Integrated features of float images ``(B, 3, H, W)`` in [0, 1].
+
+        ``stages``: None = all, an int k = the first k stages, or a list of 1-based stage numbers.
+        """
+        chosen = self._select(stages)
+        return integrate([self._stage_features(self.stages[s - 1], images) for s in chosen], self.integration)
+
+    def _select(self, stages: int | Sequence[int] | None) -> list[int]:
+        if stages is None:
+            return list(range(1, self.num_stages + 1))
+        chosen = list(range(1, stages + 1)) if isinstance(stages, int) else list(stages)
+        if not chosen or min(chosen) < 1 or max(chosen) > self.num_stages:
+            raise ValueError(f"stages must lie in 1..{self.num_stages}, got {stages!r}")
+        return chosen
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray | torch.Tensor, stages: int | Sequence[int] | None = None,
+              batch_size: int = 512) -> np.ndarray:
+        """Integrated features of a whole image array, in eval mode.
+
+        ``images``: uint8 ``(N, H, W, 3)`` (as stored in an image table) or float ``(N, 3, H, W)``
+        in [0, 1]. Returns float32 ``(N, D)``.
+        """
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            outputs.append(self(_as_model_input(images[start : start + batch_size], device), stages).cpu())
+        self.train(was_training)
+        if not outputs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(outputs).numpy()
+
+
+def _as_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(np.array(batch, copy=True)) if not torch.is_tensor(batch) else batch
+    if tensor.dtype == torch.uint8:
+        tensor = to_float_images(tensor)
+    return tensor.to(device, non_blocking=True)

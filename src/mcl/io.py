@@ -1,0 +1,153 @@
+"""Atomic, safe file I/O for run directories.
+
+Every file is written to a temporary sibling, flushed, fsync'ed and renamed over the target, so a
+crash (or a full disk) leaves either the old file or the new one, never half of one. Tensors are
+stored with safetensors and metadata as JSON: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as _load_numpy
+from safetensors.numpy import save as _save_numpy_bytes
+from safetensors.torch import load as _load_torch_bytes
+from safetensors.torch import save as _save_torch_bytes
+
+from mcl.errors import RunDirError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself is durable only once the directory entry is flushed.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write ``data`` to ``path``."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, raising :class:`RunDirError` naming the file if it is missing or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line (metrics logs); a torn last line is skipped by :func:`read_jsonl`."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSON-lines file, skipping a torn (partially written) last line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
+    """Atomically save torch tensors as safetensors."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_bytes(path, _save_torch_bytes(tensors, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file of torch tensors (safe: no code can run)."""
+    path = Path(path)
+    try:
+        return _load_torch_bytes(path.read_bytes())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: file not found") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise RunDirError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def load_tensors_with_metadata(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file of torch tensors and its string metadata."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118
+    except Exception as exc:
+        raise RunDirError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically save numpy arrays as safetensors."""
+    write_bytes(path, _save_numpy_bytes({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load a safetensors file of numpy arrays."""
+    path = Path(path)
+    if not path.exists():
+        raise RunDirError(f"{path}: file not found")
+    try:
+        return _load_numpy(str(path))
+    except Exception as exc:
+        raise RunDirError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's content (manifest checksums)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

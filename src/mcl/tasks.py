@@ -1,0 +1,105 @@
+"""What one stage trains: how a batch of indices becomes a loss, and how the training set is embedded.
+
+The stage loop (:mod:`mcl.stages`) is the same for every modality; a task supplies the parts that
+differ. :class:`ImageContrastiveTask` is unimodal two-view training (SimCLR/DCL); the multimodal
+CLIP task lives in :mod:`mcl.multimodal`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from mcl import distributed
+from mcl.augment import build_augmentation, to_float_images
+from mcl.config import Config
+from mcl.io import load_tensors, save_tensors
+from mcl.models import build_encoder
+from mcl.objectives import build_objective
+
+
+class StageTask(Protocol):
+    """The modality-specific half of a stage."""
+
+    num_samples: int
+    device: torch.device
+
+    def build_model(self, seed: int, previous: nn.Module | None) -> nn.Module:
+        """A fresh (seeded) model for a stage, or one initialised from the previous stage's."""
+
+    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+        """The contrastive loss of one batch (``model`` may be DDP-wrapped: call its ``forward``)."""
+
+    def embed(self, model: nn.Module) -> torch.Tensor:
+        """L2-normalised features of every training sample (eval transform), for clustering."""
+
+
+def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
+    """Each rank embeds a contiguous shard; the shards are gathered in order on every rank."""
+    shard = np.array_split(np.arange(num_samples), distributed.world_size())[distributed.rank()]
+    return distributed.gather_no_grad(embed_rows(shard))
+
+
+class ImageContrastiveTask:
+    """Two augmented views per image, an encoder, and a two-view objective (NT-Xent or DCL)."""
+
+    def __init__(self, config: Config, images: np.ndarray, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.num_samples = len(images)
+        # uint8 keeps the whole training set small enough to live on the device.
+        self.images = torch.from_numpy(np.array(images, copy=True)).to(device)
+        self.augment = build_augmentation(config.augment, images.shape[1]).to(device)
+        self.objective = build_objective(config.objective.name, temperature=config.objective.temperature)
+
+    def build_model(self, seed: int, previous: nn.Module | None = None) -> nn.Module:
+        """Seeded fresh encoder; with ``mcl.init=previous`` it starts from the previous stage's weights."""
+        torch.manual_seed(seed)
+        model_config = self.config.model
+        model = build_encoder(model_config.backbone, model_config.width, model_config.projection_dim,
+                              model_config.hidden_dim)
+        if previous is not None and self.config.mcl.init == "previous":
+            model.load_state_dict(previous.state_dict())
+        if self.config.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model.to(self.device)
+
+    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+        """Both views in one forward pass (shared BatchNorm statistics, half the kernel launches)."""
+        batch = to_float_images(self.images[torch.as_tensor(indices, device=self.device)])
+        views = self.augment(torch.cat([batch, batch]))
+        if self.config.train.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
+        z_a, z_b = model(views).chunk(2)
+        return self.objective(z_a, z_b, pseudo_labels)
+
+    @torch.no_grad()
+    def embed(self, model: nn.Module) -> torch.Tensor:
+        """Backbone features of the un-augmented training images, L2-normalised."""
+        was_training = model.training
+        model.eval()
+
+        def rows(shard: np.ndarray) -> torch.Tensor:
+            out = [model.features(to_float_images(self.images[torch.as_tensor(chunk, device=self.device)]))
+                   for chunk in np.array_split(shard, max(1, len(shard) // 1024))]
+            return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
+
+        features = embed_in_shards(rows, self.num_samples)
+        model.train(was_training)
+        return features
+
+
+def save_model(model: nn.Module, path, metadata: dict[str, str] | None = None) -> None:
+    """Final weights of a stage as safetensors (unwraps DDP/compile)."""
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    save_tensors(path, model.state_dict(), metadata)
+
+
+def load_model_weights(model: nn.Module, path) -> nn.Module:
+    """Load safetensors weights into ``model`` (strict)."""
+    model.load_state_dict(load_tensors(path))
+    return model

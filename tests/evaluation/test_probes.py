@@ -1,0 +1,36 @@
+import numpy as np
+
+from mcl.evaluation.probes import knn_probe, linear_probe
+
+
+def _data(seed=0, n=300, informative=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8))
+    if informative:
+        x[np.arange(n), y] += 6  # each class shifted along its own axis: separable, also by cosine
+    return x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :]
+
+
+def test_linear_probe_learns_a_learnable_attribute():
+    assert linear_probe(*_data()) > 0.9
+
+
+def test_linear_probe_is_at_chance_on_noise():
+    assert linear_probe(*_data(informative=False)) < 0.5
+
+
+def test_linear_probe_agrees_with_sklearn():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x_train, y_train, x_test, y_test = _data(1)
+    scaler = StandardScaler().fit(x_train)
+    reference = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(x_train), y_train)
+    expected = (reference.predict(scaler.transform(x_test)) == y_test).mean()
+    assert abs(linear_probe(x_train, y_train, x_test, y_test) - expected) <= 0.02
+
+
+def test_knn_probe():
+    assert knn_probe(*_data(), k=5) > 0.8
+    assert knn_probe(*_data(informative=False), k=5) < 0.5

@@ -1,0 +1,52 @@
+import pytest
+
+from mcl.config import Config, config_from_dict, load_config
+from mcl.errors import ConfigError
+
+
+def test_defaults_validate():
+    assert isinstance(config_from_dict({}), Config)
+
+
+def test_demo_config_loads():
+    config = load_config("configs/demo.yaml")
+    assert config.mcl.stages >= 2 and config.data.source == "trifeature"
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"train": {"epoch": 3}}, "unknown config key 'train.epoch' (did you mean 'train.epochs'?)"),
+        ({"trian": {}}, "did you mean 'train'"),
+        ({"train": {"epochs": "many"}}, "config key 'train.epochs': expected an integer"),
+        ({"train": {"epochs": 0}}, "config key 'train.epochs': expected a positive integer"),
+        ({"mcl": {"negatives": "all"}}, "config key 'mcl.negatives': expected one of 'batch', 'mask'"),
+        ({"augment": {"crop_scale": [0.9, 0.1]}}, "config key 'augment.crop_scale'"),
+        ({"train": 5}, "config section 'train': expected a mapping"),
+        ({"objective": {"temperature": -1}}, "objective.temperature"),
+    ],
+)
+def test_bad_values_give_one_line_errors(values, message):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(values)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_overrides_and_yaml_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 2\n")
+    assert load_config(path, ["train.epochs=7", "mcl.negatives=mask"]).train.epochs == 7
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, ["train.epochs"])
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_int_accepted_for_float_but_not_bool_for_int():
+    assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+    with pytest.raises(ConfigError):
+        config_from_dict({"train": {"epochs": True}})
