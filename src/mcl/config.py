@@ -50,8 +50,10 @@ class ModelConfig:
 class ObjectiveConfig:
     """Base contrastive objective (see ``mcl.objectives``)."""
 
-    name: Literal["ntxent", "simclr", "dcl"] = "ntxent"
+    name: Literal["ntxent", "simclr", "dcl", "moco", "clip"] = "ntxent"
     temperature: float = 0.5
+    queue_size: int = 4096  # moco: negatives kept from earlier batches (each with its pseudo-label)
+    momentum: float = 0.99  # moco: EMA rate of the key encoder
 
 
 @dataclass
@@ -142,6 +144,8 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.projection_dim": (lambda v: v >= 1, "a positive integer"),
     "model.hidden_dim": (lambda v: v >= 1, "a positive integer"),
     "objective.temperature": (lambda v: v > 0, "a positive number"),
+    "objective.queue_size": (lambda v: v >= 0, "a non-negative integer"),
+    "objective.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     "augment.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "augment.color_jitter": (lambda v: v >= 0, "a non-negative strength"),

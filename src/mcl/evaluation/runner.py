@@ -41,7 +41,7 @@ def _features(model: torch.nn.Module, train_images: np.ndarray, test_images: np.
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+    tensor = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float() / 255
     if tensor.shape[-1] > 32:
         tensor = F.interpolate(tensor, size=(32, 32), mode="area")
     return tensor.flatten(1)
