@@ -1,0 +1,220 @@
+"""Captions from attributes, for image-text (CLIP-style) MCL.
+
+Trifeature captions describe an image's colour, texture and shape with one of several templates
+("a red striped triangle", "a triangle colored red with a stripes pattern"). ``drop_prob`` leaves
+attribute words out of some captions, so the text *under-describes* the image: a feature that the
+captions rarely mention is exactly the kind that one contrastive stage suppresses and later MCL
+stages can still learn from the images. Also: Fashion-MNIST captions and the prompt templates of
+zero-shot classification per attribute.
+
+Template mini-syntax: ``{name}`` is an attribute word; a segment in ``[...]`` disappears when an
+attribute inside it is dropped; a dropped word outside brackets disappears too, except a noun with a
+fallback (a dropped shape reads "shape"). Articles are fixed afterwards ("a orange" -> "an orange").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mcl.errors import ConfigError, DataError
+from mcl.io import write_bytes
+
+TRIFEATURE_ATTRIBUTES = ("color", "texture", "shape")
+
+TRIFEATURE_TEMPLATES: tuple[str, ...] = (
+    "a {color} {texture_adj} {shape}",
+    "a photo of a {color} {texture_adj} {shape}",
+    "a {color} {shape}[ with {texture} texture]",
+    "a {shape}[ colored {color}][ with a {texture} pattern]",
+    "an image of a {texture_adj} {color} {shape}",
+)
+
+# Adjective forms of the Trifeature texture names (nouns) for "a red striped triangle".
+TEXTURE_ADJECTIVES: dict[str, str] = {
+    "solid": "solid",
+    "stripes": "striped",
+    "grid": "grid-patterned",
+    "hexgrid": "honeycomb-patterned",
+    "dots": "dotted",
+    "noise": "noisy",
+    "triangles": "triangle-patterned",
+    "zigzags": "zigzag",
+    "rain": "rain-patterned",
+    "pluses": "plus-patterned",
+}
+
+NOUN_FALLBACKS: dict[str, str] = {"shape": "shape"}
+
+ZEROSHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "shape": ("a photo of a {shape}", "a {shape}", "a {shape} shape"),
+    "color": ("a photo of a {color} object", "a {color} shape", "something {color}"),
+    "texture": ("a photo of a {texture_adj} object", "a shape with {texture} texture", "a {texture_adj} shape"),
+}
+GENERIC_ZEROSHOT_TEMPLATES: tuple[str, ...] = ("a photo of a {value} object", "a {value} object", "something {value}")
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_FASHION_NOUNS = {"t-shirt/top": "t-shirt", "trouser": "pair of trousers"}
+FASHION_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {item}",
+    "a black and white photo of a {item}",
+    "a low resolution photo of a {item}",
+    "a picture of a {item}",
+    "a {item} on a dark background",
+)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
+_ARTICLE = re.compile(r"\b(a|an) (?=(\w))", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def attribute_words(attributes: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Template words of attribute values: the values themselves plus ``texture_adj`` for a texture."""
+    words = dict(attributes)
+    if "texture" in attributes:
+        texture = attributes["texture"]
+        words["texture_adj"] = None if texture is None else TEXTURE_ADJECTIVES.get(texture, f"{texture}-textured")
+    return words
+
+
+def fix_articles(text: str) -> str:
+    """'a' before a vowel sound becomes 'an' and vice versa (by first letter; enough for captions)."""
+    def choose(match: re.Match[str]) -> str:
+        article = "an" if match.group(2).lower() in "aeiou" else "a"
+        return (article.capitalize() if match.group(1)[0].isupper() else article) + " "
+
+    return _ARTICLE.sub(choose, text)
+
+
+def render_template(template: str, words: Mapping[str, str | None],
+                    fallbacks: Mapping[str, str] = NOUN_FALLBACKS) -> str:
+    """Fill ``template``; ``None`` marks a dropped word (see the module docstring for the rules)."""
+    def optional(match: re.Match[str]) -> str:
+        names = _PLACEHOLDER.findall(match.group(1))
+        return "" if any(words.get(name) is None for name in names) else match.group(1)
+
+    def word(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in words:
+            raise KeyError(f"template {template!r} needs attribute {name!r}")
+        value = words[name]
+        return value if value is not None else fallbacks.get(name.removesuffix("_adj"), "")
+
+    text = _PLACEHOLDER.sub(word, _OPTIONAL.sub(optional, template))
+    return fix_articles(" ".join(text.split()))
+
+
+def _drop_probabilities(drop_prob: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    probabilities = dict(drop_prob) if isinstance(drop_prob, Mapping) else dict.fromkeys(names, drop_prob)
+    for name, p in probabilities.items():
+        if not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"drop_prob[{name}]: got {p!r}; expected a probability in [0, 1]")
+    return {name: float(probabilities.get(name, 0.0)) for name in names}
+
+
+def caption_from_attributes(attributes: Mapping[str, str], rng: np.random.Generator,
+                            drop_prob: float | Mapping[str, float] = 0.0,
+                            templates: Sequence[str] = TRIFEATURE_TEMPLATES) -> str:
+    """One caption: a random template, each attribute word dropped with its ``drop_prob``.
+
+    ``drop_prob`` is one probability for every attribute or a mapping attribute -> probability
+    (e.g. ``{"texture": 0.8}``: texture mostly unmentioned, colour and shape always named).
+    """
+    probabilities = _drop_probabilities(drop_prob, list(attributes))
+    template = templates[int(rng.integers(len(templates)))]
+    kept = {name: (None if rng.random() < probabilities[name] else value) for name, value in attributes.items()}
+    return render_template(template, attribute_words(kept))
+
+
+def trifeature_captions(attributes: Mapping[str, Sequence[str]], seed: int = 0,
+                        drop_prob: float | Mapping[str, float] = 0.0,
+                        templates: Sequence[str] = TRIFEATURE_TEMPLATES) -> list[str]:
+    """Captions of many rows from columns ``{"shape": [...], "texture": [...], "color": [...]}`` (seeded)."""
+    missing = [name for name in TRIFEATURE_ATTRIBUTES if name not in attributes]
+    if missing:
+        raise DataError(f"Trifeature captions need attribute columns {missing}; got {sorted(attributes)}")
+    rng = np.random.default_rng(seed)
+    rows = zip(*(attributes[name] for name in TRIFEATURE_ATTRIBUTES), strict=True)
+    return [caption_from_attributes(dict(zip(TRIFEATURE_ATTRIBUTES, row, strict=True)), rng, drop_prob, templates)
+            for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------- data sets
+
+
+def generate_captioned_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
+                                  image_size: int = 32, seed: int = 0,
+                                  drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False) -> Path:
+    """Write a Trifeature image table whose ``caption`` column uses :data:`TRIFEATURE_TEMPLATES`.
+
+    Calls :func:`~mcl.data.trifeature.generate_trifeature` and atomically rewrites its
+    ``labels.csv`` with the new captions (drawn with a generator seeded from ``seed``, independent of
+    the images). Returns the table directory.
+    """
+    from mcl.data.trifeature import generate_trifeature
+
+    _drop_probabilities(drop_prob, TRIFEATURE_ATTRIBUTES)  # fail before rendering
+    root = generate_trifeature(out_dir, n_train=n_train, n_test=n_test, image_size=image_size, seed=seed,
+                               progress=progress)
+    labels = Path(root) / "labels.csv"
+    header, rows = _read_csv(labels)
+    columns = {name: [row[header.index(name)] for row in rows] for name in TRIFEATURE_ATTRIBUTES if name in header}
+    captions = trifeature_captions(columns, seed=seed + 1, drop_prob=drop_prob)
+    write_bytes(labels, _with_caption_column(header, rows, captions))
+    return Path(root)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""))
+        header = next(reader)
+        rows = [row for row in reader if row]
+    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read labels ({exc})") from None
+    return header, rows
+
+
+def _with_caption_column(header: list[str], rows: list[list[str]], captions: list[str]) -> bytes:
+    if "caption" in header:
+        index = header.index("caption")
+        rows = [[*row[:index], caption, *row[index + 1:]] for row, caption in zip(rows, captions, strict=True)]
+    else:
+        index = header.index("split") + 1 if "split" in header else len(header)
+        header = [*header[:index], "caption", *header[index:]]
+        rows = [[*row[:index], caption, *row[index:]] for row, caption in zip(rows, captions, strict=True)]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def fashion_caption(class_name: str, rng: np.random.Generator) -> str:
+    """A caption of a Fashion-MNIST class ("a photo of a sneaker"), template drawn from ``rng``."""
+    item = _FASHION_NOUNS.get(class_name.lower(), class_name.lower())
+    template = FASHION_TEMPLATES[int(rng.integers(len(FASHION_TEMPLATES)))]
+    return fix_articles(template.format(item=item))
+
+
+# ---------------------------------------------------------------------------------------------- zero-shot
+
+
+def zeroshot_prompts(attribute: str, value: str,
+                     templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES) -> list[str]:
+    """Prompts describing one class ``value`` of ``attribute`` (ensembled by zero-shot evaluation).
+
+    Attributes without templates of their own get :data:`GENERIC_ZEROSHOT_TEMPLATES` (``{value}``).
+    """
+    words = attribute_words({attribute: value, "value": value})
+    return [render_template(t, words) for t in templates.get(attribute, GENERIC_ZEROSHOT_TEMPLATES)]

@@ -1,0 +1,269 @@
+"""Image-caption data sets in the layouts that web-scale tools write.
+
+* **img2dataset ``files``**: shard folders of ``<key>.jpg`` next to ``<key>.txt`` (and ``<key>.json``,
+  ignored), e.g. ``00000/000000001.jpg`` + ``00000/000000001.txt``. Images and captions are paired
+  by their path without suffix, never by position, so a missing file cannot shift captions onto the
+  wrong images; unpaired files are skipped and reported (count and first paths) in the log.
+* **WebDataset**: ``.tar`` shards whose members are grouped by key (the member name up to the first
+  dot of its base name: ``000001.jpg`` and ``000001.txt`` form one sample). Read as a stream with
+  the standard :mod:`tarfile` module; the ``webdataset`` package is not needed.
+
+Both load into an :class:`~mcl.data.table.ImageTable` (split ``train``, no attributes, ``paths``
+holding the sample keys), with images centre-cropped to a square and resized to ``image_size``.
+
+Example:
+    >>> table = load_img2dataset("cc3m/", image_size=64)
+    >>> table = load_webdataset("shards/data-{000..009}.tar", image_size=64, limit=10_000)
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from mcl.data.table import ON_BAD_IMAGE, ImageTable
+from mcl.errors import ConfigError, DataError
+
+logger = logging.getLogger("mcl")
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+TEXT_EXTENSION = "txt"
+_EXAMPLES = 5
+_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+@dataclass(frozen=True)
+class ImageTextPair:
+    """One paired sample of an img2dataset folder."""
+
+    key: str
+    image_path: Path
+    caption: str
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def decode_image(source: str | os.PathLike | bytes, image_size: int | None = None) -> np.ndarray:
+    """Decode to uint8 RGB ``(H, W, 3)``; with ``image_size``, centre-crop to a square and resize.
+
+    Cropping (rather than squashing) keeps the proportions of web photos, as CLIP's preprocessing does.
+    """
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    if image_size is not None:
+        image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _check_options(image_size: int | None, on_bad_image: str) -> None:
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ConfigError(f"on_bad_image: got {on_bad_image!r}; expected 'error' or 'skip'")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size: got {image_size!r}; expected a positive integer")
+
+
+def _report_unpaired(where: str | os.PathLike, what: str, keys: Sequence[str]) -> None:
+    if keys:
+        examples = ", ".join(repr(k) for k in keys[:_EXAMPLES])
+        logger.warning("%s: skipped %d %s (first: %s)", where, len(keys), what, examples)
+
+
+def _table(images: list[np.ndarray], captions: list[str], keys: list[str], root: Path) -> ImageTable:
+    return ImageTable(images=np.stack(images), split=np.full(len(keys), "train"), attributes={}, attribute_values={},
+                      paths=keys, captions=captions, root=root)
+
+
+# ---------------------------------------------------------------------------------------------- img2dataset
+
+
+def _files_by_key(root: Path) -> dict[str, dict[str, Path]]:
+    """``{key: {extension: path}}`` of every file below ``root`` (hidden files and folders skipped)."""
+    found: dict[str, dict[str, Path]] = {}
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(directory, name)
+            if name.startswith(".") or not path.suffix:
+                continue
+            key = path.relative_to(root).with_suffix("").as_posix()
+            found.setdefault(key, {})[path.suffix[1:].lower()] = path
+    return found
+
+
+def _read_caption(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError as exc:
+        raise DataError(f"{path}: caption cannot be read ({exc.strerror})") from None
+
+
+def scan_img2dataset(directory: str | os.PathLike) -> list[ImageTextPair]:
+    """Image/caption pairs of an img2dataset ``files`` folder, paired by key, sorted by key.
+
+    Images without a (non-empty) caption and captions without an image are skipped and logged.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"{root}: img2dataset directory not found")
+    pairs: list[ImageTextPair] = []
+    no_caption: list[str] = []
+    no_image: list[str] = []
+    for key, files in _files_by_key(root).items():
+        image = next((files[ext] for ext in IMAGE_EXTENSIONS if ext in files), None)
+        text = files.get(TEXT_EXTENSION)
+        if image is None:
+            if text is not None:
+                no_image.append(text.relative_to(root).as_posix())
+            continue
+        caption = _read_caption(text) if text is not None else ""
+        if not caption:
+            no_caption.append(image.relative_to(root).as_posix())
+            continue
+        pairs.append(ImageTextPair(key, image, caption))
+    _report_unpaired(root, "image(s) without a caption", no_caption)
+    _report_unpaired(root, "caption(s) without an image", no_image)
+    if not pairs:
+        raise DataError(f"{root}: no image/caption pairs (expected <key>.jpg next to <key>.txt in shard folders)")
+    return pairs
+
+
+def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int | None = None,
+                     on_bad_image: str = "error") -> ImageTable:
+    """Decode the pairs of an img2dataset ``files`` folder into an :class:`ImageTable`.
+
+    ``limit`` keeps the first pairs by key. ``on_bad_image='skip'`` drops (and logs) unreadable
+    images instead of raising :class:`DataError`.
+    """
+    _check_options(image_size, on_bad_image)
+    pairs = scan_img2dataset(directory)[:limit]
+
+    def decode(pair: ImageTextPair) -> np.ndarray | None:
+        try:
+            return decode_image(pair.image_path, image_size)
+        except Exception as exc:  # Pillow raises many unrelated types for corrupt files
+            if on_bad_image == "error":
+                raise DataError(f"{pair.image_path}: image cannot be read ({type(exc).__name__}: {exc})") from None
+            return None
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(decode, pairs))
+    kept = [(pair, image) for pair, image in zip(pairs, decoded, strict=True) if image is not None]
+    _report_unpaired(directory, "unreadable image(s)", [p.key for p, i in zip(pairs, decoded, strict=True)
+                                                        if i is None])
+    if not kept:
+        raise DataError(f"{directory}: none of the {len(pairs)} images can be read")
+    return _table([image for _, image in kept], [pair.caption for pair, _ in kept],
+                  [pair.key for pair, _ in kept], Path(directory))
+
+
+# ---------------------------------------------------------------------------------------------- WebDataset
+
+
+def expand_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Shard paths from a list or a brace pattern (``data-{000..009}.tar``, zero padding kept)."""
+    if not isinstance(shards, str | os.PathLike):
+        return [Path(s) for s in shards]
+    spec = os.fspath(shards)
+    match = _BRACES.search(spec)
+    if match is None:
+        return [Path(spec)]
+    first, last = match.groups()
+    width = len(first)
+    prefix, suffix = spec[: match.start()], spec[match.end():]
+    return [path for n in range(int(first), int(last) + 1)
+            for path in expand_shards(f"{prefix}{n:0{width}d}{suffix}")]
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """WebDataset key and extension: ``dir/000001.seg.jpg`` -> (``dir/000001``, ``seg.jpg``)."""
+    directory, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), extension.lower()
+
+
+def _tar_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` per sample, in stream order (members of a sample are adjacent)."""
+    key, sample = None, {}
+    try:
+        with tarfile.open(shard, mode="r|*") as stream:
+            for member in stream:
+                if not member.isfile() or member.name.rpartition("/")[2].startswith("."):
+                    continue
+                member_key, extension = _split_member(member.name)
+                if member_key != key and sample:
+                    yield key, sample
+                    sample = {}
+                key = member_key
+                handle = stream.extractfile(member)
+                sample[extension] = handle.read() if handle is not None else b""
+    except FileNotFoundError:
+        raise DataError(f"{shard}: WebDataset shard not found") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{shard}: not a readable tar shard ({exc})") from None
+    if sample:
+        yield key, sample
+
+
+def _webdataset_samples(shards: list[Path], image_size: int | None,
+                        on_bad_image: str) -> Iterator[tuple[str, np.ndarray, str]]:
+    """``(shard#key, image, caption)`` of every complete, readable sample."""
+    for shard in shards:
+        unpaired: list[str] = []
+        unreadable: list[str] = []
+        for key, sample in _tar_samples(shard):
+            image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
+            caption = sample.get(TEXT_EXTENSION, b"").decode("utf-8", errors="replace").strip()
+            if image_bytes is None or not caption:
+                unpaired.append(key)
+                continue
+            try:
+                image = decode_image(image_bytes, image_size)
+            except Exception as exc:  # Pillow raises many unrelated types for corrupt files
+                if on_bad_image == "error":
+                    raise DataError(f"{shard}: sample {key!r}: image cannot be read ({type(exc).__name__})") from None
+                unreadable.append(key)
+                continue
+            yield f"{shard.name}#{key}", image, caption
+        _report_unpaired(shard, "sample(s) without both an image and a caption", unpaired)
+        _report_unpaired(shard, "unreadable image(s)", unreadable)
+
+
+def iter_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int | None = None,
+                    on_bad_image: str = "error") -> Iterator[tuple[np.ndarray, str]]:
+    """Stream ``(image uint8 (H, W, 3), caption)`` pairs from WebDataset tar shards.
+
+    A sample needs an image (``jpg``/``jpeg``/``png``/``webp``) and a non-empty ``txt``; others are
+    skipped and logged per shard. With ``image_size`` images are centre-cropped and resized.
+    """
+    _check_options(image_size, on_bad_image)
+    for _, image, caption in _webdataset_samples(expand_shards(shards), image_size, on_bad_image):
+        yield image, caption
+
+
+def load_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int,
+                    limit: int | None = None, on_bad_image: str = "error") -> ImageTable:
+    """Materialise (the first ``limit`` pairs of) WebDataset shards into an :class:`ImageTable`.
+
+    For small sets only: every image is held in memory. ``paths`` holds ``<shard file>#<key>``.
+    """
+    _check_options(image_size, on_bad_image)
+    paths = expand_shards(shards)
+    if not paths:
+        raise DataError("no WebDataset shards given")
+    samples = list(itertools.islice(_webdataset_samples(paths, image_size, on_bad_image), limit))
+    if not samples:
+        raise DataError(f"{paths[0]}: no image/caption samples in {len(paths)} shard(s)")
+    keys, images, captions = (list(column) for column in zip(*samples, strict=True))
+    return _table(images, captions, keys, paths[0].parent)

@@ -1,0 +1,156 @@
+"""Zero-shot classification per attribute and image-text retrieval for any two-tower model.
+
+Works with every model of the :mod:`mcl.models.clip` interface (``encode_image`` on [0, 1] images,
+``tokenize`` + ``encode_text``). Embeddings are computed in batches, under ``no_grad``, in eval mode
+(the model's previous mode is restored), and L2-normalised.
+
+Zero-shot classification embeds several prompts per class (:func:`mcl.data.captions.zeroshot_prompts`)
+and *ensembles* them as in CLIP: the normalised prompt embeddings of a class are averaged and the mean
+renormalised; an image is assigned the class with the most similar ensemble embedding.
+
+Example:
+    >>> zeroshot_attributes(model, table.subset("test"))      # {"shape": 0.93, "color": 1.0, ...}
+    >>> retrieval_recall(model, table.images, table.captions)  # {"image_to_text_R@1": ..., ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mcl.data.captions import ZEROSHOT_TEMPLATES, zeroshot_prompts
+from mcl.data.table import ImageTable
+from mcl.errors import DataError
+from mcl.models.clip import tokens_to
+from mcl.objectives.core import l2_normalize
+
+ImageBatch = np.ndarray | torch.Tensor
+
+
+def images_to_tensor(images: ImageBatch) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` (array or tensor) -> float ``(N, 3, H, W)`` in [0, 1]; float NCHW passes."""
+    # torch.tensor copies: table images are often read-only memory maps.
+    tensor = torch.tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    if tensor.dtype == torch.uint8:
+        if tensor.ndim != 4 or tensor.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(tensor.shape)}")
+        return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+    if tensor.ndim != 4 or tensor.shape[1] != 3:
+        raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got {tuple(tensor.shape)}")
+    return tensor.float()
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and ``no_grad`` for the block; the previous train/eval mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def encode_images(model: nn.Module, images: ImageBatch, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised ``(N, D)`` float32 image embeddings on the CPU."""
+    device, out = _device(model), []
+    with evaluating(model):
+        for start in range(0, len(images), batch_size):
+            batch = images_to_tensor(images[start:start + batch_size]).to(device)
+            out.append(l2_normalize(model.encode_image(batch)).cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised ``(N, D)`` float32 text embeddings on the CPU."""
+    device, out = _device(model), []
+    with evaluating(model):
+        for start in range(0, len(texts), batch_size):
+            tokens = tokens_to(model.tokenize(list(texts[start:start + batch_size])), device)
+            out.append(l2_normalize(model.encode_text(tokens)).cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def class_embeddings(model: nn.Module, prompts_per_class: Sequence[Sequence[str]],
+                     batch_size: int = 256) -> torch.Tensor:
+    """``(C, D)`` ensembled class embeddings: mean of each class's normalised prompts, renormalised."""
+    if any(len(prompts) == 0 for prompts in prompts_per_class):
+        raise ValueError("every class needs at least one prompt")
+    flat = [prompt for prompts in prompts_per_class for prompt in prompts]
+    embeddings = encode_texts(model, flat, batch_size)
+    sizes = [len(prompts) for prompts in prompts_per_class]
+    return l2_normalize(torch.stack([chunk.mean(0) for chunk in embeddings.split(sizes)]))
+
+
+def zeroshot_predict(model: nn.Module, images: ImageBatch, prompts_per_class: Sequence[Sequence[str]],
+                     batch_size: int = 256) -> torch.Tensor:
+    """``(N,)`` predicted class index of every image."""
+    classes = class_embeddings(model, prompts_per_class, batch_size)
+    return (encode_images(model, images, batch_size) @ classes.T).argmax(1)
+
+
+def zeroshot_accuracy(model: nn.Module, images: ImageBatch, labels: Sequence[int] | np.ndarray | torch.Tensor,
+                      prompts_per_class: Sequence[Sequence[str]], batch_size: int = 256) -> float:
+    """Top-1 accuracy of zero-shot classification with ensembled prompts."""
+    predictions = zeroshot_predict(model, images, prompts_per_class, batch_size)
+    return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
+
+
+def zeroshot_attributes(model: nn.Module, table: ImageTable, attributes: Sequence[str] | None = None,
+                        templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES,
+                        batch_size: int = 256) -> dict[str, float]:
+    """Zero-shot accuracy for each attribute of an image table (class names = attribute values).
+
+    Pass ``table.subset("test")`` to evaluate on the test split. Images are embedded once.
+    """
+    names = list(attributes) if attributes is not None else table.attribute_names()
+    unknown = [name for name in names if name not in table.attributes]
+    if unknown:
+        raise DataError(f"{table.root}: no attribute column(s) {unknown}; columns: {table.attribute_names()}")
+    image_embeddings = encode_images(model, table.images, batch_size)
+    accuracies = {}
+    for name in names:
+        prompts = [zeroshot_prompts(name, value, templates) for value in table.attribute_values[name]]
+        predictions = (image_embeddings @ class_embeddings(model, prompts, batch_size).T).argmax(1)
+        accuracies[name] = float((predictions == torch.as_tensor(table.attributes[name])).float().mean())
+    return accuracies
+
+
+def _recall_at(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -> float:
+    """Share of query rows with a relevant candidate among their top ``k`` (``relevant``: bool, same shape)."""
+    top = similarity.topk(min(k, similarity.shape[1]), dim=1).indices
+    return float(relevant.gather(1, top).any(1).float().mean())
+
+
+def retrieval_recall(model: nn.Module, images: ImageBatch, captions: Sequence[str], ks: Sequence[int] = (1, 5),
+                     batch_size: int = 256) -> dict[str, float]:
+    """Image->text and text->image recall@k of paired data (image ``i`` is paired with caption ``i``).
+
+    Identical captions embed identically, so they are one text: captions are deduplicated first.
+    Image->text: an image query is correct if its caption (text) is among the top ``k`` of the
+    distinct captions. Text->image: each distinct caption is one query, correct if any image paired
+    with it is among the top ``k`` images. Without duplicates this is the usual paired recall.
+    Returns ``{"image_to_text_R@k": ..., "text_to_image_R@k": ...}``.
+    """
+    if len(images) != len(captions) or not captions:
+        raise ValueError(f"need as many images as captions (> 0), got {len(images)} and {len(captions)}")
+    unique, caption_index = np.unique(np.asarray(captions, dtype=str), return_inverse=True)
+    caption_index = torch.as_tensor(caption_index.reshape(-1))
+    image_emb = encode_images(model, images, batch_size)
+    text_emb = encode_texts(model, [str(c) for c in unique], batch_size)
+    similarity = image_emb @ text_emb.T  # (N images, U captions)
+    paired = caption_index[:, None] == torch.arange(len(unique))[None, :]
+    results = {}
+    for k in ks:
+        results[f"image_to_text_R@{k}"] = _recall_at(similarity, paired, k)
+        results[f"text_to_image_R@{k}"] = _recall_at(similarity.T, paired.T, k)
+    return results

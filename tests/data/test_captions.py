@@ -1,0 +1,98 @@
+"""Captions from attributes: templates, word dropping, captioned Trifeature, Fashion-MNIST, prompts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcl.data.captions import (
+    FASHION_MNIST_CLASSES,
+    TRIFEATURE_TEMPLATES,
+    attribute_words,
+    caption_from_attributes,
+    fashion_caption,
+    fix_articles,
+    generate_captioned_trifeature,
+    render_template,
+    trifeature_captions,
+    zeroshot_prompts,
+)
+from mcl.errors import ConfigError, DataError
+
+RED_STRIPED_TRIANGLE = {"color": "red", "texture": "stripes", "shape": "triangle"}
+
+
+def test_full_captions_name_every_attribute() -> None:
+    words = attribute_words(RED_STRIPED_TRIANGLE)
+    captions = [render_template(t, words) for t in TRIFEATURE_TEMPLATES]
+    assert captions[0] == "a red striped triangle"
+    for caption in captions:
+        assert "red" in caption and "triangle" in caption
+        assert "striped" in caption or "stripes" in caption
+
+
+def test_dropped_words_and_optional_segments() -> None:
+    dropped = attribute_words({"color": None, "texture": None, "shape": "circle"})
+    assert render_template("a {color} {texture_adj} {shape}", dropped) == "a circle"
+    assert render_template("a {shape}[ colored {color}][ with a {texture} pattern]", dropped) == "a circle"
+    no_shape = attribute_words({"color": "orange", "texture": "dots", "shape": None})
+    assert render_template("a {color} {texture_adj} {shape}", no_shape) == "an orange dotted shape"
+    assert fix_articles("a apple and an pear") == "an apple and a pear"
+
+
+def test_captions_are_seeded_and_drop_prob_controls_mentions() -> None:
+    columns = {name: [value] * 400 for name, value in RED_STRIPED_TRIANGLE.items()}
+    assert trifeature_captions(columns, seed=3) == trifeature_captions(columns, seed=3)
+    assert len(set(trifeature_captions(columns, seed=3))) > 1  # several templates
+    assert all("red" in c for c in trifeature_captions(columns, seed=3, drop_prob=0.0))
+    half = trifeature_captions(columns, seed=3, drop_prob=0.5)
+    share = np.mean(["red" in c for c in half])
+    assert 0.4 < share < 0.6
+    texture_only = trifeature_captions(columns, seed=3, drop_prob={"texture": 1.0})
+    assert all("red" in c and "strip" not in c for c in texture_only)
+    assert not any("strip" in c for c in trifeature_captions(columns, seed=0, drop_prob=1.0))
+
+
+def test_bad_drop_prob_and_missing_attributes() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="drop_prob"):
+        caption_from_attributes(RED_STRIPED_TRIANGLE, rng, drop_prob=1.5)
+    with pytest.raises(DataError, match="attribute columns"):
+        trifeature_captions({"shape": ["circle"]})
+
+
+def test_generate_captioned_trifeature(tmp_path: Path) -> None:
+    from mcl.data.table import load_table
+
+    root = generate_captioned_trifeature(tmp_path / "tri", n_train=12, n_test=4, image_size=16, seed=1,
+                                         drop_prob=0.3)
+    with open(root / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and {"path", "split", "caption", "shape", "texture", "color"} <= set(rows[0])
+    table = load_table(root, 16, progress=False)
+    assert table.captions == [row["caption"] for row in rows]
+    for row in rows:
+        assert row["shape"] in row["caption"] or "shape" in row["caption"]
+    again = generate_captioned_trifeature(tmp_path / "tri2", n_train=12, n_test=4, image_size=16, seed=1,
+                                          drop_prob=0.3)
+    assert (again / "labels.csv").read_bytes() == (root / "labels.csv").read_bytes()
+    assert not list(root.glob(".labels.csv.*"))  # atomic write left no temp file
+
+
+def test_fashion_captions() -> None:
+    rng = np.random.default_rng(0)
+    assert all("a sneaker" in fashion_caption("Sneaker", rng) for _ in range(10))
+    captions = [fashion_caption(name, rng) for name in FASHION_MNIST_CLASSES for _ in range(3)]
+    assert any("an ankle boot" in c for c in captions)
+    assert any("pair of trousers" in c for c in captions)
+    assert not any(" a ankle" in c or c.startswith("a ankle") for c in captions)
+
+
+def test_zeroshot_prompts() -> None:
+    assert zeroshot_prompts("shape", "circle")[0] == "a photo of a circle"
+    assert "a photo of an orange object" in zeroshot_prompts("color", "orange")
+    assert "a dotted shape" in zeroshot_prompts("texture", "dots")
+    assert zeroshot_prompts("size", "big") == ["a photo of a big object", "a big object", "something big"]
