@@ -68,3 +68,53 @@ def test_faiss_backend_agrees():
     result = kmeans(points, 4, backend="faiss", seed=0)
     assert _same_partition(truth, result.labels)
     assert result.backend == "faiss"
+
+
+def test_subsampled_restarts_then_full_refinement_stay_close_to_sklearn():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(10, 16)) * 1.5  # overlapping blobs: Lloyd has real work to do
+    points = (centres[rng.integers(0, 10, 6000)] + rng.normal(size=(6000, 16))).astype(np.float32)
+    theirs = KMeans(10, n_init=3, random_state=0).fit(points).inertia_
+    for seed in range(3):
+        ours = kmeans(points, 10, restarts=5, seed=seed, sample_per_cluster=64)  # restarts on 640 of 6000 points
+        assert ours.inertia <= theirs * 1.01
+        assert ours.iterations >= 1 and ours.sizes.sum() == 6000
+    assert np.array_equal(ours.labels, kmeans(points, 10, restarts=5, seed=2, sample_per_cluster=64).labels)
+
+
+def test_assign_and_centroid_sums_match_brute_force():
+    import torch
+
+    from mcl.clustering import assign, centroid_sums
+
+    rng = np.random.default_rng(2)
+    data, centroids = torch.from_numpy(rng.normal(size=(300, 7)).astype(np.float32)), torch.randn(5, 7)
+    labels, distances = assign(data, centroids)
+    brute = ((data[:, None, :] - centroids[None]) ** 2).sum(-1)
+    assert torch.equal(labels, brute.argmin(1))
+    assert torch.allclose(distances, brute.min(1).values, atol=1e-4)
+    sums, counts = centroid_sums(data, labels, 5)
+    assert torch.allclose(sums, torch.zeros(5, 7).index_add_(0, labels, data), atol=1e-5)
+    assert torch.equal(counts, torch.bincount(labels, minlength=5))
+
+
+def test_greedy_seeding_picks_distinct_well_spread_points():
+    import torch
+
+    from mcl.clustering import greedy_kmeans_plus_plus, squared_norms
+
+    points, truth = _blobs(4, per=50, k=6)
+    data = torch.from_numpy(points)
+    seeds = greedy_kmeans_plus_plus(data, squared_norms(data), 6, torch.Generator().manual_seed(0))
+    rows = [int(np.flatnonzero((points == s.numpy()).all(1))[0]) for s in seeds]
+    assert len(set(truth[rows].tolist())) == 6, "one seed in each well-separated blob"
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_faiss_inertia_is_that_of_its_labels():
+    points, _ = _blobs(5)
+    result = kmeans(points, 4, backend="faiss", seed=0, restarts=2)
+    expected = sum(((points[result.labels == c] - result.centroids[c]) ** 2).sum() for c in range(4))
+    assert result.inertia == pytest.approx(expected, rel=1e-4)

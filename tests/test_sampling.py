@@ -5,8 +5,11 @@ from mcl.sampling import (
     ClusterBatchSampler,
     RandomBatchSampler,
     combine_cluster_labels,
+    contiguous_labels,
     group_centroids,
     merge_small_groups,
+    split_sizes,
+    stable_group_order,
 )
 
 
@@ -107,3 +110,47 @@ def test_group_centroids_concatenate_stage_centroids():
     centroids = group_centroids(stage_labels, stage_centroids, pseudo)
     assert centroids[pseudo[0]].tolist() == [0.0, 6.0]
     assert centroids[pseudo[1]].tolist() == [1.0, 5.0]
+
+
+def test_combination_equals_one_mixed_radix_code_relabelled():
+    rng = np.random.default_rng(5)
+    stages, radices = [rng.integers(0, k, 2000) for k in (7, 5, 9)], [7, 5, 9]
+    code = (stages[0] * 5 + stages[1]) * 9 + stages[2]
+    assert np.array_equal(combine_cluster_labels(stages, radices), np.unique(code, return_inverse=True)[1])
+
+
+@pytest.mark.parametrize("scale,bound", [(1, 60), (10**7, 10**10)])  # presence table; sort fallback for huge codes
+def test_contiguous_labels_keep_order(scale, bound):
+    values = np.random.default_rng(6).integers(0, 60, 500) * scale
+    labels, groups = contiguous_labels(values, bound)
+    assert np.array_equal(labels, np.unique(values, return_inverse=True)[1]) and groups == len(np.unique(values))
+
+
+@pytest.mark.parametrize("high", [3, 70_000, 5_000_000_000])  # one, two and three 16-bit digits
+def test_stable_group_order_is_a_stable_argsort(high):
+    labels = np.random.default_rng(7).integers(0, high, 3000)
+    assert np.array_equal(stable_group_order(labels), np.argsort(labels, kind="stable"))
+
+
+def test_split_sizes_match_array_split():
+    totals, parts = np.array([10, 3, 7, 64]), np.array([3, 1, 7, 5])
+    offsets, sizes = split_sizes(totals, parts)
+    expected = [(len(np.concatenate(p[:i])) if i else 0, len(p[i]))
+                for t, n in zip(totals, parts, strict=True)
+                for p in [np.array_split(np.arange(t), n)] for i in range(n)]
+    assert list(zip(offsets.tolist(), sizes.tolist(), strict=True)) == expected
+
+
+def test_group_smaller_than_the_world_is_refused():
+    with pytest.raises(ValueError, match="min_group_size"):
+        ClusterBatchSampler(np.array([0] * 10 + [1] * 2), batch_size=8, world_size=3)
+
+
+def test_epoch_layout_of_a_large_set_covers_it_once():
+    labels = np.random.default_rng(8).integers(0, 50, 2_000_000)
+    sampler = ClusterBatchSampler(labels, 512, seed=0)
+    layout = sampler.epoch_layout()
+    assert len(layout) == len(sampler)
+    assert np.array_equal(np.sort(layout.order), np.arange(len(labels)))
+    first = layout.batch(0)
+    assert len(set(labels[first].tolist())) == 1 and len(first) <= 512

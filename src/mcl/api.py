@@ -1,4 +1,8 @@
-"""Python API: ``mcl.train(config) -> Run`` and ``mcl.load(run_dir) -> MultistageEncoder``."""
+"""Python API: ``mcl.train(config) -> Run`` and ``mcl.load(run_dir) -> MultistageEncoder``.
+
+Multimodal runs (``multimodal.enabled``) train :class:`mcl.multimodal.ImageTextTask` on the same
+stage loop and load as :class:`mcl.multimodal.MultistageTwoTower`.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.config import Config, config_from_dict, load_config, save_config
-from mcl.errors import ConfigError, RunDirError
+from mcl.config import WEB_SOURCES, Config, config_from_dict, load_config, save_config
+from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.integration import MultistageEncoder
 from mcl.io import sha256_file
 from mcl.models import ContrastiveEncoder, build_encoder
+from mcl.multimodal import ImageTextTask, MultistageTwoTower, load_run_two_tower
 from mcl.rundir import RunDirectory
 from mcl.stages import ENCODER_FILE, StageHistory, run_stages, train_ensemble
 from mcl.tasks import ImageContrastiveTask, load_model_weights
@@ -30,7 +35,7 @@ class Run:
 
     run_dir: Path
     config: Config
-    encoder: MultistageEncoder
+    encoder: MultistageEncoder | MultistageTwoTower
     history: StageHistory
 
 
@@ -61,13 +66,31 @@ def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = No
         if data.path is None:
             raise ConfigError("config key 'data.path': required when data.source is 'table' (or pass --data DIR)")
         return replace(config, data=data)
+    if data.source in WEB_SOURCES:
+        return _import_image_text(config, run_dir, progress)
     target = Path(data.path) if data.path else run_dir / "data"
+    # Only captioned Trifeature takes caption options; the other generators have none.
+    options = {"drop_prob": config.multimodal.caption_drop_prob} if data.source == "captioned-trifeature" else {}
     if not (target / "labels.csv").exists() and distributed.is_main_process():
         logger.info("generating the %s data set in %s", data.source, target)
         GENERATORS[data.source](target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size,
-                                seed=data.seed, progress=progress)
+                                seed=data.seed, progress=progress, **options)
     distributed.barrier()
     return replace(config, data=replace(data, path=str(target.resolve())))
+
+
+def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
+    """img2dataset/WebDataset pairs, imported once into ``RUN_DIR/data``; the config then points at that table."""
+    from mcl.data.captions import import_image_text
+
+    data = config.data
+    target = run_dir / "data"
+    if not (target / "labels.csv").exists() and distributed.is_main_process():
+        logger.info("importing %s pairs from %s into %s", data.source, data.path, target)
+        import_image_text(data.source, data.path, target, data.n_train, data.n_test, data.image_size,
+                          data.on_bad_image, progress)
+    distributed.barrier()
+    return replace(config, data=replace(data, source="table", path=str(target.resolve())))
 
 
 def load_table_for(config: Config, progress: bool = True):
@@ -99,6 +122,8 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     table = load_table_for(config, progress).subset("train")
+    if len(table) == 0:
+        raise DataError(f"{Path(config.data.path) / 'labels.csv'}: no rows with split=train to train on")
     if len(table) < config.mcl.clusters:
         raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
                           "training images")
@@ -110,11 +135,20 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
         run.start(config, data_fingerprint(config, len(table)))
         save_config(config, run_dir / "config.yaml")
     distributed.barrier()
-    task = ImageContrastiveTask(config, table.images, resolve_device(config.train.device))
-    history = run_stages(task, config, run, progress)
+    device = resolve_device(config.train.device)
+    if config.multimodal.enabled:
+        task = ImageTextTask(config, table, device, run)
+        stage0 = task.initial if config.multimodal.stage0 else None
+    else:
+        task, stage0 = ImageContrastiveTask(config, table.images, device), None
+    history = run_stages(task, config, run, progress, initial_model=stage0)
     if config.eval.ensemble:
         train_ensemble(task, config, run, progress)
-    encoder = MultistageEncoder([_features_only(m) for m in history.models], config.mcl.integration)
+    models = [_features_only(m) for m in history.models]
+    if config.multimodal.enabled:
+        encoder = MultistageTwoTower(models, config.mcl.integration, stage0, config.multimodal.integrate_stage0)
+    else:
+        encoder = MultistageEncoder(models, config.mcl.integration)
     return Run(run_dir, config, encoder, history)
 
 
@@ -136,14 +170,19 @@ def build_stage_encoder(config: Config) -> ContrastiveEncoder:
     return build_encoder(model.backbone, model.width, model.projection_dim, model.hidden_dim)
 
 
-def load_member(run_dir: str | Path, directory: str, config: Config | None = None) -> ContrastiveEncoder:
-    """One trained encoder of a run (``stage-2``, ``ensemble-3``, ...), checked against the manifest."""
+def load_member(run_dir: str | Path, directory: str,
+                config: Config | None = None) -> ContrastiveEncoder | MultistageTwoTower:
+    """One trained model of a run (``stage-2``, ``ensemble-3``, ...), checked against the manifest.
+
+    A multimodal run's members are two-tower models (``stage-0`` too, when it has one).
+    """
     config = config or read_run_config(run_dir)
     run = RunDirectory(run_dir)
     weights = run.root / directory / ENCODER_FILE
     if not run.is_finished(weights):
         raise RunDirError(f"{weights}: not finished; resume training with 'mcl train' first")
-    return load_model_weights(build_stage_encoder(config), weights).eval()
+    model = load_run_two_tower(config, run_dir) if config.multimodal.enabled else build_stage_encoder(config)
+    return load_model_weights(model, weights).eval()
 
 
 def finished_stages(run_dir: str | Path, config: Config) -> int:
@@ -157,11 +196,18 @@ def finished_stages(run_dir: str | Path, config: Config) -> int:
     return count
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> MultistageEncoder:
-    """The trained multistage encoder of a run (every finished stage), in eval mode."""
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> MultistageEncoder | MultistageTwoTower:
+    """The trained multistage model of a run (every finished stage), in eval mode.
+
+    Multimodal runs give a :class:`MultistageTwoTower` (with stage 0 when the run has one).
+    """
     config = read_run_config(run_dir)
     stages = finished_stages(run_dir, config)
     if stages == 0:
         raise RunDirError(f"{run_dir}: no finished stage yet; run 'mcl train' first")
     encoders = [load_member(run_dir, f"stage-{s}", config) for s in range(1, stages + 1)]
+    if config.multimodal.enabled:
+        stage0 = load_member(run_dir, "stage-0", config) if config.multimodal.stage0 else None
+        model = MultistageTwoTower(encoders, config.mcl.integration, stage0, config.multimodal.integrate_stage0)
+        return model.to(device).eval()
     return MultistageEncoder(encoders, config.mcl.integration).to(device).eval()

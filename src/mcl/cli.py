@@ -1,11 +1,14 @@
-"""Command-line interface: ``mcl demo | train | eval | embed | generate``.
+"""Command-line interface: ``mcl demo | train | eval | embed | report | generate``.
 
-Errors from bad input are one line on stderr and exit code 2 (``--debug`` shows the traceback).
+Errors from bad input are one line on stderr and exit code 2 (``--debug`` shows the traceback); so is
+a full disk. ``mcl train`` on an existing run directory continues that run (same config and data
+required); ``--resume`` makes that explicit and fails if there is nothing to continue.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -41,13 +44,30 @@ def _init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+def _train_config(args: argparse.Namespace) -> str:
+    """The config to train with: the one given, or with ``--resume`` the run directory's own."""
+    from mcl.errors import ConfigError
+    from mcl.rundir import RunDirectory
+
+    if getattr(args, "resume", False):
+        RunDirectory(args.out).require_existing()
+        if args.config is None:
+            return str(Path(args.out) / "config.yaml")
+    if args.config is None:
+        raise ConfigError("mcl train: a CONFIG.yaml is required (or --resume --out RUN_DIR to continue a run)")
+    return args.config
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train (or resume) all stages."""
     import mcl
+    from mcl.logging_utils import metrics_logging
 
     _init_distributed()
     started = time.perf_counter()
-    run = mcl.train(args.config, out=args.out, data=args.data, overrides=args.set, progress=not args.quiet)
+    config = _train_config(args)
+    with metrics_logging(args.log, Path(args.out)):
+        run = mcl.train(config, out=args.out, data=args.data, overrides=args.set, progress=not args.quiet)
     print(f"trained {run.encoder.num_stages} stages in {time.perf_counter() - started:.0f} s -> {run.run_dir}")
 
 
@@ -89,26 +109,26 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote the {args.kind} image table to {path}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Plots of a run as a self-contained HTML page."""
+    from mcl.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Generate Trifeature, train all stages with configs/demo.yaml, evaluate, print the table."""
+    """Generate Trifeature, train all stages with configs/demo.yaml, evaluate, report, print the table."""
+    from mcl.report import write_report
+
     started = time.perf_counter()
     args.config = str(CONFIG_DIR / "demo.yaml")
     args.data = None
     cmd_train(args)
     args.run_dir = args.out
     cmd_eval(args)
-    report = _maybe_report(Path(args.out))
+    report = write_report(Path(args.out))
     print(f"demo finished in {time.perf_counter() - started:.0f} s; run directory: {args.out}")
-    if report:
-        print(f"report: {report}")
-
-
-def _maybe_report(run_dir: Path) -> Path | None:
-    try:
-        from mcl.report import write_report
-    except ImportError:
-        return None
-    return write_report(run_dir)
+    print(f"report: {report}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,12 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "generate Trifeature, train MCL, evaluate and report")
     demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _add_log_option(demo)
 
-    train = add("train", cmd_train, "train (or resume) all stages")
-    train.add_argument("config", help="YAML config (see configs/)")
+    train = add("train", cmd_train, "train all stages; on an existing run directory, continue that run")
+    train.add_argument("config", nargs="?",
+                       help="YAML config (see configs/); with --resume it defaults to RUN_DIR/config.yaml")
     train.add_argument("--data", help="image-table directory (overrides the config's data set)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--out", default="runs/mcl", help="run directory (default runs/mcl)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (an error if none was started there); a plain re-run "
+                            "continues too")
+    _add_log_option(train)
+
+    report = add("report", cmd_report, "plots of a run -> RUN_DIR/report/report.html (self-contained)")
+    report.add_argument("run_dir")
 
     evaluate = add("eval", cmd_eval, "per-attribute probes -> RUN_DIR/eval.json")
     evaluate.add_argument("run_dir")
@@ -154,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_log_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log", action="append", default=[], choices=["tensorboard"],
+                         help="also log epoch metrics to TensorBoard (RUN_DIR/tensorboard); metrics.jsonl is "
+                              "always written")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mcl`` command."""
     args = build_parser().parse_args(argv)
@@ -163,8 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     except MCLError as exc:
         if args.debug:
             raise
-        print(f"mcl: error: {exc}", file=sys.stderr)
+        print(f"mcl: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if args.debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mcl: error: {where}{os.strerror(exc.errno)}; free some space and re-run the same command "
+              "to continue", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("mcl: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

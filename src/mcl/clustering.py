@@ -2,18 +2,26 @@
 
 Two backends behind :func:`kmeans`:
 
-- ``torch``: batched Lloyd iterations on the training device, k-means++ initialisation, best of
-  ``restarts`` runs by inertia, empty clusters re-seeded with the points farthest from their
-  centroid; deterministic for a seed.
-- ``faiss`` (when ``faiss-cpu``/``faiss-gpu`` is installed): for millions of points.
+- ``torch`` (default): coarse-to-fine Lloyd on the training device. Every restart runs greedy
+  k-means++ and Lloyd on a random sample of ``max(32 K, 4096)`` points; the best restart (by inertia) is
+  refined by Lloyd on ``sample_per_cluster * K`` points (faiss's default subsample), then on all
+  points, each level until the inertia improves by less than ``tolerance`` (relative). Distances are one
+  ``addmm`` per row block with precomputed squared norms, centroid sums one sparse matmul; all of it
+  uses every core torch is allowed. Deterministic for a seed; empty clusters are re-seeded with the
+  points farthest from their centroid.
+- ``faiss`` (when ``faiss-cpu``/``faiss-gpu`` is installed): faiss's own k-means on the
+  ``sample_per_cluster * K`` subsample (at most 25 iterations per restart: faiss does not stop
+  early), then one exact full-data assignment.
 
 ``spherical=True`` clusters by cosine similarity (centroids re-normalised each step), the natural
-choice for L2-normalised embeddings.
+choice for L2-normalised embeddings. Inertia is always the sum of squared Euclidean distances.
+See ``benchmarks/clustering.py`` for the comparison with scikit-learn.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +29,13 @@ import torch
 
 logger = logging.getLogger("mcl")
 
-# Rows per distance block: bounds memory at chunk * K floats whatever N is.
-_CHUNK = 65536
+# A distance block holds at most this many floats (rows * K): 64 MiB whatever N is.
+_BLOCK_ELEMENTS = 1 << 24
+SEED_PER_CLUSTER = 32  # restarts (seeding + Lloyd) run on this many points per cluster ...
+SEED_MIN_POINTS = 4096  # ... but on at least this many (restarts at small K are cheap; tiny samples rank them badly)
+SAMPLE_PER_CLUSTER = 256  # then Lloyd on this many, then on all points
 FAISS_MIN_POINTS = 200_000
+FAISS_ITERATIONS = 25  # faiss's default; it has no early stop, so every iteration runs
 
 
 @dataclass
@@ -34,8 +46,22 @@ class KMeansResult:
     labels: np.ndarray  # (N,) int64
     sizes: np.ndarray  # (K,) int64
     inertia: float  # sum of squared distances to the assigned centroid
-    iterations: int
+    iterations: int  # full-data Lloyd iterations (subsample iterations not counted)
     backend: str
+
+
+@dataclass
+class _Fit:
+    """Centroids with the assignment that is consistent with them."""
+
+    centroids: torch.Tensor
+    labels: torch.Tensor
+    distances: torch.Tensor  # squared distance of every point to its centroid
+    iterations: int
+
+    @property
+    def inertia(self) -> float:
+        return float(self.distances.sum(dtype=torch.float64))
 
 
 def faiss_available() -> bool:
@@ -57,74 +83,108 @@ def kmeans(
     backend: str = "auto",
     device: str | torch.device | None = None,
     tolerance: float = 1e-4,
+    sample_per_cluster: int = SAMPLE_PER_CLUSTER,
 ) -> KMeansResult:
-    """Cluster ``points`` (N, D) into ``clusters`` groups; returns the best of ``restarts`` runs."""
+    """Cluster ``points`` (N, D) into ``clusters`` groups.
+
+    Args:
+        restarts: greedy k-means++ + Lloyd runs on the seeding sample (``max(32 K, 4096)`` points);
+            the best is refined on ``sample_per_cluster * K`` points, then on all of them.
+        iterations: cap on Lloyd iterations (per restart, and per refinement level).
+        tolerance: stop when an iteration lowers the inertia by less than this fraction.
+        sample_per_cluster: size per cluster of the intermediate refinement sample.
+        backend: ``auto`` (faiss for N >= 200k when installed, else torch), ``torch`` or ``faiss``.
+
+    Example:
+        >>> result = kmeans(embeddings, 10, seed=0)
+        >>> result.labels.shape, result.centroids.shape
+        ((N,), (10, D))
+    """
     n_points = points.shape[0]
     if clusters > n_points:
         raise ValueError(f"cannot make {clusters} clusters from {n_points} points")
     if backend == "auto":
         backend = "faiss" if n_points >= FAISS_MIN_POINTS and faiss_available() else "torch"
     if backend == "faiss":
-        return _kmeans_faiss(points, clusters, restarts, iterations, seed, spherical)
+        return _kmeans_faiss(points, clusters, restarts, iterations, seed, spherical, sample_per_cluster)
     if backend != "torch":
         raise ValueError(f"unknown k-means backend {backend!r} (expected auto, torch or faiss)")
     data = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points)
-    data = data.to(device or "cpu", torch.float32)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    best: KMeansResult | None = None
-    for _ in range(restarts):
-        result = _lloyd(data, clusters, iterations, generator, spherical, tolerance)
-        if best is None or result.inertia < best.inertia:
-            best = result
-    assert best is not None
-    return best
+    data = data.to(device or data.device, torch.float32).contiguous()
+    fit = _kmeans_torch(data, clusters, restarts, iterations, seed, spherical, tolerance, sample_per_cluster)
+    return _result(fit, clusters, "torch")
 
 
-def _squared_norms(x: torch.Tensor) -> torch.Tensor:
-    return (x * x).sum(dim=1)
+def _result(fit: _Fit, clusters: int, backend: str) -> KMeansResult:
+    return KMeansResult(
+        centroids=fit.centroids.cpu().numpy().astype(np.float32),
+        labels=fit.labels.cpu().numpy().astype(np.int64),
+        sizes=torch.bincount(fit.labels, minlength=clusters).cpu().numpy().astype(np.int64),
+        inertia=fit.inertia,
+        iterations=fit.iterations,
+        backend=backend,
+    )
 
 
-def assign(data: torch.Tensor, centroids: torch.Tensor, spherical: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of each row and the squared distance to it, in row blocks."""
+def squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norm of each row, without an (N, D) temporary."""
+    return torch.linalg.vector_norm(x, dim=1).square_()
+
+
+def assign(data: torch.Tensor, centroids: torch.Tensor,
+           norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest centroid of each row and the squared distance to it, in row blocks.
+
+    ``||x - c||^2 = ||x||^2 + (||c||^2 - 2 x.c)``: one ``addmm`` per block gives the bracket, the
+    row norms (``norms``, computed if not given) are added to the minimum only. For unit-norm
+    (spherical) centroids the nearest centroid is also the one of highest cosine similarity.
+    """
+    norms = squared_norms(data) if norms is None else norms
     labels = torch.empty(data.shape[0], dtype=torch.long, device=data.device)
-    distances = torch.empty(data.shape[0], dtype=torch.float32, device=data.device)
-    centroid_norms = _squared_norms(centroids)
-    for start in range(0, data.shape[0], _CHUNK):
-        block = data[start : start + _CHUNK]
-        if spherical:
-            similarity = block @ centroids.T
-            best, index = similarity.max(dim=1)
-            distance = (_squared_norms(block) + centroid_norms[index] - 2 * best).clamp_min_(0)
-        else:
-            squared = centroid_norms[None, :] - 2 * (block @ centroids.T)
-            best, index = squared.min(dim=1)
-            distance = (best + _squared_norms(block)).clamp_min_(0)
-        labels[start : start + _CHUNK] = index
-        distances[start : start + _CHUNK] = distance
-    return labels, distances
+    partial = torch.empty(data.shape[0], dtype=torch.float32, device=data.device)
+    centroid_norms = squared_norms(centroids)
+    rows = max(1024, _BLOCK_ELEMENTS // centroids.shape[0])
+    for start in range(0, data.shape[0], rows):
+        block = torch.addmm(centroid_norms, data[start : start + rows], centroids.T, alpha=-2)
+        torch.min(block, dim=1, out=(partial[start : start + rows], labels[start : start + rows]))
+    return labels, partial.add_(norms).clamp_min_(0)
 
 
-def _kmeans_plus_plus(data: torch.Tensor, clusters: int, generator: torch.Generator) -> torch.Tensor:
-    n_points = data.shape[0]
-    first = int(torch.randint(n_points, (1,), generator=generator))
-    centroids = [data[first]]
-    closest = _squared_norms(data - data[first]).clamp_min_(0)
-    for _ in range(1, clusters):
-        total = float(closest.sum())
-        if total <= 0:  # fewer distinct points than clusters: pick uniformly
-            index = int(torch.randint(n_points, (1,), generator=generator))
-        else:
-            weights = (closest / total).double().cpu()
-            index = int(torch.multinomial(weights, 1, generator=generator))
-        centroids.append(data[index])
-        closest = torch.minimum(closest, _squared_norms(data - data[index]))
-    return torch.stack(centroids)
-
-
-def _update(data: torch.Tensor, labels: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    sums = torch.zeros(clusters, data.shape[1], device=data.device).index_add_(0, labels, data)
+def centroid_sums(data: torch.Tensor, labels: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-cluster sums of the rows and the cluster sizes (one sparse ``(K, N) @ (N, D)`` matmul)."""
     counts = torch.bincount(labels, minlength=clusters)
-    return sums / counts.clamp_min(1)[:, None].float(), counts
+    if data.device.type != "cpu":  # index_add_ is the fast path on accelerators
+        return torch.zeros(clusters, data.shape[1], device=data.device).index_add_(0, labels, data), counts
+    rows = torch.arange(data.shape[0], device=data.device)
+    membership = torch.sparse_coo_tensor(torch.stack([labels, rows]), torch.ones_like(rows, dtype=data.dtype),
+                                         (clusters, data.shape[0]), check_invariants=False)
+    return torch.sparse.mm(membership, data), counts
+
+
+def _pick(cumulative: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` indices drawn with probability proportional to the increments of ``cumulative``."""
+    total = float(cumulative[-1])
+    if total <= 0:  # every point coincides with a chosen centre: pick uniformly
+        return torch.randint(len(cumulative), (count,), generator=generator).to(cumulative.device)
+    draws = torch.rand(count, generator=generator, dtype=torch.float64).to(cumulative.device) * total
+    return torch.searchsorted(cumulative, draws).clamp_max_(len(cumulative) - 1)
+
+
+def greedy_kmeans_plus_plus(data: torch.Tensor, norms: torch.Tensor, clusters: int,
+                            generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding, greedy variant (scikit-learn's): the best of ``2 + ln K`` candidates per centre."""
+    trials = 2 + int(math.log(clusters))
+    first = int(torch.randint(data.shape[0], (1,), generator=generator))
+    chosen = [first]
+    closest = (norms + norms[first] - 2 * data @ data[first]).clamp_min_(0)
+    for _ in range(1, clusters):
+        candidates = _pick(torch.cumsum(closest.double(), 0), trials, generator)
+        to_candidates = torch.addmm(norms[candidates, None], data[candidates], data.T, alpha=-2).add_(norms)
+        improved = torch.minimum(closest, to_candidates).clamp_min_(0)
+        best = int(improved.sum(dim=1, dtype=torch.float64).argmin())
+        chosen.append(int(candidates[best]))
+        closest = improved[best]
+    return data[torch.tensor(chosen, device=data.device)].clone()
 
 
 def _reseed_empty(centroids: torch.Tensor, counts: torch.Tensor, data: torch.Tensor,
@@ -135,58 +195,92 @@ def _reseed_empty(centroids: torch.Tensor, counts: torch.Tensor, data: torch.Ten
     # The points worst served by their centroid become the new centres of the empty clusters.
     farthest = torch.topk(distances, len(empty)).indices
     centroids[empty] = data[farthest]
-    distances[farthest] = 0
     return len(empty)
 
 
-def _lloyd(data: torch.Tensor, clusters: int, iterations: int, generator: torch.Generator, spherical: bool,
-           tolerance: float) -> KMeansResult:
-    centroids = _kmeans_plus_plus(data, clusters, generator)
-    if spherical:
-        centroids = torch.nn.functional.normalize(centroids, dim=1)
-    scale = float(data.var(dim=0).sum()) or 1.0
-    iteration = 0
-    while iteration < iterations:
-        iteration += 1
-        labels, distances = assign(data, centroids, spherical)
-        updated, counts = _update(data, labels, clusters)
-        reseeded = _reseed_empty(updated, counts, data, distances)
+def _update(data: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor, clusters: int,
+            spherical: bool) -> torch.Tensor:
+    sums, counts = centroid_sums(data, labels, clusters)
+    centroids = sums / counts.clamp_min(1)[:, None].to(sums.dtype)
+    _reseed_empty(centroids, counts, data, distances)
+    return torch.nn.functional.normalize(centroids, dim=1) if spherical else centroids
+
+
+def lloyd(data: torch.Tensor, norms: torch.Tensor, centroids: torch.Tensor, iterations: int, tolerance: float,
+          spherical: bool) -> _Fit:
+    """Lloyd iterations from ``centroids`` until the relative inertia gain drops below ``tolerance``."""
+    clusters = centroids.shape[0]
+    previous = math.inf
+    for iteration in range(1, iterations + 1):
+        labels, distances = assign(data, centroids, norms)
+        inertia = float(distances.sum(dtype=torch.float64))
+        if previous - inertia <= tolerance * inertia:
+            return _Fit(centroids, labels, distances, iteration)
+        previous = inertia
+        centroids = _update(data, labels, distances, clusters, spherical)
+    labels, distances = assign(data, centroids, norms)
+    return _Fit(centroids, labels, distances, iterations)
+
+
+def _levels(n_points: int, clusters: int, sample_per_cluster: int, seed: int) -> list[np.ndarray | None]:
+    """Row subsets from coarse to fine: the seeding sample, the refinement sample, all points (None).
+
+    The samples are nested (prefixes of one random draw), and a level is skipped when it would
+    not be smaller than the next one.
+    """
+    seeding = max(SEED_PER_CLUSTER * clusters, SEED_MIN_POINTS)
+    sizes = [min(n_points, seeding), min(n_points, max(seeding, sample_per_cluster * clusters))]
+    sizes = sorted({max(clusters, size) for size in sizes if size < n_points})
+    if not sizes:
+        return [None]
+    draw = np.random.default_rng(seed).choice(n_points, sizes[-1], replace=False)
+    return [np.sort(draw[:size]) for size in sizes] + [None]
+
+
+def _kmeans_torch(data: torch.Tensor, clusters: int, restarts: int, iterations: int, seed: int, spherical: bool,
+                  tolerance: float, sample_per_cluster: int) -> _Fit:
+    """Restarts on the coarsest level, then each finer level starts from the previous level's centroids."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    norms = squared_norms(data)
+    fit: _Fit | None = None
+    for level, rows in enumerate(_levels(data.shape[0], clusters, sample_per_cluster, seed)):
+        index = None if rows is None else torch.from_numpy(rows).to(data.device)
+        points = data if index is None else data[index]
+        point_norms = norms if index is None else norms[index]
+        if level == 0:
+            fit = _best_restart(points, point_norms, clusters, restarts, iterations, tolerance, spherical, generator)
+        else:
+            assert fit is not None
+            fit = lloyd(points, point_norms, fit.centroids, iterations, tolerance, spherical)
+    assert fit is not None
+    return fit
+
+
+def _best_restart(data: torch.Tensor, norms: torch.Tensor, clusters: int, restarts: int, iterations: int,
+                  tolerance: float, spherical: bool, generator: torch.Generator) -> _Fit:
+    """Lowest-inertia result of ``restarts`` greedy k-means++ seedings, each followed by Lloyd."""
+    best: _Fit | None = None
+    for _ in range(restarts):
+        start = greedy_kmeans_plus_plus(data, norms, clusters, generator)
         if spherical:
-            updated = torch.nn.functional.normalize(updated, dim=1)
-        shift = float(_squared_norms(updated - centroids).sum()) / scale
-        centroids = updated
-        if shift <= tolerance and not reseeded:
-            break
-    labels, distances = assign(data, centroids, spherical)
-    sizes = torch.bincount(labels, minlength=clusters)
-    return KMeansResult(
-        centroids=centroids.cpu().numpy().astype(np.float32),
-        labels=labels.cpu().numpy().astype(np.int64),
-        sizes=sizes.cpu().numpy().astype(np.int64),
-        inertia=float(distances.double().sum()),
-        iterations=iteration,
-        backend="torch",
-    )
+            start = torch.nn.functional.normalize(start, dim=1)
+        fit = lloyd(data, norms, start, iterations, tolerance, spherical)
+        if best is None or fit.inertia < best.inertia:
+            best = fit
+    assert best is not None
+    return best
 
 
 def _kmeans_faiss(points: np.ndarray | torch.Tensor, clusters: int, restarts: int, iterations: int, seed: int,
-                  spherical: bool) -> KMeansResult:
+                  spherical: bool, sample_per_cluster: int) -> KMeansResult:
     import faiss
 
     data = points.detach().cpu().numpy() if torch.is_tensor(points) else np.asarray(points)
     data = np.ascontiguousarray(data, dtype=np.float32)
-    model = faiss.Kmeans(data.shape[1], clusters, niter=iterations, nredo=restarts, seed=seed,
-                         spherical=spherical, verbose=False, max_points_per_centroid=max(256, len(data)))
+    model = faiss.Kmeans(data.shape[1], clusters, niter=min(iterations, FAISS_ITERATIONS), nredo=restarts, seed=seed,
+                         spherical=spherical, verbose=False, max_points_per_centroid=sample_per_cluster)
     model.train(data)
-    distances, labels = model.index.search(data, 1)
-    labels = labels[:, 0].astype(np.int64)
-    if spherical:  # inner-product index: convert similarity to squared distance
-        distances = np.maximum((data * data).sum(1, keepdims=True) + 1 - 2 * distances, 0)
-    return KMeansResult(
-        centroids=model.centroids.astype(np.float32),
-        labels=labels,
-        sizes=np.bincount(labels, minlength=clusters).astype(np.int64),
-        inertia=float(distances.astype(np.float64).sum()),
-        iterations=iterations,
-        backend="faiss",
-    )
+    tensor = torch.from_numpy(data)
+    labels, distances = assign(tensor, torch.from_numpy(model.centroids))
+    fit = _Fit(torch.from_numpy(model.centroids), labels, distances, min(iterations, FAISS_ITERATIONS))
+    return _result(fit, clusters, "faiss")

@@ -26,11 +26,14 @@ FORMAT_VERSION = 1
 class DataConfig:
     """Where the images come from: a generator or an image-table directory."""
 
-    source: Literal["trifeature", "overlay", "table"] = "trifeature"
-    path: str | None = None  # image-table directory (source=table), or where a generator writes
+    source: Literal["trifeature", "overlay", "table", "captioned-trifeature", "captioned-fashion-mnist",
+                    "img2dataset", "webdataset"] = "trifeature"
+    # image-table directory (source=table), where a generator writes, or the img2dataset folder /
+    # WebDataset shard pattern (those are imported once into RUN_DIR/data as an image table)
+    path: str | None = None
     image_size: int = 32
-    n_train: int = 4000  # generators only
-    n_test: int = 1000  # generators only
+    n_train: int = 4000  # generators; img2dataset/webdataset: pairs read = n_train + n_test
+    n_test: int = 1000  # generators; img2dataset/webdataset: the last n_test pairs are the test split
     seed: int = 0  # generators only
     on_bad_image: Literal["error", "skip"] = "error"
     cache: bool = True
@@ -110,6 +113,42 @@ class EvalConfig:
     linear_c: float = 1.0
     ensemble: bool = True  # train the ensemble-k baseline
     references: bool = True  # random-init encoder and raw pixels
+    paired_pairs: int = 500  # multimodal paired benchmark: image pairs per attribute
+
+
+@dataclass
+class MultimodalConfig:
+    """Image-text (CLIP-style) MCL: a two-tower model per stage, clusters of its image embeddings.
+
+    ``init``: where every stage's weights start. ``pretrained`` (default, as in the reference): each
+    stage fine-tunes from the same initial model (the pretrained towers; for ``small`` one seeded
+    random initialisation shared by all stages); ``previous``: from the previous stage; ``scratch``:
+    a fresh per-stage seeded build (pretrained towers are still loaded, new parts draw new weights).
+    ``stage0``: before stage 1, cluster the initial model's image embeddings as "stage 0", so that
+    stage 1 already trains with feature-aware negatives.
+    """
+
+    enabled: bool = False
+    model: Literal["small", "pretrained-towers", "open_clip", "hf-clip"] = "small"
+    arch: str | None = None  # open_clip model name, e.g. "ViT-B-32"
+    pretrained: str | None = None  # open_clip tag or checkpoint; hf-clip directory; pretrained-towers text model dir
+    embed_dim: int = 128  # small and pretrained-towers (the adapters keep their own)
+    init: Literal["pretrained", "previous", "scratch"] = "pretrained"
+    stage0: bool = False
+    integrate_stage0: bool = False  # the integrated model (mcl-k, mcl.load) also includes stage 0
+    lock_image: bool = False
+    unlocked_image_groups: int = 0  # with lock_image: the last N image layer groups stay trainable
+    lock_text: bool = False
+    unlocked_text_groups: int = 0
+    init_temperature: float = 0.07
+    context_length: int = 32
+    image_resolution: int | None = None  # pretrained-towers: resize images to this size (None: keep)
+    image_width: float = 1.0  # small: ConvNet channel multiplier
+    text_width: int = 128  # small: transformer width
+    text_layers: int = 2
+    text_heads: int = 4
+    # captioned-trifeature: probability of leaving each attribute's word out of a caption, e.g. {texture: 0.8}
+    caption_drop_prob: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +163,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     mcl: MCLConfig = field(default_factory=MCLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    multimodal: MultimodalConfig = field(default_factory=MultimodalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists), as written to ``config.yaml``."""
@@ -166,6 +206,19 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.knn_k": (lambda v: v >= 1, "a positive integer"),
     "eval.linear_max_iter": (lambda v: v >= 1, "a positive integer"),
     "eval.linear_c": (lambda v: v > 0, "a positive number"),
+    "eval.paired_pairs": (lambda v: v >= 1, "a positive integer"),
+    "multimodal.embed_dim": (lambda v: v >= 1, "a positive integer"),
+    "multimodal.unlocked_image_groups": (lambda v: v >= 0, "a non-negative integer"),
+    "multimodal.unlocked_text_groups": (lambda v: v >= 0, "a non-negative integer"),
+    "multimodal.init_temperature": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "multimodal.context_length": (lambda v: v >= 3, "an integer >= 3"),
+    "multimodal.image_resolution": (lambda v: v is None or 8 <= v <= 1024, "null or an integer in [8, 1024]"),
+    "multimodal.image_width": (lambda v: v > 0, "a positive number"),
+    "multimodal.text_width": (lambda v: v >= 1, "a positive integer"),
+    "multimodal.text_layers": (lambda v: v >= 1, "a positive integer"),
+    "multimodal.text_heads": (lambda v: v >= 1, "a positive integer"),
+    "multimodal.caption_drop_prob": (lambda v: all(0 <= p <= 1 for p in v.values()),
+                                     "a mapping of attribute -> probability in [0, 1]"),
 }
 
 
@@ -183,6 +236,36 @@ def _check_ranges(config: Config) -> None:
         value = getattr(getattr(config, section), name)
         if not ok(value):
             raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+    _check_multimodal(config)
+
+
+WEB_SOURCES = ("img2dataset", "webdataset")
+
+
+def _check_multimodal(config: Config) -> None:
+    """Keys that only make sense together (each error names the key to change)."""
+    from mcl.data.captions import TRIFEATURE_ATTRIBUTES
+
+    multimodal = config.multimodal
+    if (config.objective.name == "clip") != multimodal.enabled:
+        raise ConfigError(f"config key 'objective.name': multimodal.enabled={multimodal.enabled} needs "
+                          f"{'clip' if multimodal.enabled else 'a unimodal objective'}, got "
+                          f"{config.objective.name!r}")
+    if config.data.source in WEB_SOURCES and not config.data.path:
+        raise ConfigError(f"config key 'data.path': required for data.source={config.data.source!r} "
+                          "(the img2dataset folder or the WebDataset shard pattern)")
+    unknown = sorted(set(multimodal.caption_drop_prob) - set(TRIFEATURE_ATTRIBUTES))
+    if unknown:
+        raise ConfigError(f"config key 'multimodal.caption_drop_prob': unknown attribute(s) {unknown}; "
+                          f"expected some of {list(TRIFEATURE_ATTRIBUTES)}")
+    if multimodal.model == "small" and multimodal.text_width % multimodal.text_heads:
+        raise ConfigError(f"config key 'multimodal.text_heads': {multimodal.text_heads} does not divide "
+                          f"multimodal.text_width={multimodal.text_width}")
+    needed = {"open_clip": "arch", "hf-clip": "pretrained"}.get(multimodal.model)
+    if multimodal.enabled and needed and not getattr(multimodal, needed):
+        raise ConfigError(f"config key 'multimodal.{needed}': required for multimodal.model={multimodal.model!r}")
+    if multimodal.integrate_stage0 and not multimodal.stage0:
+        raise ConfigError("config key 'multimodal.integrate_stage0': needs multimodal.stage0: true")
 
 
 def _type_name(tp: Any) -> str:
@@ -193,6 +276,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
+    if origin is dict:
+        return "a mapping"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
             type(None): "null"}.get(tp, str(tp))
 
@@ -209,6 +294,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ConfigError:
                 continue
+    elif origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     elif origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, (list, tuple)) and len(value) == len(args):

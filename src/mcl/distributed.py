@@ -1,10 +1,11 @@
 """Process-group helpers. With no process group (one CPU, one GPU) every helper is the identity,
 so the single-process path is the same code with world size 1.
 
-Gathers that feed a loss use ``torch.distributed.nn.all_gather``: unlike
-``torch.distributed.all_gather`` it carries gradients back to every rank's local slice. Each rank
-then computes the loss of its *local* anchors against the *global* candidates; DDP averages the
-gradients, which gives exactly the gradient of the global-batch loss (tested in
+Gathers that feed a loss use :func:`gather_with_grad`: unlike ``torch.distributed.all_gather`` it
+carries gradients back to every rank's local slice (the backward sums each part's gradient over
+ranks: ``reduce_scatter`` on NCCL, ``all_reduce`` on gloo). Each rank then computes the loss of its
+*local* anchors against the *global* candidates; DDP averages the gradients, which gives exactly the
+gradient of the global-batch loss when the ranks hold equally many anchors (tested in
 ``tests/test_distributed.py``).
 """
 
@@ -48,15 +49,33 @@ def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([tensor, pad])
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather of equal-shaped tensors whose backward sends every rank the summed gradient of its part."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, *grads: torch.Tensor) -> torch.Tensor:
+        # Rank r's loss depends on every part; the gradient of part r is the sum over all ranks.
+        stacked = torch.stack(grads).contiguous()
+        if dist.get_backend() == "nccl":
+            mine = torch.empty_like(stacked[0])
+            dist.reduce_scatter_tensor(mine, stacked)
+            return mine
+        dist.all_reduce(stacked)  # gloo has no reduce_scatter
+        return stacked[rank()]
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` (first dim may differ per rank) from all ranks, keeping the gradient."""
     if not is_distributed():
         return tensor
-    import torch.distributed.nn as dist_nn  # lazily: not every build ships it
-
     sizes = _gather_sizes(tensor)
-    padded = _pad_rows(tensor, max(sizes))
-    parts = dist_nn.all_gather(padded)
+    parts = _AllGather.apply(_pad_rows(tensor, max(sizes)))
     return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
 
 

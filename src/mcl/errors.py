@@ -28,3 +28,7 @@ class RunDirError(MCLError):
 
 class TrainingError(MCLError):
     """Training cannot go on (e.g. the loss became NaN/Inf)."""
+
+
+class DiskFullError(MCLError):
+    """A write failed because the disk (or the user's quota) is full; the old file is left intact."""

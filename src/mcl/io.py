@@ -1,16 +1,25 @@
 """Atomic, safe file I/O for run directories.
 
 Every file is written to a temporary sibling, flushed, fsync'ed and renamed over the target, so a
-crash (or a full disk) leaves either the old file or the new one, never half of one. Tensors are
-stored with safetensors and metadata as JSON: nothing is ever unpickled.
+crash (or a full disk) leaves either the old file or the new one, never half of one. A full disk
+(``ENOSPC``/``EDQUOT``) becomes a one-line :class:`~mcl.errors.DiskFullError` naming the file. Tensors
+are stored with safetensors and metadata as JSON: nothing is ever unpickled.
+
+Crash tests: with ``MCL_TEST_KILL_AT=<phase>:<n>`` in the environment, the n-th call of
+:func:`crash_point` for ``phase`` in this process kills it with SIGKILL (no cleanup, like a power cut
+or the OOM killer). Phases: ``step`` (after an optimiser step), ``epoch`` (after an epoch checkpoint,
+before metrics.jsonl), ``embed`` (after embedding the training set), ``cluster`` (after k-means,
+before its files) and ``write`` (an atomic write whose temporary file is complete but not yet renamed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,24 +32,65 @@ from safetensors.numpy import save as _save_numpy_bytes
 from safetensors.torch import load as _load_torch_bytes
 from safetensors.torch import save as _save_torch_bytes
 
-from mcl.errors import RunDirError
+from mcl.errors import DiskFullError, RunDirError
+
+KILL_ENV = "MCL_TEST_KILL_AT"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_crash_counts: dict[str, int] = {}
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it; read once, at import
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; finished files get the usual permissions (0666 less the umask).
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def crash_point(phase: str) -> None:
+    """Test hook: SIGKILL this process at the n-th call for ``phase`` if ``MCL_TEST_KILL_AT=phase:n``."""
+    target = os.environ.get(KILL_ENV)
+    if not target or not target.startswith(f"{phase}:"):
+        return
+    _crash_counts[phase] = _crash_counts.get(phase, 0) + 1
+    if _crash_counts[phase] == int(target.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError | None:
+    """A one-line :class:`DiskFullError` for ``path`` if ``exc`` means the disk or quota is full."""
+    if exc.errno not in _DISK_FULL:
+        return None
+    return DiskFullError(f"{path}: {os.strerror(exc.errno)} while writing; the previous version of the file "
+                         "is intact: free some space and re-run the same command to continue")
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``."""
+    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
+
+    On any error the temporary file is removed and ``path`` keeps its old content (or stays absent).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("write")
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and (full := disk_full_error(path, exc)) is not None:
+            raise full from exc
         raise
     _fsync_dir(path.parent)
 
@@ -78,10 +128,15 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON line (metrics logs); a torn last line is skipped by :func:`read_jsonl`."""
+    """Append one JSON line (logs); a torn last line is skipped by :func:`read_jsonl`."""
     with open(path, "a") as handle:
         handle.write(json.dumps(record) + "\n")
         handle.flush()
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Atomically (re)write a whole JSON-lines file, e.g. metrics.jsonl up to the last checkpoint."""
+    write_bytes(path, "".join(json.dumps(record) + "\n" for record in records).encode())
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from mcl.clustering import KMeansResult, kmeans
 from mcl.config import Config
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, save_arrays, write_json
+from mcl.logging_utils import phase
 from mcl.rundir import RunDirectory
 from mcl.sampling import (
     ClusterBatchSampler,
@@ -141,12 +142,14 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
         meta = read_json(directory / "clusters.json")
         return KMeansResult(arrays["centroids"], arrays["labels"], arrays["sizes"], meta["inertia"],
                             meta["iterations"], meta["backend"])
-    embeddings = task.embed(model)
+    with phase(f"stage-{stage}", "embed", f"embedding {task.num_samples} training samples"):
+        embeddings = task.embed(model)
     result = None
     if distributed.is_main_process():
-        result = kmeans(embeddings, config.mcl.clusters, config.mcl.kmeans_restarts, config.mcl.kmeans_iterations,
-                        seed=stage_seed(config, stage), spherical=config.mcl.spherical,
-                        backend=config.mcl.kmeans_backend, device=embeddings.device)
+        with phase(f"stage-{stage}", "cluster", f"k-means, K={config.mcl.clusters}"):
+            result = kmeans(embeddings, config.mcl.clusters, config.mcl.kmeans_restarts,
+                            config.mcl.kmeans_iterations, seed=stage_seed(config, stage),
+                            spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend, device=embeddings.device)
         write_json(directory / "clusters.json", {"inertia": result.inertia, "iterations": result.iterations,
                                                  "backend": result.backend, "sizes": result.sizes.tolist()})
         save_arrays(path, {"centroids": result.centroids, "labels": result.labels, "sizes": result.sizes})
@@ -154,12 +157,39 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     return distributed.broadcast_object(result)
 
 
-def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: bool = True) -> StageHistory:
-    """Train all ``config.mcl.stages`` stages; returns the per-stage models and clusterings."""
+def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:
+    """Stage 0: record an untrained initial model's weights in ``stage-0/`` and cluster its embeddings.
+
+    On resume the recorded weights are loaded back into ``model``, so every later use of it (e.g.
+    stages that start from the initial weights) sees exactly the model that was clustered.
+    """
+    weights = run.stage_dir(0) / ENCODER_FILE
+    if run.is_finished(weights):
+        load_model_weights(model, weights)
+    elif distributed.is_main_process():
+        save_model(model, weights, {"name": "stage-0", "seed": "initial"})
+        run.record(weights)
+    distributed.barrier()
+    return cluster_or_load(task, model, config, run, 0)
+
+
+def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: bool = True,
+               initial_model: nn.Module | None = None) -> StageHistory:
+    """Train all ``config.mcl.stages`` stages; returns the per-stage models and clusterings.
+
+    ``initial_model`` (e.g. a pretrained CLIP before fine-tuning) is clustered first as stage 0
+    (:func:`initial_stage`): its clusters join the pseudo-label combination of every stage, so stage 1
+    already trains with feature-aware negatives. ``history.models`` holds the trained stages only;
+    ``history.cluster_labels`` starts with stage 0's clustering when there is one.
+    """
     history = StageHistory()
+    if initial_model is not None:
+        clusters = initial_stage(task, initial_model, config, run)
+        history.cluster_labels.append(clusters.labels)
+        history.centroids.append(clusters.centroids)
     for stage in range(1, config.mcl.stages + 1):
         pseudo_labels = None
-        if stage > 1:
+        if history.cluster_labels:
             pseudo_labels = stage_pseudo_labels(run, stage, history, config, task.num_samples)
         previous = history.models[-1] if history.models else None
         model = train_or_load(task, config, run, run.stage_dir(stage), stage_seed(config, stage), pseudo_labels,

@@ -1,12 +1,13 @@
 """What one stage trains: how a batch of indices becomes a loss, and how the training set is embedded.
 
 The stage loop (:mod:`mcl.stages`) is the same for every modality; a task supplies the parts that
-differ. :class:`ImageContrastiveTask` is unimodal two-view training (SimCLR/DCL); the multimodal
-CLIP task lives in :mod:`mcl.multimodal`.
+differ. :class:`ImageContrastiveTask` is unimodal two-view training (SimCLR/DCL, or MoCo with a
+momentum key encoder and a labelled queue); the multimodal CLIP task lives in :mod:`mcl.multimodal`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -15,10 +16,10 @@ from torch import nn
 
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
-from mcl.config import Config
+from mcl.config import Config, ObjectiveConfig
 from mcl.io import load_tensors, save_tensors
 from mcl.models import build_encoder
-from mcl.objectives import build_objective
+from mcl.objectives import MoCoLoss, MomentumEncoder, build_objective
 
 
 class StageTask(Protocol):
@@ -43,8 +44,40 @@ def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
     return distributed.gather_no_grad(embed_rows(shard))
 
 
+@torch.no_grad()
+def embed_images(model: nn.Module, images: torch.Tensor,
+                 encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """L2-normalised ``encode(float images)`` of every uint8 ``(N, H, W, 3)`` image, ``model`` in eval mode."""
+    was_training = model.training
+    model.eval()
+
+    def rows(shard: np.ndarray) -> torch.Tensor:
+        out = [encode(to_float_images(images[torch.as_tensor(chunk, device=images.device)]))
+               for chunk in np.array_split(shard, max(1, len(shard) // 1024))]
+        return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
+
+    features = embed_in_shards(rows, len(images))
+    model.train(was_training)
+    return features
+
+
+def objective_kwargs(config: ObjectiveConfig) -> dict[str, float | int]:
+    """Constructor arguments of the configured objective."""
+    kwargs: dict[str, float | int] = {"temperature": config.temperature}
+    if config.name == "moco":
+        kwargs["queue_size"] = config.queue_size
+    return kwargs
+
+
 class ImageContrastiveTask:
-    """Two augmented views per image, an encoder, and a two-view objective (NT-Xent or DCL)."""
+    """Two augmented views per image, an encoder, and a two-view objective (NT-Xent, DCL or MoCo).
+
+    With ``objective.name: moco`` the keys come from a :class:`~mcl.objectives.MomentumEncoder`
+    (EMA of the trained encoder, updated at the start of every loss, i.e. after every optimiser
+    step) and the loss is symmetric: ``(L(q_a, k_b) + L(q_b, k_a)) / 2``. The keys of view b then
+    enter the queue with their pseudo-labels and sample indices. A new stage's model is detected
+    by the momentum encoder, which then restarts from it, and the queue is emptied.
+    """
 
     def __init__(self, config: Config, images: np.ndarray, device: torch.device) -> None:
         self.config = config
@@ -53,10 +86,15 @@ class ImageContrastiveTask:
         # uint8 keeps the whole training set small enough to live on the device.
         self.images = torch.from_numpy(np.array(images, copy=True)).to(device)
         self.augment = build_augmentation(config.augment, images.shape[1]).to(device)
-        self.objective = build_objective(config.objective.name, temperature=config.objective.temperature)
+        self.objective = build_objective(config.objective.name, **objective_kwargs(config.objective)).to(device)
+        self.key_encoder = MomentumEncoder(config.objective.momentum) if isinstance(self.objective, MoCoLoss) else None
 
     def build_model(self, seed: int, previous: nn.Module | None = None) -> nn.Module:
-        """Seeded fresh encoder; with ``mcl.init=previous`` it starts from the previous stage's weights."""
+        """Seeded fresh encoder; with ``mcl.init=previous`` it starts from the previous stage's weights.
+
+        The weights are identical on every rank; afterwards ranks > 0 re-seed torch's global RNG so
+        that each rank draws its own augmentations (rank 0 keeps the single-process stream).
+        """
         torch.manual_seed(seed)
         model_config = self.config.model
         model = build_encoder(model_config.backbone, model_config.width, model_config.projection_dim,
@@ -65,31 +103,42 @@ class ImageContrastiveTask:
             model.load_state_dict(previous.state_dict())
         if self.config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if distributed.rank():
+            torch.manual_seed(seed + 1_000_003 * distributed.rank())
         return model.to(self.device)
 
-    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
-        """Both views in one forward pass (shared BatchNorm statistics, half the kernel launches)."""
+    def views(self, indices: np.ndarray) -> torch.Tensor:
+        """Both augmented views of a batch, stacked: ``(2B, 3, H, W)``, view a first."""
         batch = to_float_images(self.images[torch.as_tensor(indices, device=self.device)])
         views = self.augment(torch.cat([batch, batch]))
         if self.config.train.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
-        z_a, z_b = model(views).chunk(2)
-        return self.objective(z_a, z_b, pseudo_labels)
+        return views
 
-    @torch.no_grad()
+    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+        """Both views in one forward pass (shared BatchNorm statistics, half the kernel launches)."""
+        views = self.views(indices)
+        z_a, z_b = model(views).chunk(2)
+        if self.key_encoder is None:
+            return self.objective(z_a, z_b, pseudo_labels)
+        return self._moco_loss(model, views, (z_a, z_b), pseudo_labels, indices)
+
+    def _moco_loss(self, model: nn.Module, views: torch.Tensor, queries: tuple[torch.Tensor, torch.Tensor],
+                   pseudo_labels: torch.Tensor | None, indices: np.ndarray) -> torch.Tensor:
+        """Symmetric MoCo loss against the momentum keys and the queue; then enqueue view b's keys."""
+        assert self.key_encoder is not None and isinstance(self.objective, MoCoLoss)
+        if self.key_encoder.follow(model):
+            self.objective.reset()
+        k_a, k_b = self.key_encoder(views).chunk(2)
+        index = torch.as_tensor(indices, device=self.device)
+        q_a, q_b = queries
+        loss = 0.5 * (self.objective(q_a, k_b, pseudo_labels, index) + self.objective(q_b, k_a, pseudo_labels, index))
+        self.objective.enqueue(k_b, pseudo_labels, index)
+        return loss
+
     def embed(self, model: nn.Module) -> torch.Tensor:
         """Backbone features of the un-augmented training images, L2-normalised."""
-        was_training = model.training
-        model.eval()
-
-        def rows(shard: np.ndarray) -> torch.Tensor:
-            out = [model.features(to_float_images(self.images[torch.as_tensor(chunk, device=self.device)]))
-                   for chunk in np.array_split(shard, max(1, len(shard) // 1024))]
-            return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
-
-        features = embed_in_shards(rows, self.num_samples)
-        model.train(was_training)
-        return features
+        return embed_images(model, self.images, model.features)
 
 
 def save_model(model: nn.Module, path, metadata: dict[str, str] | None = None) -> None:

@@ -10,8 +10,10 @@ import contextlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,12 +24,16 @@ from tqdm.auto import tqdm
 
 from mcl import distributed
 from mcl.config import TrainConfig
-from mcl.errors import TrainingError
-from mcl.io import append_jsonl, load_tensors_with_metadata, save_tensors
+from mcl.errors import RunDirError, TrainingError
+from mcl.io import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
+from mcl.logging_utils import emit_metrics
 
 logger = logging.getLogger("mcl")
 
 CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+# Files that other tools load with pickle; never read here, only warned about.
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
 class BatchSampler(Protocol):
@@ -81,6 +87,15 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
 
 # ---- checkpoints: safetensors for tensors, JSON for the rest; nothing is pickled ----
 
+@dataclass
+class TrainState:
+    """Where a stage's training stands: epochs and steps done, and the metrics of those epochs."""
+
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -106,38 +121,106 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    step: int, scaler: torch.amp.GradScaler | None) -> None:
-    """Write the end-of-epoch checkpoint (tensors first, then the JSON that makes it valid)."""
+def rank_rng_states() -> list[dict[str, torch.Tensor]]:
+    """torch (also kornia's) and current-CUDA-device RNG state of every rank, gathered on all ranks.
+
+    A collective under ``torch.distributed``: call it on every rank. Ranks draw different
+    augmentations, so each rank's stream is saved and restored, not only rank 0's.
+    """
+    own = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        own["cuda"] = torch.cuda.get_rng_state()
+    if not distributed.is_distributed():
+        return [own]
+    states: list[Any] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(states, own)
+    return states
+
+
+def _rng_state(ranks: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every global RNG a stage may draw from: torch and CUDA per rank, numpy and Python of rank 0."""
+    _, keys, position, has_gauss, gauss = np.random.get_state()
+    tensors = {"rng.numpy": torch.from_numpy(keys.astype(np.int64))}
+    for rank, states in enumerate(ranks):
+        tensors.update({f"rng.rank{rank}.{kind}": value for kind, value in states.items()})
+    version, internal, gauss_next = random.getstate()
+    meta = {"numpy": [int(position), int(has_gauss), float(gauss)], "python": [version, list(internal), gauss_next]}
+    return tensors, meta
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], step: int) -> None:
+    rank = distributed.rank()
+    if f"rng.rank{rank}.torch" in tensors:
+        torch.set_rng_state(tensors[f"rng.rank{rank}.torch"])
+    else:  # more ranks than when the checkpoint was written: a fresh, distinct stream per rank
+        logger.warning("checkpoint has no RNG state for rank %d; reseeding it", rank)
+        torch.manual_seed(1_000_003 * rank + step)
+    if f"rng.rank{rank}.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[f"rng.rank{rank}.cuda"])
+    position, has_gauss, gauss = meta["numpy"]
+    np.random.set_state(("MT19937", tensors["rng.numpy"].numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = meta["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def save_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState,
+                    scaler: torch.amp.GradScaler | None, extra: nn.Module | None = None,
+                    rng: list[dict[str, torch.Tensor]] | None = None) -> None:
+    """Write the end-of-epoch checkpoint: weights, optimiser, scaler, RNG states and metrics so far.
+
+    One safetensors file holds tensors and metadata, so a crash can never pair one epoch's weights
+    with another's optimiser state. The sampler needs no state: its shuffle is a function of
+    ``(seed, epoch)``, and the learning rate one of the step. ``extra`` is training state that lives
+    outside the model (e.g. a MoCo queue and momentum encoder); its ``state_dict`` is saved too.
+    ``rng``: every rank's RNG states from :func:`rank_rng_states` (default: this process's).
+    """
     optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    rng_tensors, rng_meta = _rng_state(rng or rank_rng_states())
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(optimizer_tensors)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {"epoch": epoch, "step": step, "optimizer": optimizer_meta,
+    tensors.update(rng_tensors)
+    if extra is not None:
+        tensors.update({f"extra.{k}": v for k, v in extra.state_dict().items()})
+    meta = {"epoch": state.epoch, "step": state.step, "optimizer": optimizer_meta, "rng": rng_meta,
+            "metrics": state.metrics,
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
-    # One file holds tensors and metadata, so a crash can never pair one epoch's weights with another's.
     save_tensors(stage_dir / CHECKPOINT, tensors, metadata={"checkpoint": json.dumps(meta)})
 
 
 def load_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None) -> tuple[int, int] | None:
-    """Restore the last epoch checkpoint; returns ``(epochs_done, steps_done)`` or None if there is none."""
+                    scaler: torch.amp.GradScaler | None, extra: nn.Module | None = None) -> TrainState | None:
+    """Restore the last epoch checkpoint into the objects given; None if there is none.
+
+    Only ``checkpoint.safetensors`` is ever read: a pickle-based file (``checkpoint.pt`` ...) next to
+    it is ignored with a warning, never loaded. A damaged checkpoint raises :class:`RunDirError`.
+    """
+    _warn_about_foreign_checkpoints(stage_dir)
     path = stage_dir / CHECKPOINT
     if not path.exists():
         return None
     tensors, metadata = load_tensors_with_metadata(path)
-    meta = json.loads(metadata["checkpoint"])
-    device = next(model.parameters()).device
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
-    return int(meta["epoch"]), int(meta["step"])
+    try:
+        meta = json.loads(metadata["checkpoint"])
+        device = next(model.parameters()).device
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
+        _restore_rng(tensors, meta["rng"], int(meta["step"]))
+        if extra is not None:
+            extra.load_state_dict({k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
+        return TrainState(int(meta["epoch"]), int(meta["step"]), list(meta["metrics"]))
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise RunDirError(f"{path}: not a checkpoint of this run ({type(exc).__name__}: {reason}); delete it "
+                          "to retrain this stage from its first epoch") from None
+
+
+def _warn_about_foreign_checkpoints(stage_dir: Path) -> None:
+    for path in sorted(stage_dir.glob("*")):
+        if path.suffix in PICKLE_SUFFIXES:
+            logger.warning("%s: ignored; mcl reads checkpoints only from %s and never unpickles files",
+                           path, CHECKPOINT)
 
 
 def remove_checkpoint(stage_dir: Path) -> None:
@@ -145,62 +228,107 @@ def remove_checkpoint(stage_dir: Path) -> None:
     (stage_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
+_NOT_FINITE_HINT = "try a lower train.lr, train.amp=off or a higher objective.temperature"
+
+
 def _check_finite(loss: torch.Tensor, stage_name: str, epoch: int, step: int) -> None:
     if not torch.isfinite(loss):
         raise TrainingError(
             f"{stage_name} epoch {epoch + 1} step {step + 1}: loss is {loss.item()}; stopped, the last good "
-            "checkpoint is kept (try a lower train.lr, train.amp=off or a higher objective.temperature)"
+            f"checkpoint is kept ({_NOT_FINITE_HINT})"
         )
 
 
+def _check_finite_weights(model: nn.Module, stage_name: str, epoch: int) -> None:
+    """A finite loss can still leave NaN/Inf weights after the last step; never checkpoint those."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise TrainingError(f"{stage_name} epoch {epoch + 1}: weight {name} is not finite; stopped, the last "
+                                f"good checkpoint is kept ({_NOT_FINITE_HINT})")
+
+
+class _StageTrainer:
+    """The objects one stage's epochs share; :meth:`run_epoch` trains one epoch."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, sampler: BatchSampler, config: TrainConfig,
+                 pseudo_labels: torch.Tensor | None, stage_name: str, progress: bool) -> None:
+        self.model, self.loss_fn, self.sampler, self.config = model, loss_fn, sampler, config
+        self.device = next(model.parameters()).device
+        self.optimizer = build_optimizer(model.parameters(), config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.ddp_model = _wrap_ddp(model, self.device)
+        self.pseudo_labels, self.stage_name = pseudo_labels, stage_name
+        self.show_progress = progress and distributed.is_main_process()
+        self.total_steps = len(sampler) * config.epochs
+        self.warmup_steps = int(config.warmup_epochs * len(sampler))
+
+    def run_epoch(self, epoch: int, state: TrainState) -> dict[str, Any]:
+        """Train one epoch (advancing ``state.step``); returns its metrics record."""
+        self.sampler.set_epoch(epoch)
+        self.model.train()
+        started, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, self.config.lr
+        bar = tqdm(self.sampler, desc=f"{self.stage_name} epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=not self.show_progress)
+        for indices in bar:
+            lr = learning_rate(state.step, self.total_steps, self.warmup_steps, self.config.lr)
+            loss = self._step(indices, lr, epoch, state.step)
+            state.step += 1
+            seen += len(indices)
+            loss_sum += loss * len(indices)
+            bar.set_postfix(loss=f"{loss:.3f}")
+            crash_point("step")
+        seconds = time.perf_counter() - started
+        return {"stage": self.stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "lr": lr,
+                "images_per_s": seen * distributed.world_size() / max(seconds, 1e-9), "seconds": seconds,
+                "steps": len(self.sampler)}
+
+    def _step(self, indices: np.ndarray, lr: float, epoch: int, step: int) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        labels = None
+        if self.pseudo_labels is not None:
+            labels = self.pseudo_labels[torch.as_tensor(indices, device=self.device)]
+        with _autocast(self.device, self.config.amp):
+            loss = self.loss_fn(self.ddp_model, indices, labels)
+        _check_finite(loss, self.stage_name, epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+
 def train(model: nn.Module, loss_fn: LossFn, sampler: BatchSampler, config: TrainConfig, stage_dir: Path,
-          pseudo_labels: torch.Tensor | None = None, stage_name: str = "stage", progress: bool = True) -> None:
+          pseudo_labels: torch.Tensor | None = None, stage_name: str = "stage", progress: bool = True,
+          extra_state: nn.Module | None = None) -> None:
     """Train ``model`` for ``config.epochs`` epochs, resuming from ``stage_dir``'s checkpoint if any.
 
     ``pseudo_labels`` (on the model's device, one per training sample) are indexed per batch and
-    passed to ``loss_fn``; None in stage 1.
+    passed to ``loss_fn``; None in stage 1. ``extra_state``: a module holding training state outside
+    ``model`` that the loss updates (MoCo's queue and momentum encoder), checkpointed with it.
+
+    After every epoch the checkpoint is written, then ``metrics.jsonl`` is rewritten (atomically)
+    from the metrics the checkpoint holds, so after a crash and resume it has exactly one line per
+    finished epoch.
     """
-    device = next(model.parameters()).device
-    optimizer = build_optimizer(model.parameters(), config)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
-    resumed = load_checkpoint(stage_dir, model, optimizer, scaler)
-    start_epoch, step = resumed or (0, 0)
-    if resumed:
-        logger.info("%s: resuming after epoch %d", stage_name, start_epoch)
-    steps_per_epoch = len(sampler)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    ddp_model = _wrap_ddp(model, device)
+    trainer = _StageTrainer(model, loss_fn, sampler, config, pseudo_labels, stage_name, progress)
+    state = load_checkpoint(stage_dir, model, trainer.optimizer, trainer.scaler, extra_state) or TrainState()
+    if state.epoch:
+        logger.info("%s: resuming after epoch %d", stage_name, state.epoch)
     is_main = distributed.is_main_process()
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(sampler, desc=f"{stage_name} epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (progress and is_main))
-        for indices in bar:
-            lr = learning_rate(step, total_steps, warmup_steps, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch_labels = pseudo_labels[torch.as_tensor(indices, device=device)] if pseudo_labels is not None else None
-            with _autocast(device, config.amp):
-                loss = loss_fn(ddp_model, indices, batch_labels)
-            _check_finite(loss, stage_name, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            seen += len(indices)
-            loss_sum += loss.item() * len(indices)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        seconds = time.perf_counter() - started
-        record = {"stage": stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "lr": lr,
-                  "images_per_s": seen * distributed.world_size() / max(seconds, 1e-9), "seconds": seconds,
-                  "steps": steps_per_epoch}
+    if is_main:
+        write_jsonl(stage_dir / METRICS, state.metrics)  # drops lines of epochs past the checkpoint
+    for epoch in range(state.epoch, config.epochs):
+        record = trainer.run_epoch(epoch, state)
+        _check_finite_weights(model, stage_name, epoch)
+        state.epoch = epoch + 1
+        state.metrics.append(record)
+        rng = rank_rng_states()  # a collective: every rank takes part
         if is_main:
-            save_checkpoint(stage_dir, model, optimizer, epoch + 1, step, scaler)
-            append_jsonl(stage_dir / "metrics.jsonl", record)
+            save_checkpoint(stage_dir, model, trainer.optimizer, state, trainer.scaler, extra_state, rng)
+            crash_point("epoch")
+            write_jsonl(stage_dir / METRICS, state.metrics)
+            emit_metrics(record)
         distributed.barrier()
         logger.info("%s", json.dumps(record))
 

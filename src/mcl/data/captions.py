@@ -53,6 +53,7 @@ TEXTURE_ADJECTIVES: dict[str, str] = {
 NOUN_FALLBACKS: dict[str, str] = {"shape": "shape"}
 
 ZEROSHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "garment": ("a photo of a {garment}", "a picture of a {garment}", "a black and white photo of a {garment}"),
     "shape": ("a photo of a {shape}", "a {shape}", "a {shape} shape"),
     "color": ("a photo of a {color} object", "a {color} shape", "something {color}"),
     "texture": ("a photo of a {texture_adj} object", "a shape with {texture} texture", "a {texture_adj} shape"),
@@ -200,9 +201,14 @@ def _with_caption_column(header: list[str], rows: list[list[str]], captions: lis
     return buffer.getvalue().encode()
 
 
+def fashion_item(class_name: str) -> str:
+    """The noun a caption uses for a Fashion-MNIST class ("Trouser" -> "pair of trousers")."""
+    return _FASHION_NOUNS.get(class_name.lower(), class_name.lower())
+
+
 def fashion_caption(class_name: str, rng: np.random.Generator) -> str:
     """A caption of a Fashion-MNIST class ("a photo of a sneaker"), template drawn from ``rng``."""
-    item = _FASHION_NOUNS.get(class_name.lower(), class_name.lower())
+    item = fashion_item(class_name)
     template = FASHION_TEMPLATES[int(rng.integers(len(FASHION_TEMPLATES)))]
     return fix_articles(template.format(item=item))
 
@@ -218,3 +224,55 @@ def zeroshot_prompts(attribute: str, value: str,
     """
     words = attribute_words({attribute: value, "value": value})
     return [render_template(t, words) for t in templates.get(attribute, GENERIC_ZEROSHOT_TEMPLATES)]
+
+
+# ---------------------------------------------------------------------------------------------- more data sets
+
+
+def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
+                                     image_size: int = 32, seed: int = 0, progress: bool = False) -> Path:
+    """Write Fashion-MNIST as a captioned image table: attribute ``garment``, captions "a photo of a <item>".
+
+    Classes are balanced within each split; train rows come from the Fashion-MNIST training file and
+    test rows from its test file. Images are the grey garments resized to ``image_size`` (as RGB);
+    captions use :data:`FASHION_TEMPLATES`, the ``garment`` values are the caption nouns
+    (:func:`fashion_item`), so zero-shot prompts name a class exactly as the captions do.
+    """
+    from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist
+    from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
+
+    check_generator_args(n_train, n_test, image_size)
+    fashion = load_fashion_mnist(fashion_mnist_dir())
+    rng = np.random.default_rng(seed)
+    classes = balanced_codes(rng, n_train, n_test, len(FASHION_MNIST_CLASSES))
+    images = np.empty((n_train + n_test, image_size, image_size, 3), dtype=np.uint8)
+    for split, rows in zip(("train", "test"), _split_rows(n_train, n_test), strict=True):
+        source_images, source_labels = fashion[split]
+        picked = _pick(rng, classes[rows], np.arange(len(source_labels)), source_labels)
+        for row, index in zip(range(rows.start, rows.stop), picked, strict=True):
+            images[row] = np.rint(_resize(source_images[index], image_size) * 255.0).astype(np.uint8)[..., None]
+    names = [FASHION_MNIST_CLASSES[c] for c in classes]
+    captions = [fashion_caption(name, rng) for name in names]
+    return write_table(out_dir, images, {"garment": [fashion_item(n) for n in names]},
+                       split_column(n_train, n_test), captions, progress=progress)
+
+
+def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.PathLike, n_train: int,
+                      n_test: int, image_size: int, on_bad_image: str = "error", progress: bool = False) -> Path:
+    """Copy the first ``n_train + n_test`` pairs of an img2dataset folder or WebDataset shards into an image table.
+
+    ``source`` is ``"img2dataset"`` or ``"webdataset"`` (``path``: the folder, or a shard pattern).
+    The last ``n_test`` pairs form the test split (retrieval is scored on them); web pairs carry no
+    attributes. Once imported, every step (resume checks, evaluation) reads the table like any other.
+    """
+    from mcl.data.image_text import load_img2dataset, load_webdataset
+    from mcl.data.table import write_table
+
+    loaders = {"img2dataset": load_img2dataset, "webdataset": load_webdataset}
+    if source not in loaders:
+        raise ConfigError(f"config key 'data.source': {source!r} is not an image-text source ({sorted(loaders)})")
+    table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image)
+    if len(table) <= n_test:
+        raise DataError(f"{path}: {len(table)} image-text pairs, need more than data.n_test={n_test}")
+    split = ["train"] * (len(table) - n_test) + ["test"] * n_test
+    return write_table(out_dir, np.asarray(table.images), {}, split, table.captions, progress=progress)

@@ -76,8 +76,15 @@ def representations(run_dir: Path, config: Config, train_images: np.ndarray,
 
 
 def evaluate_run(run_dir: str | Path, data: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Probe every representation on every attribute; writes and returns ``eval.json``'s content."""
+    """Probe every representation on every attribute; writes and returns ``eval.json``'s content.
+
+    Multimodal runs are scored by :func:`mcl.evaluation.multimodal_runner.evaluate_multimodal_run`.
+    """
     run_dir = Path(run_dir)
+    if read_run_config(run_dir).multimodal.enabled:
+        from mcl.evaluation.multimodal_runner import evaluate_multimodal_run  # imports this module
+
+        return evaluate_multimodal_run(run_dir, data, progress)
     config = resolve_data(read_run_config(run_dir), run_dir, data, progress)
     table = load_table_for(config, progress)
     train, test = table.subset("train"), table.subset("test")

@@ -1,0 +1,111 @@
+"""k-means: mcl's backends vs scikit-learn's MiniBatchKMeans (the reference code's choice) and KMeans.
+
+L2-normalised 128-d points (a mixture of 64 Gaussian clusters, normalised, like embeddings; or
+uniform directions), K = 10 and 100: 100k points of both kinds, 1M clustered points with K = 10
+(and K = 100 with ``--full``). Each method runs with its defaults:
+
+- ``mcl-torch`` / ``mcl-faiss``: ``mcl.clustering.kmeans`` with mcl's config defaults
+  (``mcl.kmeans_restarts: 5``, ``mcl.kmeans_iterations: 100``);
+- ``sk-minibatch``: ``MiniBatchKMeans(K)`` (batch 1024, k-means++, early stopping);
+- ``sk-kmeans``: ``KMeans(K)`` (k-means++, one run, ``max_iter`` 300; at 1M points capped at
+  ``--max-iter-1m``, default 30, to bound the runtime).
+
+After one untimed warm-up of every method on 5k points, timed rounds interleave the methods
+(2 rounds at 100k, 1 at 1M; every method is deterministic for its seed, so the inertia is that of
+any round); the table shows median seconds and the ratios
+``speedup = t(scikit-learn) / t(mcl)`` and ``inertia ratio = inertia(mcl) / inertia(scikit-learn)``
+(<= 1 is equal or better).
+
+    python benchmarks/clustering.py [--quick | --full] [--device cuda] [--threads 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from _common import interleaved, limit_threads, machine, median, parser, table
+
+DIM = 128
+
+
+def points(n: int, kind: str, seed: int = 0) -> np.ndarray:
+    """``n`` L2-normalised points: a normalised Gaussian mixture or uniform directions."""
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((n, DIM), dtype=np.float32)
+    if kind == "clustered":
+        centres = rng.standard_normal((64, DIM), dtype=np.float32)
+        data += centres[rng.integers(0, 64, n)]
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    return data
+
+
+def methods(data: np.ndarray, k: int, device: str, max_iter: int) -> dict[str, Callable[[], float]]:
+    """name -> zero-argument callable that clusters ``data`` and returns the inertia."""
+    import torch
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    from mcl.clustering import faiss_available, kmeans
+
+    on_device = torch.from_numpy(data).to(device)
+
+    def ours(backend: str) -> Callable[[], float]:
+        return lambda: kmeans(on_device if backend == "torch" else data, k, restarts=5, iterations=100, seed=0,
+                              backend=backend, device=device).inertia
+
+    candidates = {"mcl-torch": ours("torch"), "mcl-faiss": ours("faiss")}
+    if not faiss_available():
+        del candidates["mcl-faiss"]
+    candidates["sk-minibatch"] = lambda: MiniBatchKMeans(k, random_state=0).fit(data).inertia_
+    candidates["sk-kmeans"] = lambda: KMeans(k, random_state=0, max_iter=max_iter).fit(data).inertia_
+    return candidates
+
+
+def run_case(n: int, k: int, kind: str, device: str, repeats: int, max_iter: int) -> list[list[object]]:
+    """Time all methods on one data set; one table row per (mcl backend, scikit-learn method) pair."""
+    candidates = methods(points(n, kind), k, device, max_iter)
+    inertia: dict[str, float] = {}
+
+    def recording(name: str, function: Callable[[], float]) -> Callable[[], None]:
+        return lambda: inertia.__setitem__(name, float(function()))
+
+    timed = {name: recording(name, function) for name, function in candidates.items()}
+    seconds = {name: median(values) for name, values in interleaved(timed, repeats, device, 0).items()}
+    ours = [name for name in candidates if name.startswith("mcl")]
+    theirs = [name for name in candidates if name.startswith("sk")]
+    return [[f"{n:,}", k, kind, mine, other, seconds[mine], seconds[other], seconds[other] / seconds[mine],
+             inertia[mine] / inertia[other]] for mine in ours for other in theirs]
+
+
+def main() -> None:
+    """Print the comparison table."""
+    options = parser(__doc__.split("\n")[0])
+    options.add_argument("--data", choices=["clustered", "uniform", "both"], default="both",
+                         help="point distribution (default: both at 100k, clustered at 1M)")
+    options.add_argument("--full", action="store_true", help="also 1M points with K=100 (about 3 more minutes)")
+    options.add_argument("--max-iter-1m", type=int, default=30, help="KMeans max_iter at 1M points (default 30)")
+    args = options.parse_args()
+    limit_threads(args.threads)
+    print(f"# clustering benchmark: {machine()}; {args.threads} threads")
+    sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
+    kinds = ["clustered", "uniform"] if args.data == "both" else [args.data]
+    for function in methods(points(5000, "clustered"), 10, args.device, 300).values():
+        function()  # load libraries and kernels before anything is timed
+    rows = []
+    for n in sizes:
+        large = n >= 1_000_000
+        for k in (10, 100):
+            if large and k == 100 and not args.full:
+                continue
+            for kind in kinds[:1] if large and args.data == "both" else kinds:
+                repeats = args.repeats or (1 if large else 2)
+                rows += run_case(n, k, kind, args.device, repeats, args.max_iter_1m if large else 300)
+                print(table(HEADER, rows[-4:]).split("\n", 2)[2], flush=True)
+    print()
+    print(table(HEADER, rows))
+
+
+HEADER = ["N", "K", "data", "ours", "scikit-learn", "ours s", "sklearn s", "speedup", "inertia ratio"]
+
+if __name__ == "__main__":
+    main()

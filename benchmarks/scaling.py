@@ -1,0 +1,153 @@
+"""Scaling: time and peak memory of every MCL phase as the training set grows (10k -> 100k -> 1M).
+
+Synthetic 8 px uint8 images and mcl's smallest ConvNet (``width 0.25``: 8-16-32-64 channels,
+64-d features), K = 10, two earlier stages' clusterings for the regrouping. Phases, in stage order:
+
+- ``train``: ``--steps`` real training steps (cluster sampler -> labels -> augment -> forward ->
+  NT-Xent -> backward -> AdamW); an epoch is ``N / batch`` such steps, so the epoch time is the
+  per-step time times that count (extrapolated above ``--full-epoch-max`` samples, measured below);
+- ``embed``: features of all N images (``ImageContrastiveTask.embed``);
+- ``cluster``: ``mcl.clustering.kmeans`` of the N x 64 features (mcl defaults, torch backend);
+- ``regroup``: pseudo-labels from the stages' clusters (combine, centroids, merge small groups),
+  the ``ClusterBatchSampler`` built on them, and one full epoch of its batches.
+
+Peak memory is the peak RSS during the phase (Linux ``clear_refs``/``VmHWM``) minus the RSS at its
+start. ``per-sample`` columns divide by N; the ``growth`` columns are the per-sample cost divided by
+that of the previous size: 1.0 is linear, above 1 grows faster than linearly.
+
+    python benchmarks/scaling.py [--quick] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import limit_threads, machine, parser, peak_rss_mb, peak_rss_reset, synchronize, table
+
+from mcl.clustering import kmeans
+from mcl.config import config_from_dict
+from mcl.sampling import ClusterBatchSampler
+from mcl.stages import StageHistory, next_pseudo_labels
+from mcl.tasks import ImageContrastiveTask
+from mcl.training import build_optimizer
+
+CLUSTERS = 10
+BATCH = 256
+
+
+def rss_mb() -> float:
+    """Current resident memory in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(phase: Callable[[], object], device: str) -> tuple[float, float, object]:
+    """``(seconds, extra peak MiB, result)`` of one phase."""
+    peak_rss_reset()
+    start_rss = rss_mb()
+    synchronize(device)
+    started = time.perf_counter()
+    result = phase()
+    synchronize(device)
+    return time.perf_counter() - started, max(0.0, peak_rss_mb() - start_rss), result
+
+
+def train_steps(task: ImageContrastiveTask, labels: np.ndarray, steps: int) -> Callable[[], int]:
+    """``steps`` training steps through the cluster sampler (wrapping to the next epoch if needed)."""
+    model = task.build_model(1)
+    optimizer = build_optimizer(model.parameters(), task.config.train)
+    sampler = ClusterBatchSampler(labels, BATCH, seed=1)
+    pseudo_labels = torch.as_tensor(labels, device=task.device)
+
+    def run() -> int:
+        done, epoch = 0, 0
+        while done < steps:
+            sampler.set_epoch(epoch)
+            for indices in sampler:
+                loss = task.loss(model, indices, pseudo_labels[torch.as_tensor(indices, device=task.device)])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                done += 1
+                if done == steps:
+                    break
+            epoch += 1
+        return done
+
+    return run
+
+
+def regroup(first: np.ndarray, second: np.ndarray, centroids: np.ndarray, config) -> Callable[[], int]:
+    """Pseudo-labels from two stages, their sampler, and one epoch of its batches."""
+    history = StageHistory(cluster_labels=[first, second], centroids=[centroids, centroids])
+
+    def run() -> int:
+        labels, _ = next_pseudo_labels(history, config)
+        return sum(len(batch) for batch in ClusterBatchSampler(labels, BATCH, seed=0))
+
+    return run
+
+
+def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str, tuple[float, float]]:
+    """phase -> (seconds, extra peak MiB) at training-set size ``n``."""
+    config = config_from_dict({"data": {"image_size": 8},
+                               "model": {"width": 0.25, "hidden_dim": 64, "projection_dim": 32},
+                               "train": {"batch_size": BATCH, "device": device}})
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    task = ImageContrastiveTask(config, images, torch.device(device))
+    del images
+    results: dict[str, tuple[float, float]] = {}
+    epoch_steps = -(-n // BATCH)
+    run_steps = epoch_steps if n <= full_epoch_max else steps
+    start_labels = rng.integers(0, CLUSTERS, n)
+    seconds, memory, _ = measure(train_steps(task, start_labels, run_steps), device)
+    results["train (epoch)"] = (seconds * epoch_steps / run_steps, memory)
+    seconds, memory, features = measure(lambda: task.embed(task.build_model(2)), device)
+    results["embed"] = (seconds, memory)
+    seconds, memory, clusters = measure(lambda: kmeans(features, CLUSTERS, seed=0, backend="torch",
+                                                       device=device), device)
+    results["cluster"] = (seconds, memory)
+    seconds, memory, _ = measure(regroup(clusters.labels, start_labels, clusters.centroids, config), device)
+    results["regroup + sampler epoch"] = (seconds, memory)
+    return results
+
+
+def main() -> None:
+    """Print the scaling table."""
+    options = parser(__doc__.split("\n")[0])
+    options.add_argument("--steps", type=int, default=40, help="timed training steps above --full-epoch-max")
+    options.add_argument("--full-epoch-max", type=int, default=100_000, help="largest N trained a full epoch")
+    args = options.parse_args()
+    limit_threads(args.threads)
+    sizes = [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    print(f"# scaling: {machine()}; {args.threads} threads; 8 px images, ConvNet width 0.25, K={CLUSTERS}, "
+          f"batch {BATCH}")
+    measured = {}
+    for n in sizes:
+        measured[n] = bench_size(n, args.steps, args.full_epoch_max, args.device)
+        print(f"N={n:,}: " + ", ".join(f"{k} {s:.2f} s / {m:.0f} MiB" for k, (s, m) in measured[n].items()),
+              flush=True)
+    rows = []
+    for phase in measured[sizes[0]]:
+        previous = None
+        for n in sizes:
+            seconds, memory = measured[n][phase]
+            per_sample = 1e6 * seconds / n
+            growth = per_sample / previous if previous else float("nan")
+            extrapolated = "extrapolated" if phase.startswith("train") and n > args.full_epoch_max else ""
+            rows.append([phase, f"{n:,}", seconds, per_sample, growth, memory, 1024 * 1024 * memory / n, extrapolated])
+            previous = per_sample
+    print()
+    print(table(["phase", "N", "seconds", "us/sample", "growth vs previous N", "peak MiB (extra)", "bytes/sample",
+                 "note"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Where epoch metrics go besides ``metrics.jsonl``, and progress lines for phases without a bar.
+
+``metrics.jsonl`` (one line per epoch, rewritten atomically) is always written by
+:mod:`mcl.training`; every record is also handed to the sinks registered here. ``mcl train --log
+tensorboard`` registers :class:`TensorBoardSink`, which writes event files to ``RUN_DIR/tensorboard/``
+(TensorBoard's own append-only format, the one file type not written atomically; its reader skips a
+torn last record). The ``tensorboard`` package is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mcl.errors import ConfigError
+from mcl.io import crash_point
+
+logger = logging.getLogger("mcl")
+
+MetricsSink = Callable[[dict[str, Any]], None]
+LOGGERS = ("tensorboard",)
+_SINKS: list[MetricsSink] = []
+
+
+def emit_metrics(record: dict[str, Any]) -> None:
+    """Hand one epoch record (``stage``, ``epoch``, ``loss``, ``lr``, ...) to every registered sink."""
+    for sink in list(_SINKS):
+        sink(record)
+
+
+@contextlib.contextmanager
+def metrics_sink(sink: MetricsSink) -> Iterator[None]:
+    """Register ``sink`` for the duration of the ``with`` block."""
+    _SINKS.append(sink)
+    try:
+        yield
+    finally:
+        _SINKS.remove(sink)
+
+
+class TensorBoardSink:
+    """Scalars ``<stage>/loss``, ``<stage>/lr``, ``<stage>/images_per_s`` per epoch."""
+
+    SCALARS = ("loss", "lr", "images_per_s")
+
+    def __init__(self, log_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("--log tensorboard: the 'tensorboard' package is not installed; "
+                              "pip install 'mcl[tensorboard]' or leave out --log") from None
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        """Write the record's scalars at step = epoch."""
+        for key in self.SCALARS:
+            if key in record:
+                self.writer.add_scalar(f"{record['stage']}/{key}", record[key], int(record["epoch"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
+
+
+@contextlib.contextmanager
+def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
+    """Route epoch metrics to the loggers named in ``kinds`` (each one of :data:`LOGGERS`) meanwhile."""
+    with contextlib.ExitStack() as stack:
+        for kind in dict.fromkeys(kinds):
+            if kind != "tensorboard":
+                raise ConfigError(f"--log {kind!r}: expected one of {', '.join(LOGGERS)}")
+            sink = TensorBoardSink(run_dir / "tensorboard")
+            stack.callback(sink.close)
+            stack.enter_context(metrics_sink(sink))
+        yield
+
+
+@contextlib.contextmanager
+def phase(stage: str, name: str, description: str) -> Iterator[None]:
+    """Log the start and duration of a phase without a progress bar (embedding, k-means).
+
+    ``name`` is also the crash point the phase passes when it finishes (see :func:`mcl.io.crash_point`).
+    """
+    logger.info("%s: %s ...", stage, description)
+    started = time.perf_counter()
+    yield
+    logger.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
+    crash_point(name)
