@@ -94,8 +94,8 @@ def regroup(first: np.ndarray, second: np.ndarray, centroids: np.ndarray, config
     return run
 
 
-def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str, tuple[float, float]]:
-    """phase -> (seconds, extra peak MiB) at training-set size ``n``."""
+def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str, tuple[float, float, str]]:
+    """phase -> (seconds, extra peak MiB, note) at training-set size ``n``."""
     config = config_from_dict({"data": {"image_size": 8},
                                "model": {"width": 0.25, "hidden_dim": 64, "projection_dim": 32},
                                "train": {"batch_size": BATCH, "device": device}})
@@ -103,19 +103,20 @@ def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str
     images = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     task = ImageContrastiveTask(config, images, torch.device(device))
     del images
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, tuple[float, float, str]] = {}
     epoch_steps = -(-n // BATCH)
     run_steps = epoch_steps if n <= full_epoch_max else steps
     start_labels = rng.integers(0, CLUSTERS, n)
     seconds, memory, _ = measure(train_steps(task, start_labels, run_steps), device)
-    results["train (epoch)"] = (seconds * epoch_steps / run_steps, memory)
+    note = f"{run_steps} of {epoch_steps} steps timed" if run_steps < epoch_steps else f"{epoch_steps} steps"
+    results["train (epoch)"] = (seconds * epoch_steps / run_steps, memory, note)
     seconds, memory, features = measure(lambda: task.embed(task.build_model(2)), device)
-    results["embed"] = (seconds, memory)
+    results["embed"] = (seconds, memory, "")
     seconds, memory, clusters = measure(lambda: kmeans(features, CLUSTERS, seed=0, backend="torch",
                                                        device=device), device)
-    results["cluster"] = (seconds, memory)
+    results["cluster"] = (seconds, memory, f"{clusters.iterations} full-data Lloyd iterations")
     seconds, memory, _ = measure(regroup(clusters.labels, start_labels, clusters.centroids, config), device)
-    results["regroup + sampler epoch"] = (seconds, memory)
+    results["regroup + sampler epoch"] = (seconds, memory, f"{-(-n // BATCH)} batches")
     return results
 
 
@@ -132,17 +133,16 @@ def main() -> None:
     measured = {}
     for n in sizes:
         measured[n] = bench_size(n, args.steps, args.full_epoch_max, args.device)
-        print(f"N={n:,}: " + ", ".join(f"{k} {s:.2f} s / {m:.0f} MiB" for k, (s, m) in measured[n].items()),
+        print(f"N={n:,}: " + ", ".join(f"{k} {s:.2f} s / {m:.0f} MiB" for k, (s, m, _) in measured[n].items()),
               flush=True)
     rows = []
     for phase in measured[sizes[0]]:
         previous = None
         for n in sizes:
-            seconds, memory = measured[n][phase]
+            seconds, memory, note = measured[n][phase]
             per_sample = 1e6 * seconds / n
             growth = per_sample / previous if previous else float("nan")
-            extrapolated = "extrapolated" if phase.startswith("train") and n > args.full_epoch_max else ""
-            rows.append([phase, f"{n:,}", seconds, per_sample, growth, memory, 1024 * 1024 * memory / n, extrapolated])
+            rows.append([phase, f"{n:,}", seconds, per_sample, growth, memory, 1024 * 1024 * memory / n, note])
             previous = per_sample
     print()
     print(table(["phase", "N", "seconds", "us/sample", "growth vs previous N", "peak MiB (extra)", "bytes/sample",

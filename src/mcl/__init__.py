@@ -14,9 +14,10 @@ from mcl.api import Run, load, train
 from mcl.config import Config, load_config
 from mcl.errors import MCLError
 from mcl.integration import MultistageEncoder
+from mcl.multimodal import MultistageTwoTower
 from mcl.sampling import ClusterBatchSampler, combine_cluster_labels
 
 __version__ = "0.1.0"
 
-__all__ = ["ClusterBatchSampler", "Config", "MCLError", "MultistageEncoder", "Run", "combine_cluster_labels",
-           "load", "load_config", "train"]
+__all__ = ["ClusterBatchSampler", "Config", "MCLError", "MultistageEncoder", "MultistageTwoTower", "Run",
+           "combine_cluster_labels", "load", "load_config", "train"]

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mcl.cli_multimodal import add_multimodal_commands, add_multimodal_demo_option
+from mcl.data import GENERATORS
 from mcl.errors import MCLError
 
 logger = logging.getLogger("mcl")
@@ -76,9 +78,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from mcl.evaluation.runner import evaluate_run, format_table
 
     result = evaluate_run(args.run_dir, data=args.data, progress=not args.quiet)
-    print(format_table(result, "linear"))
-    print()
-    print(format_table(result, "knn"))
+    if result.get("kind") == "multimodal":
+        from mcl.evaluation.multimodal_runner import format_tables
+
+        print(format_tables(result))
+    else:
+        print(format_table(result, "linear"))
+        print()
+        print(format_table(result, "knn"))
     print(f"\nwrote {Path(args.run_dir) / 'eval.json'}")
 
 
@@ -118,8 +125,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Generate Trifeature, train all stages with configs/demo.yaml, evaluate, report, print the table."""
+    if args.multimodal:
+        from mcl.cli_multimodal import cmd_demo_multimodal
+
+        return cmd_demo_multimodal(args)
     from mcl.report import write_report
 
+    args.out = args.out or "runs/demo"
     started = time.perf_counter()
     args.config = str(CONFIG_DIR / "demo.yaml")
     args.data = None
@@ -145,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         return command
 
     demo = add("demo", cmd_demo, "generate Trifeature, train MCL, evaluate and report")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    demo.add_argument("--out", default=None,
+                      help="run directory (default runs/demo; runs/demo-multimodal with --multimodal)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     _add_log_option(demo)
 
@@ -174,12 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--stages", type=int, default=None, help="use the first k stages (default all)")
 
     generate = add("generate", cmd_generate, "write a generated data set as an image table")
-    generate.add_argument("kind", choices=["trifeature", "overlay"])
+    generate.add_argument("kind", choices=sorted(GENERATORS))
     generate.add_argument("--out", required=True)
     generate.add_argument("--n-train", type=int, default=4000)
     generate.add_argument("--n-test", type=int, default=1000)
     generate.add_argument("--image-size", type=int, default=32)
     generate.add_argument("--seed", type=int, default=0)
+
+    add_multimodal_demo_option(demo)
+    add_multimodal_commands(sub)
     return parser
 
 

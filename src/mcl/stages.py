@@ -3,6 +3,7 @@
 ::
 
     pseudo_labels = None                                 # stage 1: ordinary contrastive learning
+                                                         # (or stage-0 clusters of an initial model)
     for stage in 1..S:
         model = fresh encoder (seed per stage)           # mcl.init: scratch | previous
         train(model, negatives restricted to pseudo_labels)
