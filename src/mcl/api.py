@@ -127,7 +127,7 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     if len(table) < config.mcl.clusters:
         raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
                           "training images")
-    if config.train.batch_size > len(table) * distributed.world_size():
+    if config.train.batch_size > len(table):
         raise ConfigError(f"config key 'train.batch_size': {config.train.batch_size} is larger than the "
                           f"training set ({len(table)} images)")
     run = RunDirectory(run_dir)
