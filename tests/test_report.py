@@ -140,3 +140,20 @@ def test_a_failing_plot_becomes_a_note(trained, tmp_path, monkeypatch):
     page = (run / REPORT_DIR / REPORT_FILE).read_text()
     assert "could not be drawn (ValueError: an encoder layout the report does not know)" in page
     assert "pair_similarity.png" in inline_pictures(page)
+
+
+@pytest.mark.slow
+def test_umap_feature_map_on_request(trained, tmp_path):
+    pytest.importorskip("umap", reason="umap-learn is an optional extra")
+    run = shutil.copytree(trained, tmp_path / "run")
+    assert main(["report", str(run), "--map", "umap"]) == 0
+    page = (run / REPORT_DIR / REPORT_FILE).read_text()
+    assert "UMAP of the backbone features" in page and "feature_map.png" in inline_pictures(page)
+
+
+def test_umap_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)
+    assert main(["report", str(tmp_path), "--map", "umap"]) == 2
+    assert "'umap-learn' package is not installed" in capsys.readouterr().err

@@ -96,3 +96,39 @@ def test_ranks_share_weights_but_draw_their_own_augmentations(monkeypatch):
     views1 = task.views(np.arange(8))
     assert all(torch.equal(a, b) for a, b in zip(rank0.parameters(), rank1.parameters(), strict=True))
     assert not torch.equal(views0, views1)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _moco_run(stage_dir, crash_at_step=None):
+    """A 3-epoch MoCo stage in a fresh task (as a fresh process would build it), optionally crashing."""
+    config = _config(objective={"name": "moco", "queue_size": 40, "momentum": 0.9, "temperature": 0.2},
+                     train={"epochs": 3})
+    task = ImageContrastiveTask(config, IMAGES, torch.device("cpu"))
+    model = task.build_model(1)
+    calls = {"n": 0}
+
+    def loss(model, indices, labels):
+        calls["n"] += 1
+        if crash_at_step is not None and calls["n"] > crash_at_step:
+            raise _Crash
+        return task.loss(model, indices, labels)
+
+    train(model, loss, ClusterBatchSampler(LABELS, 16, 1), config.train, stage_dir, torch.as_tensor(LABELS),
+          progress=False, extra_state=task.training_state(model))
+    return model, task
+
+
+def test_resumed_moco_stage_continues_with_its_key_encoder_and_queue(tmp_path):
+    reference, reference_task = _moco_run(tmp_path / "reference")
+    with pytest.raises(_Crash):
+        _moco_run(tmp_path / "crashed", crash_at_step=6)  # epoch 2, step 2: the epoch-1 checkpoint is kept
+    resumed, resumed_task = _moco_run(tmp_path / "crashed")
+    for ours, theirs in [(resumed, reference), (resumed_task.key_encoder.encoder, reference_task.key_encoder.encoder)]:
+        ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+        assert all(torch.equal(ours_state[k], theirs_state[k]) for k in theirs_state)
+    for name in ("queue", "queue_labels", "queue_indices"):
+        assert torch.equal(getattr(resumed_task.objective, name), getattr(reference_task.objective, name))
+    assert resumed_task.objective.pointer == reference_task.objective.pointer

@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Plots of a run as a self-contained HTML page."""
     from mcl.report import write_report
 
-    print(f"wrote {write_report(args.run_dir)}")
+    print(f"wrote {write_report(args.run_dir, args.map)}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add("report", cmd_report, "plots of a run -> RUN_DIR/report/report.html (self-contained)")
     report.add_argument("run_dir")
+    report.add_argument("--map", choices=["pca", "umap"], default="pca",
+                        help="2-D map of the features: pca (default; linear like the probes, instant) or umap "
+                             "(needs umap-learn)")
 
     evaluate = add("eval", cmd_eval, "per-attribute probes -> RUN_DIR/eval.json")
     evaluate.add_argument("run_dir")

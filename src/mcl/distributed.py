@@ -97,6 +97,15 @@ def local_offset(local_rows: int, device: torch.device) -> int:
     return sum(_gather_sizes(torch.empty(local_rows, device=device))[: rank()])
 
 
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (for logging; no gradient); unchanged in one process."""
+    if not is_distributed():
+        return values
+    totals = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(totals)
+    return totals.tolist()
+
+
 def barrier() -> None:
     """Synchronise ranks (no-op in one process)."""
     if is_distributed():

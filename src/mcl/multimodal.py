@@ -182,6 +182,10 @@ class ImageTextTask:
         model = unwrap(model)
         return embed_images(model, self.images, model.encode_image)
 
+    def training_state(self, model: nn.Module) -> None:
+        """None: the CLIP loss keeps no state outside the model (the logit scale is a model parameter)."""
+        return None
+
 
 # ---------------------------------------------------------------------------------------------- integration
 

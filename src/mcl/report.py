@@ -10,8 +10,8 @@ no external files needed) and the same PNGs beside it:
 - ``probe_<kind>.png``: accuracy per representation x attribute for every probe kind in ``eval.json``
   (``linear``, ``knn``, and any other kind, e.g. ``zeroshot``, plotted the same way), and
   ``suppression.png``: which attribute each stage picked up (linear probe, stages and MCL);
-- ``feature_map.png``: a 2-D PCA (UMAP when ``umap-learn`` is installed) of each stage's features of
-  at most 1000 test images, coloured by each attribute;
+- ``feature_map.png``: a 2-D PCA (or UMAP, ``mcl report --map umap``, with ``umap-learn``) of each
+  stage's features of at most 1000 test images, coloured by each attribute;
 - ``pair_similarity.png``: cosine similarities of positive pairs (two augmented views of an image)
   and negative pairs in each stage's projection space (what the loss contrasts), plus the in-group
   negatives MCL restricts a later stage to.
@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mcl.config import Config
-from mcl.errors import MCLError, RunDirError
+from mcl.errors import ConfigError, MCLError, RunDirError
 from mcl.io import load_arrays, read_json, read_jsonl, write_bytes
 from mcl.rundir import RunDirectory
 
@@ -74,10 +74,11 @@ class Section:
 class ReportRun:
     """Read-only view of a run directory with the pieces the sections need, loaded lazily."""
 
-    def __init__(self, root: Path, config: Config) -> None:
+    def __init__(self, root: Path, config: Config, feature_map: str = "pca") -> None:
         self.root = root
         self.config = config
         self.run = RunDirectory(root)
+        self.feature_map = feature_map
 
     def stage_dirs(self) -> list[Path]:
         """``stage-*`` then ``ensemble-*`` directories, in numeric order."""
@@ -307,14 +308,18 @@ def probe_accuracy(run: ReportRun) -> Section:
 # ------------------------------------------------------------------------------------------ features
 
 
-def _project_2d(features: np.ndarray) -> tuple[np.ndarray, str]:
-    try:
-        import umap  # optional
-    except ImportError:
-        centred = features - features.mean(axis=0)
-        _, _, components = np.linalg.svd(centred, full_matrices=False)
-        return centred @ components[:2].T, "PCA"
-    return umap.UMAP(n_components=2, random_state=0).fit_transform(features), "UMAP"
+FEATURE_MAPS = ("pca", "umap")
+
+
+def _project_2d(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
+    """PCA by default: linear like the probes, deterministic and instant; UMAP (seeded) on request."""
+    if method == "umap":
+        import umap  # optional; checked by write_report
+
+        return umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(features), "UMAP"
+    centred = features - features.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T, "PCA"
 
 
 def _test_subset(table: Any, limit: int) -> Any:
@@ -390,7 +395,7 @@ def feature_maps(run: ReportRun) -> Section:
     subset = _test_subset(table, MAX_POINTS)
     maps, method = {}, "PCA"
     for name, features in _stage_features(run, np.asarray(subset.images)).items():
-        maps[name], method = _project_2d(features)
+        maps[name], method = _project_2d(features, run.feature_map)
     section.pictures.append(Picture("feature_map.png", _png(_scatter_grid(maps, subset, method)),
                                     f"{method} of the backbone features of {len(subset)} test images; row: stage "
                                     "(last row: all stages integrated), column: the attribute giving the colour. "
@@ -524,12 +529,23 @@ def _build(section: Callable[[ReportRun], Section], run: ReportRun) -> Section:
         return Section(name.capitalize(), notes=[f"could not be drawn ({type(exc).__name__}: {reason})"])
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``RUN_DIR/report/report.html`` and its PNGs (atomically); returns the HTML's path."""
+def write_report(run_dir: str | Path, feature_map: str = "pca") -> Path:
+    """Write ``RUN_DIR/report/report.html`` and its PNGs (atomically); returns the HTML's path.
+
+    ``feature_map``: ``pca`` or ``umap`` (needs ``umap-learn``) for ``feature_map.png``.
+    """
     from mcl.api import read_run_config
 
+    if feature_map not in FEATURE_MAPS:
+        raise ConfigError(f"feature map {feature_map!r}: expected one of {', '.join(FEATURE_MAPS)}")
+    if feature_map == "umap":
+        try:
+            import umap  # noqa: F401
+        except ImportError:
+            raise ConfigError("--map umap: the 'umap-learn' package is not installed "
+                              "(pip install umap-learn)") from None
     root = Path(run_dir)
-    run = ReportRun(root, read_run_config(root))
+    run = ReportRun(root, read_run_config(root), feature_map)
     run.run.read_manifest()  # a run directory of another format version is an error, not a page
     sections = [_build(section, run) for section in SECTIONS]
     out = root / REPORT_DIR

@@ -121,7 +121,8 @@ def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory:
                                      distributed.world_size())
     labels = None if pseudo_labels is None else torch.as_tensor(pseudo_labels, device=task.device)
     started = time.perf_counter()
-    train(model, task.loss, sampler, config.train, directory, labels, stage_name=name, progress=progress)
+    train(model, task.loss, sampler, config.train, directory, labels, stage_name=name, progress=progress,
+          extra_state=task.training_state(model))
     model = getattr(model, "_orig_mod", model)
     if distributed.is_main_process():
         save_model(model, weights, {"name": name, "seed": str(seed)})

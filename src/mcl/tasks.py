@@ -19,7 +19,7 @@ from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, ObjectiveConfig
 from mcl.io import load_tensors, save_tensors
 from mcl.models import build_encoder
-from mcl.objectives import MoCoLoss, MomentumEncoder, build_objective
+from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
 
 
 class StageTask(Protocol):
@@ -36,6 +36,9 @@ class StageTask(Protocol):
 
     def embed(self, model: nn.Module) -> torch.Tensor:
         """L2-normalised features of every training sample (eval transform), for clustering."""
+
+    def training_state(self, model: nn.Module) -> nn.Module | None:
+        """State the loss keeps besides ``model`` (checkpointed with it), set up for a new stage; or None."""
 
 
 def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
@@ -122,6 +125,16 @@ class ImageContrastiveTask:
         if self.key_encoder is None:
             return self.objective(z_a, z_b, pseudo_labels)
         return self._moco_loss(model, views, (z_a, z_b), pseudo_labels, indices)
+
+    def training_state(self, model: nn.Module) -> nn.Module | None:
+        """MoCo: the key encoder (now a copy of ``model``) and an empty queue, to checkpoint; else None."""
+        if self.key_encoder is None:
+            return None
+        assert isinstance(self.objective, MoCoLoss)
+        self.key_encoder.follow(model)
+        self.objective.reset()
+        assert self.key_encoder.encoder is not None
+        return MoCoState(self.key_encoder.encoder, self.objective)
 
     def _moco_loss(self, model: nn.Module, views: torch.Tensor, queries: tuple[torch.Tensor, torch.Tensor],
                    pseudo_labels: torch.Tensor | None, indices: np.ndarray) -> torch.Tensor:

@@ -278,9 +278,10 @@ class _StageTrainer:
             bar.set_postfix(loss=f"{loss:.3f}")
             crash_point("step")
         seconds = time.perf_counter() - started
+        # The logged loss is the mean over every rank's samples, not rank 0's share of them.
+        loss_sum, seen = distributed.sum_over_ranks([loss_sum, seen], self.device)
         return {"stage": self.stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "lr": lr,
-                "images_per_s": seen * distributed.world_size() / max(seconds, 1e-9), "seconds": seconds,
-                "steps": len(self.sampler)}
+                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds, "steps": len(self.sampler)}
 
     def _step(self, indices: np.ndarray, lr: float, epoch: int, step: int) -> float:
         for group in self.optimizer.param_groups:

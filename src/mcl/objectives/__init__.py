@@ -10,7 +10,7 @@ from collections.abc import Callable
 from torch import nn
 
 from mcl.objectives.core import info_nce, same_group_mask
-from mcl.objectives.moco import MoCoLoss, MomentumEncoder
+from mcl.objectives.moco import MoCoLoss, MoCoState, MomentumEncoder
 from mcl.objectives.ntxent import DCLLoss, NTXentLoss
 
 OBJECTIVES: dict[str, Callable[..., nn.Module]] = {
@@ -33,5 +33,5 @@ def build_objective(name: str, **kwargs: object) -> nn.Module:
     return OBJECTIVES[name](**kwargs)
 
 
-__all__ = ["OBJECTIVES", "DCLLoss", "MoCoLoss", "MomentumEncoder", "NTXentLoss", "build_objective", "info_nce",
-           "register_objective", "same_group_mask"]
+__all__ = ["OBJECTIVES", "DCLLoss", "MoCoLoss", "MoCoState", "MomentumEncoder", "NTXentLoss", "build_objective",
+           "info_nce", "register_objective", "same_group_mask"]

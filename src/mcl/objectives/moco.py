@@ -61,10 +61,25 @@ class MoCoLoss(nn.Module):
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
         self.temperature = temperature
         self.queue_size = queue_size
-        self.register_buffer("queue", torch.zeros(0, 0), persistent=False)
-        self.register_buffer("queue_labels", torch.full((queue_size,), EMPTY, dtype=torch.long), persistent=False)
-        self.register_buffer("queue_indices", torch.full((queue_size,), EMPTY, dtype=torch.long), persistent=False)
+        # Persistent buffers: a resumed stage continues with the queue it had (see MoCoState).
+        self.register_buffer("queue", torch.zeros(0, 0))
+        self.register_buffer("queue_labels", torch.full((queue_size,), EMPTY, dtype=torch.long))
+        self.register_buffer("queue_indices", torch.full((queue_size,), EMPTY, dtype=torch.long))
         self.pointer = 0
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The ring buffer's write position, as a tensor so that it fits a safetensors checkpoint."""
+        return torch.tensor(self.pointer, dtype=torch.long)
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.pointer = int(state)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        # The queue's width is only known once keys arrive: take the saved queue's shape.
+        saved = state_dict.get(prefix + "queue")
+        if saved is not None and saved.shape != self.queue.shape:
+            self.queue = torch.zeros(saved.shape, dtype=saved.dtype, device=self.queue_labels.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self) -> None:
         """Empty the queue (new stage: new pseudo-labels, new key encoder)."""
@@ -141,6 +156,20 @@ def ema_update_(target: nn.Module, source: nn.Module, momentum: float) -> None:
         target_param.lerp_(source_param.detach(), 1.0 - momentum)
 
 
+class MoCoState(nn.Module):
+    """Everything a MoCo stage's loss updates besides the trained model: key encoder and queue.
+
+    Handed to the training loop as its ``extra_state``, so the epoch checkpoint holds the momentum
+    encoder's weights (and BatchNorm statistics), the queue of keys with their pseudo-labels and
+    sample indices, and the queue's write position: a resumed stage continues exactly where it stopped.
+    """
+
+    def __init__(self, key_encoder: nn.Module, loss: MoCoLoss) -> None:
+        super().__init__()
+        self.key_encoder = key_encoder
+        self.loss = loss
+
+
 class MomentumEncoder:
     """The key encoder: an EMA copy of whichever query encoder it is asked to :meth:`follow`.
 
@@ -148,7 +177,8 @@ class MomentumEncoder:
     (a new stage) it deep-copies it; afterwards it applies one EMA step. Because the training loop
     steps the optimiser right after each loss, "EMA at the start of the next loss" is exactly
     "EMA after every optimiser step" (the order of MoCo v3's reference code), with no hook into the
-    loop. A resumed stage restarts the key encoder from the restored query weights.
+    loop. To checkpoint it, start following the model before training and hand a
+    :class:`MoCoState` to the loop (as :class:`mcl.tasks.ImageContrastiveTask` does).
 
     Example:
         >>> keys = MomentumEncoder(0.99)
