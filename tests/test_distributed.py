@@ -107,6 +107,9 @@ def _uneven_worker(rank, out_dir):
     np.save(f"{out_dir}/grad{rank}.npy", x.grad.numpy())
     np.save(f"{out_dir}/labels{rank}.npy", labels.numpy())
     np.save(f"{out_dir}/offset{rank}.npy", np.array(distributed.local_offset(ROWS[rank], x.device)))
+    # what the epoch log reports: loss sums and sample counts of every rank, not rank 0's alone
+    np.save(f"{out_dir}/logged{rank}.npy", np.array(distributed.sum_over_ranks([1.5 * ROWS[rank], ROWS[rank]],
+                                                                               x.device)))
     _finish()
 
 
@@ -120,3 +123,4 @@ def test_uneven_gathers_keep_order_and_sum_gradients_over_ranks(tmp_path):
         # every rank's loss uses every part: the gradient of a part is the sum over the ranks' losses
         assert np.array_equal(np.load(tmp_path / f"grad{rank}.npy"), WORLD * weight[start : start + ROWS[rank]])
         assert int(np.load(tmp_path / f"offset{rank}.npy")) == start
+        assert np.array_equal(np.load(tmp_path / f"logged{rank}.npy"), [1.5 * sum(ROWS), sum(ROWS)])
