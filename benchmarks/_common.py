@@ -13,7 +13,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without install
@@ -109,14 +109,14 @@ def _cpu_model() -> str | None:
     return None
 
 
-def table(header: list[str], rows: list[list[object]]) -> str:
-    """A Markdown table (pasted as is into benchmarks/README.md)."""
+def table(header: list[str], rows: list[list[object]], *, with_header: bool = True) -> str:
+    """A Markdown table (pasted as is into benchmarks/README.md); only its rows if not ``with_header``."""
     def cell(value: object) -> str:
         if not isinstance(value, float):
             return str(value)
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] if with_header else []
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -135,14 +135,49 @@ def peak_rss_reset() -> bool:
     return True
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory since the last :func:`peak_rss_reset` (else since start), in MiB."""
+def _status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``, ...) in MiB; None where unreadable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident memory in MiB (NaN where /proc is not available)."""
+    current = _status_mib("VmRSS")
+    return float("nan") if current is None else current
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last :func:`peak_rss_reset` (else since start), in MiB."""
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def endless(sampler: Iterable) -> Iterator:
+    """Batches of a batch sampler epoch after epoch (``set_epoch`` reshuffles each epoch, as in training)."""
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        yield from sampler
+        epoch += 1
+
+
+def train_step(task, model, optimizer, indices, pseudo_labels=None) -> None:
+    """One training step as ``mcl.training`` does it: labels -> ``task.loss`` (augment, forward, loss) ->
+    backward -> optimizer step. ``pseudo_labels`` is a tensor on the task's device, or None for SimCLR."""
+    import torch
+
+    batch_labels = None if pseudo_labels is None else pseudo_labels[torch.as_tensor(indices, device=task.device)]
+    loss = task.loss(model, indices, batch_labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

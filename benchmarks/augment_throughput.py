@@ -103,7 +103,7 @@ def main() -> None:
                               args.device)
         ours, theirs = batch / median(seconds["kornia"]), batch / median(seconds["pil"])
         rows.append([size, batch, ours, theirs, ours / theirs])
-        print(table(HEADER, rows[-1:]).split("\n", 2)[2], flush=True)
+        print(table(HEADER, rows[-1:], with_header=False), flush=True)
     print()
     print(table(HEADER, rows))
 

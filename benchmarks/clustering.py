@@ -46,12 +46,15 @@ def methods(data: np.ndarray, k: int, device: str, max_iter: int) -> dict[str, C
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     from mcl.clustering import faiss_available, kmeans
+    from mcl.config import MCLConfig
 
+    defaults = MCLConfig()
     on_device = torch.from_numpy(data).to(device)
 
     def ours(backend: str) -> Callable[[], float]:
-        return lambda: kmeans(on_device if backend == "torch" else data, k, restarts=5, iterations=100, seed=0,
-                              backend=backend, device=device).inertia
+        return lambda: kmeans(on_device if backend == "torch" else data, k, restarts=defaults.kmeans_restarts,
+                              iterations=defaults.kmeans_iterations, seed=0, backend=backend,
+                              device=device).inertia
 
     candidates = {"mcl-torch": ours("torch"), "mcl-faiss": ours("faiss")}
     if not faiss_available():
@@ -100,7 +103,7 @@ def main() -> None:
             for kind in kinds[:1] if large and args.data == "both" else kinds:
                 repeats = args.repeats or (1 if large else 2)
                 rows += run_case(n, k, kind, args.device, repeats, args.max_iter_1m if large else 300)
-                print(table(HEADER, rows[-4:]).split("\n", 2)[2], flush=True)
+                print(table(HEADER, rows[-4:], with_header=False), flush=True)
     print()
     print(table(HEADER, rows))
 

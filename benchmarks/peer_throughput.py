@@ -19,6 +19,7 @@ script from a separate environment (see benchmarks/README.md)::
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ from mcl.training import build_optimizer, train
 def mcl_epoch(task: ImageContrastiveTask, workdir: Path) -> Callable[[], None]:
     """One epoch of mcl's own training loop per call (a fresh stage directory each time, no resume)."""
     model = task.build_model(1)
-    calls = iter(range(10**9))
+    calls = itertools.count()
 
     def run() -> None:
         sampler = RandomBatchSampler(task.num_samples, task.config.train.batch_size, seed=1)

@@ -4,8 +4,9 @@ Synthetic 8 px uint8 images and mcl's smallest ConvNet (``width 0.25``: 8-16-32-
 64-d features), K = 10, two earlier stages' clusterings for the regrouping. Phases, in stage order:
 
 - ``train``: ``--steps`` real training steps (cluster sampler -> labels -> augment -> forward ->
-  NT-Xent -> backward -> AdamW); an epoch is ``N / batch`` such steps, so the epoch time is the
-  per-step time times that count (extrapolated above ``--full-epoch-max`` samples, measured below);
+  NT-Xent -> backward -> AdamW); an epoch is ``len(sampler)`` such steps (a few more than ``N / batch``:
+  the sampler rounds up per group), so the epoch time is the per-step time times that count
+  (extrapolated above ``--full-epoch-max`` samples, measured below);
 - ``embed``: features of all N images (``ImageContrastiveTask.embed``);
 - ``cluster``: ``mcl.clustering.kmeans`` of the N x 64 features (mcl defaults, torch backend);
 - ``regroup``: pseudo-labels from the stages' clusters (combine, centroids, merge small groups),
@@ -20,13 +21,23 @@ that of the previous size: 1.0 is linear, above 1 grows faster than linearly.
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
-from _common import limit_threads, machine, parser, peak_rss_mb, peak_rss_reset, synchronize, table
+from _common import (
+    endless,
+    limit_threads,
+    machine,
+    parser,
+    peak_rss_mb,
+    peak_rss_reset,
+    rss_mb,
+    table,
+    timed,
+    train_step,
+)
 
 from mcl.clustering import kmeans
 from mcl.config import config_from_dict
@@ -39,57 +50,42 @@ CLUSTERS = 10
 BATCH = 256
 
 
-def rss_mb() -> float:
-    """Current resident memory in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def measure(phase: Callable[[], object], device: str) -> tuple[float, float, object]:
     """``(seconds, extra peak MiB, result)`` of one phase."""
     peak_rss_reset()
     start_rss = rss_mb()
-    synchronize(device)
-    started = time.perf_counter()
-    result = phase()
-    synchronize(device)
-    return time.perf_counter() - started, max(0.0, peak_rss_mb() - start_rss), result
+    result = []
+    seconds = timed(lambda: result.append(phase()), device)
+    return seconds, max(0.0, peak_rss_mb() - start_rss), result[0]
 
 
-def train_steps(task: ImageContrastiveTask, labels: np.ndarray, steps: int) -> Callable[[], int]:
-    """``steps`` training steps through the cluster sampler (wrapping to the next epoch if needed)."""
+def train_steps(task: ImageContrastiveTask, labels: np.ndarray, sampler: ClusterBatchSampler,
+                steps: int) -> Callable[[], int]:
+    """``steps`` training steps through ``sampler`` (wrapping to the next epoch if needed)."""
     model = task.build_model(1)
     optimizer = build_optimizer(model.parameters(), task.config.train)
-    sampler = ClusterBatchSampler(labels, BATCH, seed=1)
     pseudo_labels = torch.as_tensor(labels, device=task.device)
 
     def run() -> int:
-        done, epoch = 0, 0
-        while done < steps:
-            sampler.set_epoch(epoch)
-            for indices in sampler:
-                loss = task.loss(model, indices, pseudo_labels[torch.as_tensor(indices, device=task.device)])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                done += 1
-                if done == steps:
-                    break
-            epoch += 1
+        done = 0
+        for indices in itertools.islice(endless(sampler), steps):
+            train_step(task, model, optimizer, indices, pseudo_labels)
+            done += 1
         return done
 
     return run
 
 
 def regroup(first: np.ndarray, second: np.ndarray, centroids: np.ndarray, config) -> Callable[[], int]:
-    """Pseudo-labels from two stages, their sampler, and one epoch of its batches."""
+    """Pseudo-labels from two stages, their sampler, and one epoch of its batches; returns the batch count."""
     history = StageHistory(cluster_labels=[first, second], centroids=[centroids, centroids])
 
     def run() -> int:
         labels, _ = next_pseudo_labels(history, config)
-        return sum(len(batch) for batch in ClusterBatchSampler(labels, BATCH, seed=0))
+        sampler = ClusterBatchSampler(labels, BATCH, seed=0)
+        for _ in sampler:
+            pass
+        return len(sampler)
 
     return run
 
@@ -104,10 +100,11 @@ def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str
     task = ImageContrastiveTask(config, images, torch.device(device))
     del images
     results: dict[str, tuple[float, float, str]] = {}
-    epoch_steps = -(-n // BATCH)
-    run_steps = epoch_steps if n <= full_epoch_max else steps
     start_labels = rng.integers(0, CLUSTERS, n)
-    seconds, memory, _ = measure(train_steps(task, start_labels, run_steps), device)
+    sampler = ClusterBatchSampler(start_labels, BATCH, seed=1)
+    epoch_steps = len(sampler)  # per-group rounding: a few more batches than ceil(n / BATCH)
+    run_steps = epoch_steps if n <= full_epoch_max else steps
+    seconds, memory, _ = measure(train_steps(task, start_labels, sampler, run_steps), device)
     note = f"{run_steps} of {epoch_steps} steps timed" if run_steps < epoch_steps else f"{epoch_steps} steps"
     results["train (epoch)"] = (seconds * epoch_steps / run_steps, memory, note)
     seconds, memory, features = measure(lambda: task.embed(task.build_model(2)), device)
@@ -115,8 +112,8 @@ def bench_size(n: int, steps: int, full_epoch_max: int, device: str) -> dict[str
     seconds, memory, clusters = measure(lambda: kmeans(features, CLUSTERS, seed=0, backend="torch",
                                                        device=device), device)
     results["cluster"] = (seconds, memory, f"{clusters.iterations} full-data Lloyd iterations")
-    seconds, memory, _ = measure(regroup(clusters.labels, start_labels, clusters.centroids, config), device)
-    results["regroup + sampler epoch"] = (seconds, memory, f"{-(-n // BATCH)} batches")
+    seconds, memory, batches = measure(regroup(clusters.labels, start_labels, clusters.centroids, config), device)
+    results["regroup + sampler epoch"] = (seconds, memory, f"{batches} batches")
     return results
 
 

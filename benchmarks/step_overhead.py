@@ -17,11 +17,11 @@ extra work happens, to explain the step ratio.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from _common import interleaved, limit_threads, machine, median, parser, spread, table
+from _common import endless, interleaved, limit_threads, machine, median, parser, spread, table, train_step
 
 from mcl.config import config_from_dict
 from mcl.objectives import NTXentLoss
@@ -30,15 +30,6 @@ from mcl.tasks import ImageContrastiveTask
 from mcl.training import build_optimizer
 
 GROUPS = 8
-
-
-def endless(sampler: ClusterBatchSampler | RandomBatchSampler) -> Iterator[np.ndarray]:
-    """Batches epoch after epoch (reshuffled each epoch, as in training)."""
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        yield from sampler
-        epoch += 1
 
 
 def step_function(task: ImageContrastiveTask, mode: str, labels: np.ndarray, seed: int) -> Callable[[], None]:
@@ -54,12 +45,7 @@ def step_function(task: ImageContrastiveTask, mode: str, labels: np.ndarray, see
     pseudo_labels = None if mode == "simclr" else torch.as_tensor(labels, device=task.device)
 
     def step() -> None:
-        indices = next(batches)
-        batch_labels = None if pseudo_labels is None else pseudo_labels[torch.as_tensor(indices, device=task.device)]
-        loss = task.loss(model, indices, batch_labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(task, model, optimizer, next(batches), pseudo_labels)
 
     return step
 
@@ -74,10 +60,10 @@ def loss_function(batch_size: int, masked: bool, device: str) -> Callable[[], No
     return lambda: loss_fn(z_a, z_b, labels).backward()
 
 
-def bench_backbone(backbone: str, width: float, batch_size: int, steps: int, device: str) -> tuple[list, list]:
+def bench_backbone(backbone: str, batch_size: int, steps: int, device: str) -> tuple[list, list]:
     """Rows of the step table and of the loss table for one backbone."""
     config = config_from_dict({"data": {"image_size": 32},
-                               "model": {"backbone": backbone, "width": width},
+                               "model": {"backbone": backbone},
                                "train": {"batch_size": batch_size, "device": device}})
     rng = np.random.default_rng(0)
     n_images = GROUPS * 2 * batch_size
@@ -111,10 +97,10 @@ def main() -> None:
              ("resnet18", 16 if args.quick else args.resnet_batch, args.steps or (6 if args.quick else 10))]
     step_rows, loss_rows = [], []
     for backbone, batch_size, backbone_steps in cases:
-        rows, loss = bench_backbone(backbone, 1.0, batch_size, backbone_steps, args.device)
+        rows, loss = bench_backbone(backbone, batch_size, backbone_steps, args.device)
         step_rows += rows
         loss_rows += loss
-        print(table(STEP_HEADER, rows).split("\n", 2)[2], flush=True)
+        print(table(STEP_HEADER, rows, with_header=False), flush=True)
     print()
     print(table(STEP_HEADER, step_rows))
     print()
