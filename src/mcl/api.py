@@ -7,6 +7,7 @@ stage loop and load as :class:`mcl.multimodal.MultistageTwoTower`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,18 @@ def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = No
     target = Path(data.path) if data.path else run_dir / "data"
     # Only captioned Trifeature takes caption options; the other generators have none.
     options = {"drop_prob": config.multimodal.caption_drop_prob} if data.source == "captioned-trifeature" else {}
-    if not (target / "labels.csv").exists() and distributed.is_main_process():
-        logger.info("generating the %s data set in %s", data.source, target)
-        GENERATORS[data.source](target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size,
-                                seed=data.seed, progress=progress, **options)
-    distributed.barrier()
+    _write_table_once(target, f"generating the {data.source} data set in {target}", lambda: GENERATORS[data.source](
+        target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size, seed=data.seed,
+        progress=progress, **options))
     return replace(config, data=replace(data, path=str(target.resolve())))
+
+
+def _write_table_once(target: Path, message: str, write: Callable[[], object]) -> None:
+    """Run ``write`` (which creates the image table ``target``) on rank 0 unless the table exists; all wait."""
+    if not (target / "labels.csv").exists() and distributed.is_main_process():
+        logger.info("%s", message)
+        write()
+    distributed.barrier()
 
 
 def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
@@ -85,11 +92,9 @@ def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
 
     data = config.data
     target = run_dir / "data"
-    if not (target / "labels.csv").exists() and distributed.is_main_process():
-        logger.info("importing %s pairs from %s into %s", data.source, data.path, target)
-        import_image_text(data.source, data.path, target, data.n_train, data.n_test, data.image_size,
-                          data.on_bad_image, progress)
-    distributed.barrier()
+    _write_table_once(target, f"importing {data.source} pairs from {data.path} into {target}",
+                      lambda: import_image_text(data.source, data.path, target, data.n_train, data.n_test,
+                                                data.image_size, data.on_bad_image, progress))
     return replace(config, data=replace(data, source="table", path=str(target.resolve())))
 
 
@@ -144,16 +149,15 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     history = run_stages(task, config, run, progress, initial_model=stage0)
     if config.eval.ensemble:
         train_ensemble(task, config, run, progress)
-    models = [_features_only(m) for m in history.models]
+    return Run(run_dir, config, multistage_model(history.models, config, stage0), history)
+
+
+def multistage_model(models: list[nn.Module], config: Config,
+                     stage0: nn.Module | None = None) -> MultistageEncoder | MultistageTwoTower:
+    """The stage models integrated as the run's config says (two towers for multimodal runs)."""
     if config.multimodal.enabled:
-        encoder = MultistageTwoTower(models, config.mcl.integration, stage0, config.multimodal.integrate_stage0)
-    else:
-        encoder = MultistageEncoder(models, config.mcl.integration)
-    return Run(run_dir, config, encoder, history)
-
-
-def _features_only(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+        return MultistageTwoTower(models, config.mcl.integration, stage0, config.multimodal.integrate_stage0)
+    return MultistageEncoder(models, config.mcl.integration)
 
 
 def read_run_config(run_dir: str | Path) -> Config:
@@ -185,15 +189,32 @@ def load_member(run_dir: str | Path, directory: str,
     return load_model_weights(model, weights).eval()
 
 
+def _leading_finished(paths: list[Path], run: RunDirectory) -> int:
+    """How many of ``paths``, from the first on, are recorded as finished."""
+    count = 0
+    for path in paths:
+        if not run.is_finished(path):
+            break
+        count += 1
+    return count
+
+
 def finished_stages(run_dir: str | Path, config: Config) -> int:
     """How many leading stages of a run have final weights."""
     run = RunDirectory(run_dir)
-    count = 0
-    for stage in range(1, config.mcl.stages + 1):
-        if not run.is_finished(run.stage_dir(stage) / ENCODER_FILE):
-            break
-        count = stage
-    return count
+    return _leading_finished([run.stage_dir(s) / ENCODER_FILE for s in range(1, config.mcl.stages + 1)], run)
+
+
+def finished_stage_numbers(run_dir: str | Path, config: Config) -> list[int]:
+    """Every stage (1-based) whose final weights are recorded, gaps included."""
+    run = RunDirectory(run_dir)
+    return [s for s in range(1, config.mcl.stages + 1) if run.is_finished(run.stage_dir(s) / ENCODER_FILE)]
+
+
+def finished_ensemble_members(run_dir: str | Path, config: Config) -> int:
+    """How many extra ``ensemble-k`` members (k = 2, 3, ...) are finished, counted from k = 2 on."""
+    run = RunDirectory(run_dir)
+    return _leading_finished([run.ensemble_dir(k) / ENCODER_FILE for k in range(2, config.mcl.stages + 1)], run)
 
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu") -> MultistageEncoder | MultistageTwoTower:
@@ -206,8 +227,6 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> MultistageE
     if stages == 0:
         raise RunDirError(f"{run_dir}: no finished stage yet; run 'mcl train' first")
     encoders = [load_member(run_dir, f"stage-{s}", config) for s in range(1, stages + 1)]
-    if config.multimodal.enabled:
-        stage0 = load_member(run_dir, "stage-0", config) if config.multimodal.stage0 else None
-        model = MultistageTwoTower(encoders, config.mcl.integration, stage0, config.multimodal.integrate_stage0)
-        return model.to(device).eval()
-    return MultistageEncoder(encoders, config.mcl.integration).to(device).eval()
+    has_stage0 = config.multimodal.enabled and config.multimodal.stage0
+    stage0 = load_member(run_dir, "stage-0", config) if has_stage0 else None
+    return multistage_model(encoders, config, stage0).to(device).eval()

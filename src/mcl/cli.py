@@ -8,7 +8,6 @@ required); ``--resume`` makes that explicit and fails if there is nothing to con
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -18,7 +17,9 @@ from pathlib import Path
 
 from mcl.cli_multimodal import add_multimodal_commands, add_multimodal_demo_option
 from mcl.data import GENERATORS
-from mcl.errors import MCLError
+from mcl.errors import MCLError, one_line
+from mcl.io import DISK_FULL_ERRNOS
+from mcl.logging_utils import LOGGERS
 
 logger = logging.getLogger("mcl")
 
@@ -203,13 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_log_option(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--log", action="append", default=[], choices=["tensorboard"],
+    command.add_argument("--log", action="append", default=[], choices=LOGGERS,
                          help="also log epoch metrics to TensorBoard (RUN_DIR/tensorboard); metrics.jsonl is "
                               "always written")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except MCLError as exc:
         if args.debug:
             raise
-        print(f"mcl: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"mcl: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if args.debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if args.debug or exc.errno not in DISK_FULL_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"mcl: error: {where}{os.strerror(exc.errno)}; free some space and re-run the same command "

@@ -52,18 +52,19 @@ def mmvp_rows(run_dir: str | Path, mmvp_dir: str | Path, image_size: int | None 
     """
     from mcl.api import read_run_config
     from mcl.errors import ConfigError
-    from mcl.evaluation.mmvp import evaluate_mmvp
-    from mcl.evaluation.multimodal_runner import two_tower_representations
+    from mcl.evaluation.mmvp import load_mmvp, score_mmvp
+    from mcl.evaluation.multimodal_runner import row, two_tower_representations
 
     config = read_run_config(run_dir)
     if not config.multimodal.enabled:
         raise ConfigError(f"{Path(run_dir) / 'config.yaml'}: not a multimodal run (multimodal.enabled is false)")
     size = image_size or config.data.image_size
+    benchmark = load_mmvp(mmvp_dir, image_size=size)
     rows = []
     for name, model in two_tower_representations(run_dir, config).items():
-        scores = evaluate_mmvp(model, mmvp_dir, image_size=size)
+        scores = score_mmvp(model, benchmark)
         for category, accuracy in [*scores["categories"].items(), ("average", scores["average"])]:
-            rows.append({"representation": name, "attribute": category, "probe": "mmvp", "accuracy": accuracy})
+            rows.append(row(name, category, "mmvp", accuracy))
     return {"kind": "mmvp", "mmvp_dir": str(mmvp_dir), "image_size": size, "rows": rows}
 
 

@@ -106,6 +106,11 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return totals.tolist()
 
 
+def rank_seed(seed: int) -> int:
+    """This rank's seed derived from ``seed``, distinct per rank (rank 0 keeps ``seed``)."""
+    return seed + 1_000_003 * rank()
+
+
 def barrier() -> None:
     """Synchronise ranks (no-op in one process)."""
     if is_distributed():

@@ -32,3 +32,8 @@ class TrainingError(MCLError):
 
 class DiskFullError(MCLError):
     """A write failed because the disk (or the user's quota) is full; the old file is left intact."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message with every run of whitespace (newlines too) collapsed to one space."""
+    return " ".join(str(exc).split())

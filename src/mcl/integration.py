@@ -8,7 +8,7 @@ concatenates raw features and normalises the result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -16,17 +16,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcl.augment import to_float_images
+from mcl.models import evaluating
 
 INTEGRATION_MODES = ("normalized-concat", "concat-then-normalize")
 
 
+def check_integration_mode(mode: str) -> None:
+    """Raise ``ValueError`` unless ``mode`` is one of :data:`INTEGRATION_MODES`."""
+    if mode not in INTEGRATION_MODES:
+        raise ValueError(f"unknown integration mode {mode!r}; expected one of {INTEGRATION_MODES}")
+
+
 def integrate(stage_features: Sequence[torch.Tensor], mode: str = "normalized-concat") -> torch.Tensor:
     """Combine per-stage ``(B, F_s)`` features into one ``(B, sum F_s)`` representation."""
+    check_integration_mode(mode)
     if mode == "normalized-concat":
         return torch.cat([F.normalize(f.float(), dim=1, eps=1e-8) for f in stage_features], dim=1)
-    if mode == "concat-then-normalize":
-        return F.normalize(torch.cat([f.float() for f in stage_features], dim=1), dim=1, eps=1e-8)
-    raise ValueError(f"unknown integration mode {mode!r}; expected one of {INTEGRATION_MODES}")
+    return F.normalize(torch.cat([f.float() for f in stage_features], dim=1), dim=1, eps=1e-8)
 
 
 class MultistageEncoder(nn.Module):
@@ -43,8 +49,7 @@ class MultistageEncoder(nn.Module):
 
     def __init__(self, stage_encoders: Sequence[nn.Module], integration: str = "normalized-concat") -> None:
         super().__init__()
-        if integration not in INTEGRATION_MODES:
-            raise ValueError(f"unknown integration mode {integration!r}; expected one of {INTEGRATION_MODES}")
+        check_integration_mode(integration)
         self.stages = nn.ModuleList(stage_encoders)
         self.integration = integration
 
@@ -73,7 +78,6 @@ class MultistageEncoder(nn.Module):
             raise ValueError(f"stages must lie in 1..{self.num_stages}, got {stages!r}")
         return chosen
 
-    @torch.no_grad()
     def embed(self, images: np.ndarray | torch.Tensor, stages: int | Sequence[int] | None = None,
               batch_size: int = 512) -> np.ndarray:
         """Integrated features of a whole image array, in eval mode.
@@ -81,16 +85,27 @@ class MultistageEncoder(nn.Module):
         ``images``: uint8 ``(N, H, W, 3)`` (as stored in an image table) or float ``(N, 3, H, W)``
         in [0, 1]. Returns float32 ``(N, D)``.
         """
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        outputs = []
-        for start in range(0, len(images), batch_size):
-            outputs.append(self(_as_model_input(images[start : start + batch_size], device), stages).cpu())
-        self.train(was_training)
+        with evaluating(self):
+            outputs = [self(batch, stages).cpu() for batch in self._batches(images, batch_size)]
+        return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
+
+    def embed_stages(self, images: np.ndarray | torch.Tensor, batch_size: int = 512) -> list[np.ndarray]:
+        """Every stage's raw (un-normalised) backbone features of a whole image array, in eval mode.
+
+        What :func:`integrate` combines: ``integrate(embed_stages(x)[:k], mode)`` equals
+        ``embed(x, stages=k)``. One pass over the images for all stages.
+        """
+        with evaluating(self):
+            outputs = [[self._stage_features(encoder, batch).float().cpu() for encoder in self.stages]
+                       for batch in self._batches(images, batch_size)]
         if not outputs:
-            return np.zeros((0, 0), dtype=np.float32)
-        return torch.cat(outputs).numpy()
+            return [np.zeros((0, 0), dtype=np.float32) for _ in self.stages]
+        return [torch.cat(parts).numpy() for parts in zip(*outputs, strict=True)]
+
+    def _batches(self, images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        device = next(self.parameters()).device
+        for start in range(0, len(images), batch_size):
+            yield _as_model_input(images[start : start + batch_size], device)
 
 
 def _as_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:

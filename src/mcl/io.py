@@ -35,7 +35,7 @@ from safetensors.torch import save as _save_torch_bytes
 from mcl.errors import DiskFullError, RunDirError
 
 KILL_ENV = "MCL_TEST_KILL_AT"
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _crash_counts: dict[str, int] = {}
 
 
@@ -61,7 +61,7 @@ def crash_point(phase: str) -> None:
 
 def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError | None:
     """A one-line :class:`DiskFullError` for ``path`` if ``exc`` means the disk or quota is full."""
-    if exc.errno not in _DISK_FULL:
+    if exc.errno not in DISK_FULL_ERRNOS:
         return None
     return DiskFullError(f"{path}: {os.strerror(exc.errno)} while writing; the previous version of the file "
                          "is intact: free some space and re-run the same command to continue")
@@ -125,13 +125,6 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RunDirError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid JSON ({exc})") from None
-
-
-def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON line (logs); a torn last line is skipped by :func:`read_jsonl`."""
-    with open(path, "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:

@@ -30,8 +30,9 @@ from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, MultimodalConfig
 from mcl.data.table import ImageTable
 from mcl.errors import ConfigError, DataError, RunDirError
-from mcl.integration import INTEGRATION_MODES, integrate
+from mcl.integration import check_integration_mode, integrate
 from mcl.io import read_json, write_json
+from mcl.models import unwrap_model
 from mcl.models.clip import SmallCLIP, Tokens, TwoTowerModel, build_two_tower, select_tokens, tokens_to
 from mcl.models.text import WordTokenizer
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
@@ -40,12 +41,6 @@ from mcl.stages import stage_seed
 from mcl.tasks import embed_images
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-def unwrap(model: nn.Module) -> TwoTowerModel:
-    """The two-tower model inside a DDP and/or ``torch.compile`` wrapper."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -96,15 +91,22 @@ def run_tokenizer(config: Config, captions: Sequence[str], run: RunDirectory) ->
     """
     if config.multimodal.model != "small":
         return None
-    path = run.root / TOKENIZER_FILE
-    if run.is_finished(path):
-        return WordTokenizer.from_dict(read_json(path))
+    saved = _saved_tokenizer(run)
+    if saved is not None:
+        return saved
     tokenizer = WordTokenizer.fit(captions, context_length=config.multimodal.context_length)
     if distributed.is_main_process():
+        path = run.root / TOKENIZER_FILE
         write_json(path, tokenizer.to_dict())
         run.record(path)
     distributed.barrier()
     return tokenizer
+
+
+def _saved_tokenizer(run: RunDirectory) -> WordTokenizer | None:
+    """The run's recorded word tokenizer, or None if there is none (yet)."""
+    path = run.root / TOKENIZER_FILE
+    return WordTokenizer.from_dict(read_json(path)) if run.is_finished(path) else None
 
 
 def load_run_two_tower(config: Config, run_dir: str | Path) -> TwoTowerModel:
@@ -112,10 +114,10 @@ def load_run_two_tower(config: Config, run_dir: str | Path) -> TwoTowerModel:
     tokenizer = None
     if config.multimodal.model == "small":
         run = RunDirectory(run_dir)
-        path = run.root / TOKENIZER_FILE
-        if not run.is_finished(path):
-            raise RunDirError(f"{path}: missing or unrecorded; it is written when training starts")
-        tokenizer = WordTokenizer.from_dict(read_json(path))
+        tokenizer = _saved_tokenizer(run)
+        if tokenizer is None:
+            raise RunDirError(f"{run.root / TOKENIZER_FILE}: missing or unrecorded; it is written when training "
+                              "starts")
     return construct_two_tower(config.multimodal, tokenizer, load_pretrained=False)
 
 
@@ -155,12 +157,12 @@ class ImageTextTask:
         torch.manual_seed(seed)
         model = construct_two_tower(self.config.multimodal, self.tokenizer, load_pretrained=init == "scratch")
         if init == "previous" and previous is not None:
-            model.load_state_dict(unwrap(previous).state_dict())
+            model.load_state_dict(unwrap_model(previous).state_dict())
         elif init != "scratch":  # "pretrained", and "previous" for the first stage
             model.load_state_dict(self.initial.state_dict())
         lock_towers(model, self.config.multimodal)
         if distributed.rank():  # same weights on every rank, but each rank its own augmentations (as unimodal)
-            torch.manual_seed(seed + 1_000_003 * distributed.rank())
+            torch.manual_seed(distributed.rank_seed(seed))
         return model.to(self.device)
 
     def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
@@ -169,7 +171,7 @@ class ImageTextTask:
         The temperature is clamped here, before it is used, instead of after each optimiser step
         (the training loop is shared with unimodal tasks): the value every step sees is the same.
         """
-        inner = unwrap(model)
+        inner = unwrap_model(model)
         clamp_logit_scale_(inner.logit_scale)
         rows = torch.as_tensor(indices, device=self.device)
         images = self.augment(to_float_images(self.images[rows]))
@@ -179,7 +181,7 @@ class ImageTextTask:
 
     def embed(self, model: nn.Module) -> torch.Tensor:
         """L2-normalised image embeddings of the un-augmented training images (what is clustered)."""
-        model = unwrap(model)
+        model = unwrap_model(model)
         return embed_images(model, self.images, model.encode_image)
 
     def training_state(self, model: nn.Module) -> None:
@@ -210,8 +212,7 @@ class MultistageTwoTower(TwoTowerModel):
     def __init__(self, stage_models: Sequence[TwoTowerModel], integration: str = "normalized-concat",
                  stage0: TwoTowerModel | None = None, include_stage0: bool = False) -> None:
         super().__init__()
-        if integration not in INTEGRATION_MODES:
-            raise ValueError(f"unknown integration mode {integration!r}; expected one of {INTEGRATION_MODES}")
+        check_integration_mode(integration)
         if include_stage0 and stage0 is None:
             raise ValueError("include_stage0 needs a stage-0 model")
         self.stages = nn.ModuleList(stage_models)

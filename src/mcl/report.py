@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mcl.config import Config
-from mcl.errors import ConfigError, MCLError, RunDirError
+from mcl.errors import ConfigError, MCLError, RunDirError, one_line
 from mcl.io import load_arrays, read_json, read_jsonl, write_bytes
 from mcl.rundir import RunDirectory
 
@@ -80,23 +80,12 @@ class ReportRun:
         self.run = RunDirectory(root)
         self.feature_map = feature_map
 
-    def stage_dirs(self) -> list[Path]:
-        """``stage-*`` then ``ensemble-*`` directories, in numeric order."""
-        def number(path: Path) -> int:
-            suffix = path.name.rsplit("-", 1)[-1]
-            return int(suffix) if suffix.isdigit() else 0
-
-        found = [p for p in self.root.glob("stage-*") if p.is_dir()]
-        extra = [p for p in self.root.glob("ensemble-*") if p.is_dir()]
-        return sorted(found, key=number) + sorted(extra, key=number)
-
     @cached_property
     def finished(self) -> list[int]:
         """Stage numbers whose final weights are recorded in the manifest (and match their checksum)."""
-        from mcl.stages import ENCODER_FILE
+        from mcl.api import finished_stage_numbers
 
-        return [s for s in range(1, self.config.mcl.stages + 1)
-                if self.run.is_finished(self.run.stage_dir(s) / ENCODER_FILE)]
+        return finished_stage_numbers(self.root, self.config)
 
     @cached_property
     def data(self) -> tuple[Any, str]:
@@ -131,7 +120,7 @@ def _png(figure: Figure) -> bytes:
 def training_curves(run: ReportRun) -> Section:
     """Loss and learning rate per epoch of every stage and ensemble member."""
     section = Section("Training curves")
-    curves = {d.name: read_jsonl(d / "metrics.jsonl") for d in run.stage_dirs()}
+    curves = {d.name: read_jsonl(d / "metrics.jsonl") for d in run.run.member_dirs()}
     curves = {name: records for name, records in curves.items() if records}
     if not curves:
         section.notes.append("no metrics.jsonl with epochs yet (no stage has finished an epoch)")
@@ -170,7 +159,7 @@ def cluster_sizes(run: ReportRun) -> Section:
     """k-means cluster sizes per stage and the pseudo-label group sizes of later stages."""
     section = Section("Clusters and pseudo-label groups")
     clusters, groups, merged = {}, {}, []
-    for directory in run.stage_dirs():
+    for directory in run.run.member_dirs():
         if (directory / "clusters.json").exists():
             clusters[directory.name] = list(read_json(directory / "clusters.json")["sizes"])
         if (directory / "pseudo_labels.json").exists():
@@ -331,13 +320,14 @@ def _test_subset(table: Any, limit: int) -> Any:
 
 
 def _stage_features(run: ReportRun, images: np.ndarray) -> dict[str, np.ndarray]:
-    from mcl.integration import MultistageEncoder
+    from mcl.integration import MultistageEncoder, integrate
 
     members = run.members
-    features = {f"stage-{s}": MultistageEncoder([m]).embed(images) for s, m in members.items()}
+    raw = MultistageEncoder(list(members.values())).embed_stages(images)  # each stage run once
+    as_tensors = [torch.from_numpy(r) for r in raw]
+    features = {f"stage-{s}": integrate([r]).numpy() for s, r in zip(members, as_tensors, strict=True)}
     if len(members) > 1:
-        features[f"mcl-{len(members)}"] = MultistageEncoder(list(members.values()),
-                                                            run.config.mcl.integration).embed(images)
+        features[f"mcl-{len(members)}"] = integrate(as_tensors, run.config.mcl.integration).numpy()
     return features
 
 
@@ -403,18 +393,22 @@ def feature_maps(run: ReportRun) -> Section:
     return section
 
 
-def _pair_cosines(model: torch.nn.Module, images: np.ndarray, run: ReportRun) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine similarity matrix between view A and view B of ``images`` in the projection space."""
+def _two_views(images: np.ndarray, run: ReportRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views of ``images`` (seeded: the same for every stage; the caller's RNG is left alone)."""
     from mcl.augment import build_augmentation, to_float_images
 
     augment = build_augmentation(run.config.augment, images.shape[1])
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(0)  # the same views for every stage, and the caller's RNG is left alone
+        torch.manual_seed(0)
         batch = to_float_images(torch.from_numpy(np.array(images, copy=True)))
-        view_a, view_b = augment(batch), augment(batch)
-        z_a, z_b = F.normalize(model(view_a), dim=1), F.normalize(model(view_b), dim=1)
-    similarity = (z_a @ z_b.T).numpy()
-    return similarity, np.eye(len(images), dtype=bool)
+        return augment(batch), augment(batch)
+
+
+def _pair_cosines(model: torch.nn.Module, views: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+    """Cosine similarity matrix between view A and view B in ``model``'s projection space."""
+    with torch.no_grad():
+        z_a, z_b = (F.normalize(model(view), dim=1) for view in views)
+    return (z_a @ z_b.T).numpy()
 
 
 def _stage_pseudo_labels(run: ReportRun, stage: int, rows: np.ndarray) -> np.ndarray | None:
@@ -436,11 +430,12 @@ def pair_similarities(run: ReportRun) -> Section:
         return section
     train = table.subset("train")
     rows = np.sort(np.random.default_rng(1).permutation(len(train))[:PAIR_SAMPLES])
-    images = np.asarray(train.take(rows).images)
+    views = _two_views(np.asarray(train.take(rows).images), run)
+    positive = np.eye(len(rows), dtype=bool)
     figure = Figure(figsize=(3.6 * len(stages), 3.2), layout="constrained")
     axes = figure.subplots(1, len(stages), squeeze=False)[0]
     for ax, stage in zip(axes, stages, strict=True):
-        similarity, positive = _pair_cosines(run.members[stage], images, run)
+        similarity = _pair_cosines(run.members[stage], views)
         bins = np.linspace(-1, 1, 41)
         ax.hist(similarity[~positive], bins=bins, density=True, alpha=0.5, color="tab:gray", label="negatives")
         labels = _stage_pseudo_labels(run, stage, rows) if stage > 1 else None
@@ -525,7 +520,7 @@ def _build(section: Callable[[ReportRun], Section], run: ReportRun) -> Section:
         raise
     except Exception as exc:  # the report is a viewer: one failing plot must not hide the others
         logger.debug("report section %s failed", name, exc_info=True)
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc)[:300]
         return Section(name.capitalize(), notes=[f"could not be drawn ({type(exc).__name__}: {reason})"])
 
 

@@ -143,19 +143,29 @@ class RunDirectory:
     def _check_config(self, manifest: dict[str, Any], config: Config) -> None:
         if "config" in manifest:
             changed = changed_keys(manifest["config"], config)
+            mismatch, what = bool(changed), f" ({'; '.join(changed)})"
         else:  # manifests written before the values were kept: only the fingerprint can tell
-            changed = [] if manifest.get("config_fingerprint") == config_fingerprint(config) else ["?"]
-        if changed:
-            what = f" ({'; '.join(changed)})" if changed != ["?"] else ""
+            mismatch, what = manifest.get("config_fingerprint") != config_fingerprint(config), ""
+        if mismatch:
             raise RunDirError(f"{self.root}/config.yaml: the config changed since this run started{what}; "
                               "use the same config to resume, or a new --out directory")
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of atomic writes a crash interrupted (never renamed, so never valid)."""
-        for directory in [self.root, *self.root.glob("stage-*"), *self.root.glob("ensemble-*")]:
+        for directory in [self.root, *self.member_dirs()]:
             for tmp in directory.glob(".*.tmp"):
                 logger.info("removing %s, left by an interrupted write", tmp)
                 tmp.unlink(missing_ok=True)
+
+    def member_dirs(self) -> list[Path]:
+        """``stage-*`` then ``ensemble-*`` directories that exist, each kind in numeric order."""
+        def number(path: Path) -> int:
+            suffix = path.name.rsplit("-", 1)[-1]
+            return int(suffix) if suffix.isdigit() else 0
+
+        stages = [p for p in self.root.glob("stage-*") if p.is_dir()]
+        ensemble = [p for p in self.root.glob("ensemble-*") if p.is_dir()]
+        return sorted(stages, key=number) + sorted(ensemble, key=number)
 
     def record(self, *paths: Path) -> None:
         """Mark finished files in the manifest with their sha256 (after they were written atomically)."""

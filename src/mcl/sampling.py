@@ -105,13 +105,6 @@ def stable_group_order(labels: np.ndarray) -> np.ndarray:
     return order
 
 
-def group_members(pseudo_labels: np.ndarray) -> list[np.ndarray]:
-    """Indices of each group (ascending), from one O(N) radix sort."""
-    order = stable_group_order(pseudo_labels)
-    boundaries = np.flatnonzero(np.diff(pseudo_labels[order])) + 1
-    return np.split(order, boundaries)
-
-
 def split_sizes(total: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.array_split`` arithmetic, vectorised: per-piece ``(offset, size)`` for every ``(total, parts)`` pair.
 

@@ -32,6 +32,7 @@ from mcl.config import Config
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, save_arrays, write_json
 from mcl.logging_utils import phase
+from mcl.models import unwrap_model
 from mcl.rundir import RunDirectory
 from mcl.sampling import (
     ClusterBatchSampler,
@@ -123,7 +124,7 @@ def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory:
     started = time.perf_counter()
     train(model, task.loss, sampler, config.train, directory, labels, stage_name=name, progress=progress,
           extra_state=task.training_state(model))
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap_model(model)
     if distributed.is_main_process():
         save_model(model, weights, {"name": name, "seed": str(seed)})
         run.record(weights)

@@ -18,7 +18,7 @@ from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, ObjectiveConfig
 from mcl.io import load_tensors, save_tensors
-from mcl.models import build_encoder
+from mcl.models import build_encoder, evaluating, unwrap_model
 from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
 
 
@@ -47,21 +47,17 @@ def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
     return distributed.gather_no_grad(embed_rows(shard))
 
 
-@torch.no_grad()
 def embed_images(model: nn.Module, images: torch.Tensor,
                  encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """L2-normalised ``encode(float images)`` of every uint8 ``(N, H, W, 3)`` image, ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
 
     def rows(shard: np.ndarray) -> torch.Tensor:
         out = [encode(to_float_images(images[torch.as_tensor(chunk, device=images.device)]))
                for chunk in np.array_split(shard, max(1, len(shard) // 1024))]
         return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
 
-    features = embed_in_shards(rows, len(images))
-    model.train(was_training)
-    return features
+    with evaluating(model):
+        return embed_in_shards(rows, len(images))
 
 
 def objective_kwargs(config: ObjectiveConfig) -> dict[str, float | int]:
@@ -107,7 +103,7 @@ class ImageContrastiveTask:
         if self.config.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if distributed.rank():
-            torch.manual_seed(seed + 1_000_003 * distributed.rank())
+            torch.manual_seed(distributed.rank_seed(seed))
         return model.to(self.device)
 
     def views(self, indices: np.ndarray) -> torch.Tensor:
@@ -156,9 +152,7 @@ class ImageContrastiveTask:
 
 def save_model(model: nn.Module, path, metadata: dict[str, str] | None = None) -> None:
     """Final weights of a stage as safetensors (unwraps DDP/compile)."""
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
-    save_tensors(path, model.state_dict(), metadata)
+    save_tensors(path, unwrap_model(model).state_dict(), metadata)
 
 
 def load_model_weights(model: nn.Module, path) -> nn.Module:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mcl import distributed
 from mcl.config import TrainConfig
-from mcl.errors import RunDirError, TrainingError
+from mcl.errors import RunDirError, TrainingError, one_line
 from mcl.io import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
 from mcl.logging_utils import emit_metrics
 
@@ -154,7 +154,7 @@ def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], step: i
         torch.set_rng_state(tensors[f"rng.rank{rank}.torch"])
     else:  # more ranks than when the checkpoint was written: a fresh, distinct stream per rank
         logger.warning("checkpoint has no RNG state for rank %d; reseeding it", rank)
-        torch.manual_seed(1_000_003 * rank + step)
+        torch.manual_seed(distributed.rank_seed(step))
     if f"rng.rank{rank}.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors[f"rng.rank{rank}.cuda"])
     position, has_gauss, gauss = meta["numpy"]
@@ -202,18 +202,24 @@ def load_checkpoint(stage_dir: Path, model: nn.Module, optimizer: torch.optim.Op
     try:
         meta = json.loads(metadata["checkpoint"])
         device = next(model.parameters()).device
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-        _restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
+        model.load_state_dict(_with_prefix(tensors, "model."))
+        optimizer_tensors = {k: v.to(device) for k, v in tensors.items() if k.startswith("optimizer.")}
+        _restore_optimizer(optimizer, optimizer_tensors, meta["optimizer"])
         _restore_rng(tensors, meta["rng"], int(meta["step"]))
         if extra is not None:
-            extra.load_state_dict({k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
+            extra.load_state_dict(_with_prefix(tensors, "extra."))
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
         return TrainState(int(meta["epoch"]), int(meta["step"]), list(meta["metrics"]))
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split())[:200]
+        reason = one_line(exc)[:200]
         raise RunDirError(f"{path}: not a checkpoint of this run ({type(exc).__name__}: {reason}); delete it "
                           "to retrain this stage from its first epoch") from None
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix``, with the prefix removed (a sub-module's state dict)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _warn_about_foreign_checkpoints(stage_dir: Path) -> None:

@@ -82,6 +82,25 @@ def test_generate_captioned_trifeature(tmp_path: Path) -> None:
     assert not list(root.glob(".labels.csv.*"))  # atomic write left no temp file
 
 
+def test_captioned_trifeature_keeps_images_and_primed_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcl.data.table as table_module
+    from mcl.data.trifeature import generate_trifeature
+
+    plain = generate_trifeature(tmp_path / "plain", n_train=12, n_test=4, image_size=16, seed=2, progress=False)
+    root = generate_captioned_trifeature(tmp_path / "tri", n_train=12, n_test=4, image_size=16, seed=2,
+                                         drop_prob={"texture": 0.7})
+    for image in sorted((plain / "images").iterdir()):
+        assert (root / "images" / image.name).read_bytes() == image.read_bytes()
+
+    def fail(path: Path, size: int) -> np.ndarray:
+        raise AssertionError(f"decoded {path}")
+
+    monkeypatch.setattr(table_module, "_decode_image", fail)  # write_table's cache must still be valid
+    captioned = table_module.load_table(root, 16, progress=False)
+    assert np.array_equal(captioned.images, table_module.load_table(plain, 16, progress=False).images)
+    assert captioned.captions is not None and len(captioned.captions) == 16
+
+
 def test_fashion_captions() -> None:
     rng = np.random.default_rng(0)
     assert all("a sneaker" in fashion_caption("Sneaker", rng) for _ in range(10))

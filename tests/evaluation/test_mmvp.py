@@ -17,8 +17,12 @@ from mcl.evaluation.mmvp import (
     build_paired_benchmark,
     evaluate_mmvp,
     evaluate_paired_benchmark,
+    load_mmvp,
     pair_success,
     read_mmvp,
+    score_embedded_pairs,
+    score_mmvp,
+    score_pairs,
     write_mmvp_fixture,
 )
 from mcl.models.clip import TwoTowerModel
@@ -77,6 +81,15 @@ def test_mmvp_scores_known_failures(tmp_path: Path) -> None:
     assert evaluate_mmvp(OneHotModel({}), root, image_size=8)["average"] == 0.0
 
 
+def test_mmvp_loaded_once_scores_like_evaluate_mmvp(tmp_path: Path) -> None:
+    root = write_mmvp_fixture(tmp_path / "mmvp", n_categories=3, pairs_per_category=2, image_size=8)
+    Image.new("RGB", (8, 8), (220, 20, 20)).save(root / IMAGES_DIR / "Presence of Specific Features" / "6.jpg")
+    benchmark = load_mmvp(root, image_size=8)
+    assert benchmark.images.shape == (6, 2, 8, 8, 3) and len(benchmark.statements) == len(benchmark.categories) == 6
+    for model in (OneHotModel(COLOR_MODEL), OneHotModel({})):
+        assert score_mmvp(model, benchmark) == evaluate_mmvp(model, root, image_size=8)
+
+
 def test_mmvp_tolerant_header_and_errors(tmp_path: Path) -> None:
     root = write_mmvp_fixture(tmp_path / "mmvp", n_categories=1, pairs_per_category=1, image_size=8)
     csv_path = root / QUESTIONS_FILE
@@ -133,6 +146,18 @@ def test_paired_benchmark_scores_per_attribute() -> None:
     result = evaluate_paired_benchmark(OneHotModel(COLOR_MODEL), _color_shape_table())
     assert result["categories"] == {"color": 1.0, "shape": 0.0}
     assert result["average"] == 0.5
+
+
+def test_score_embedded_pairs_matches_score_pairs() -> None:
+    from mcl.evaluation.zeroshot import encode_images
+
+    table, model = _color_shape_table(), OneHotModel(COLOR_MODEL)
+    benchmark = build_paired_benchmark(table, "color", seed=1)
+    embedded = encode_images(model, table.images)[torch.as_tensor(benchmark.rows)]
+    solved = score_embedded_pairs(model, embedded, benchmark.statements)
+    assert torch.equal(solved, score_pairs(model, benchmark.images, benchmark.statements)) and bool(solved.all())
+    with pytest.raises(ValueError, match=r"must be \(P, 2, D\)"):
+        score_embedded_pairs(model, embedded[:2], benchmark.statements)
 
 
 def test_paired_benchmark_on_trifeature(tmp_path: Path) -> None:

@@ -90,6 +90,11 @@ def test_zeroshot_accuracy_and_attributes() -> None:
     assert scores["color"] == 1.0
     # Shape prompts name no colour: all classes tie at zero and argmax picks class 0 ('circle').
     assert scores["shape"] == pytest.approx(0.5)
+    # Precomputed image embeddings give the same scores; they must have one row per image.
+    embeddings = encode_images(ColorModel(), table.images)
+    assert zeroshot_attributes(ColorModel(), table, image_embeddings=embeddings) == scores
+    with pytest.raises(ValueError, match="image_embeddings must be"):
+        zeroshot_attributes(ColorModel(), table, image_embeddings=torch.zeros(3, 3))
 
 
 def test_retrieval_recall_with_duplicate_captions() -> None:
@@ -109,6 +114,10 @@ def test_retrieval_recall_counts_misses() -> None:
     assert recall["text_to_image_R@1"] == 1.0  # "red" finds image 0, "blue" the pure blue image
     with pytest.raises(ValueError, match="as many images as captions"):
         retrieval_recall(ColorModel(), _images(colors), captions[:2])
+    embeddings = encode_images(ColorModel(), _images(colors))
+    assert retrieval_recall(ColorModel(), _images(colors), captions, ks=(1, 5), image_embeddings=embeddings) == recall
+    with pytest.raises(ValueError, match="image_embeddings must be"):
+        retrieval_recall(ColorModel(), _images(colors), captions, image_embeddings=embeddings[:3])
 
 
 def test_small_clip_learns_captions_end_to_end(tmp_path: Path) -> None:

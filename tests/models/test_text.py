@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mcl.errors import DataError
-from mcl.models.text import TextTransformer, WordTokenizer, split_words
+from mcl.models.text import TextTransformer, WordTokenizer, masked_mean, split_words
 
 CORPUS = ["A red striped triangle.", "a blue dotted square", "a red square", "the cat's hat"]
 
@@ -82,3 +82,18 @@ def test_layer_groups_cover_all_parameters() -> None:
     assert grouped == {id(p) for p in tower.parameters()}
     with pytest.raises(ValueError, match="context_length"):
         tower(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_causal_mask_is_a_non_persistent_bool_buffer() -> None:
+    tower = TextTransformer(20, 8, output_dim=8, width=16, layers=1, heads=2)
+    assert "causal_mask" not in tower.state_dict()
+    tower.half()
+    assert tower.causal_mask.dtype == torch.bool
+    assert torch.equal(tower.causal_mask[:3, :3], torch.ones(3, 3, dtype=torch.bool).triu(1))
+
+
+def test_masked_mean_ignores_dropped_positions_and_zeroes_empty_rows() -> None:
+    x = torch.arange(12.0).view(2, 3, 2)
+    keep = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    assert torch.equal(masked_mean(x, keep), torch.tensor([[1.0, 2.0], [0.0, 0.0]]))
+    assert torch.equal(masked_mean(x, keep.bool()), masked_mean(x, keep))

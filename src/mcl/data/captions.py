@@ -14,8 +14,6 @@ fallback (a dropped shape reads "shape"). Articles are fixed afterwards ("a oran
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mcl.data.image_text import load_img2dataset, load_webdataset
+from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist
+from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
+from mcl.data.trifeature import render_trifeature_table
 from mcl.errors import ConfigError, DataError
-from mcl.io import write_bytes
 
 TRIFEATURE_ATTRIBUTES = ("color", "texture", "shape")
 
@@ -132,7 +133,12 @@ def caption_from_attributes(attributes: Mapping[str, str], rng: np.random.Genera
     ``drop_prob`` is one probability for every attribute or a mapping attribute -> probability
     (e.g. ``{"texture": 0.8}``: texture mostly unmentioned, colour and shape always named).
     """
-    probabilities = _drop_probabilities(drop_prob, list(attributes))
+    return _caption(attributes, rng, _drop_probabilities(drop_prob, list(attributes)), templates)
+
+
+def _caption(attributes: Mapping[str, str], rng: np.random.Generator, probabilities: Mapping[str, float],
+             templates: Sequence[str]) -> str:
+    """:func:`caption_from_attributes` with ``drop_prob`` already resolved per attribute."""
     template = templates[int(rng.integers(len(templates)))]
     kept = {name: (None if rng.random() < probabilities[name] else value) for name, value in attributes.items()}
     return render_template(template, attribute_words(kept))
@@ -145,9 +151,10 @@ def trifeature_captions(attributes: Mapping[str, Sequence[str]], seed: int = 0,
     missing = [name for name in TRIFEATURE_ATTRIBUTES if name not in attributes]
     if missing:
         raise DataError(f"Trifeature captions need attribute columns {missing}; got {sorted(attributes)}")
+    probabilities = _drop_probabilities(drop_prob, TRIFEATURE_ATTRIBUTES)
     rng = np.random.default_rng(seed)
     rows = zip(*(attributes[name] for name in TRIFEATURE_ATTRIBUTES), strict=True)
-    return [caption_from_attributes(dict(zip(TRIFEATURE_ATTRIBUTES, row, strict=True)), rng, drop_prob, templates)
+    return [_caption(dict(zip(TRIFEATURE_ATTRIBUTES, row, strict=True)), rng, probabilities, templates)
             for row in rows]
 
 
@@ -159,46 +166,14 @@ def generate_captioned_trifeature(out_dir: str | os.PathLike, n_train: int = 400
                                   drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False) -> Path:
     """Write a Trifeature image table whose ``caption`` column uses :data:`TRIFEATURE_TEMPLATES`.
 
-    Calls :func:`~mcl.data.trifeature.generate_trifeature` and atomically rewrites its
-    ``labels.csv`` with the new captions (drawn with a generator seeded from ``seed``, independent of
-    the images). Returns the table directory.
+    Renders the images and attributes as :func:`~mcl.data.trifeature.generate_trifeature` does (same
+    ``seed``, same images) and writes the table once, with captions drawn from a generator seeded
+    from ``seed`` (independent of the images). Returns the table directory.
     """
-    from mcl.data.trifeature import generate_trifeature
-
     _drop_probabilities(drop_prob, TRIFEATURE_ATTRIBUTES)  # fail before rendering
-    root = generate_trifeature(out_dir, n_train=n_train, n_test=n_test, image_size=image_size, seed=seed,
-                               progress=progress)
-    labels = Path(root) / "labels.csv"
-    header, rows = _read_csv(labels)
-    columns = {name: [row[header.index(name)] for row in rows] for name in TRIFEATURE_ATTRIBUTES if name in header}
-    captions = trifeature_captions(columns, seed=seed + 1, drop_prob=drop_prob)
-    write_bytes(labels, _with_caption_column(header, rows, captions))
-    return Path(root)
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""))
-        header = next(reader)
-        rows = [row for row in reader if row]
-    except (OSError, StopIteration, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read labels ({exc})") from None
-    return header, rows
-
-
-def _with_caption_column(header: list[str], rows: list[list[str]], captions: list[str]) -> bytes:
-    if "caption" in header:
-        index = header.index("caption")
-        rows = [[*row[:index], caption, *row[index + 1:]] for row, caption in zip(rows, captions, strict=True)]
-    else:
-        index = header.index("split") + 1 if "split" in header else len(header)
-        header = [*header[:index], "caption", *header[index:]]
-        rows = [[*row[:index], caption, *row[index:]] for row, caption in zip(rows, captions, strict=True)]
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
+    images, names, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
+    captions = trifeature_captions(names, seed=seed + 1, drop_prob=drop_prob)
+    return write_table(out_dir, images, names, split, captions, progress=progress)
 
 
 def fashion_item(class_name: str) -> str:
@@ -238,9 +213,6 @@ def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 
     captions use :data:`FASHION_TEMPLATES`, the ``garment`` values are the caption nouns
     (:func:`fashion_item`), so zero-shot prompts name a class exactly as the captions do.
     """
-    from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist
-    from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
-
     check_generator_args(n_train, n_test, image_size)
     fashion = load_fashion_mnist(fashion_mnist_dir())
     rng = np.random.default_rng(seed)
@@ -265,14 +237,11 @@ def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.Pa
     The last ``n_test`` pairs form the test split (retrieval is scored on them); web pairs carry no
     attributes. Once imported, every step (resume checks, evaluation) reads the table like any other.
     """
-    from mcl.data.image_text import load_img2dataset, load_webdataset
-    from mcl.data.table import write_table
-
     loaders = {"img2dataset": load_img2dataset, "webdataset": load_webdataset}
     if source not in loaders:
         raise ConfigError(f"config key 'data.source': {source!r} is not an image-text source ({sorted(loaders)})")
     table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image)
     if len(table) <= n_test:
         raise DataError(f"{path}: {len(table)} image-text pairs, need more than data.n_test={n_test}")
-    split = ["train"] * (len(table) - n_test) + ["test"] * n_test
-    return write_table(out_dir, np.asarray(table.images), {}, split, table.captions, progress=progress)
+    split = split_column(len(table) - n_test, n_test)
+    return write_table(out_dir, table.images, {}, split, table.captions, progress=progress)

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mcl.data.table import ON_BAD_IMAGE, ImageTable
-from mcl.errors import ConfigError, DataError
+from mcl.data.table import ImageTable, check_load_options
+from mcl.errors import DataError
 
 logger = logging.getLogger("mcl")
 
@@ -65,13 +65,6 @@ def decode_image(source: str | os.PathLike | bytes, image_size: int | None = Non
     if image_size is not None:
         image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
-
-
-def _check_options(image_size: int | None, on_bad_image: str) -> None:
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ConfigError(f"on_bad_image: got {on_bad_image!r}; expected 'error' or 'skip'")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ConfigError(f"image_size: got {image_size!r}; expected a positive integer")
 
 
 def _report_unpaired(where: str | os.PathLike, what: str, keys: Sequence[str]) -> None:
@@ -146,7 +139,7 @@ def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int |
     ``limit`` keeps the first pairs by key. ``on_bad_image='skip'`` drops (and logs) unreadable
     images instead of raising :class:`DataError`.
     """
-    _check_options(image_size, on_bad_image)
+    check_load_options(image_size, on_bad_image, size_optional=True)
     pairs = scan_img2dataset(directory)[:limit]
 
     def decode(pair: ImageTextPair) -> np.ndarray | None:
@@ -247,7 +240,7 @@ def iter_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], ima
     A sample needs an image (``jpg``/``jpeg``/``png``/``webp``) and a non-empty ``txt``; others are
     skipped and logged per shard. With ``image_size`` images are centre-cropped and resized.
     """
-    _check_options(image_size, on_bad_image)
+    check_load_options(image_size, on_bad_image, size_optional=True)
     for _, image, caption in _webdataset_samples(expand_shards(shards), image_size, on_bad_image):
         yield image, caption
 
@@ -258,7 +251,7 @@ def load_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], ima
 
     For small sets only: every image is held in memory. ``paths`` holds ``<shard file>#<key>``.
     """
-    _check_options(image_size, on_bad_image)
+    check_load_options(image_size, on_bad_image, size_optional=True)
     paths = expand_shards(shards)
     if not paths:
         raise DataError("no WebDataset shards given")

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from mcl.errors import ConfigError, DataError
+from mcl.errors import ConfigError, DataError, one_line
 from mcl.io import atomic_open, write_bytes, write_json
 
 logger = logging.getLogger("mcl")
@@ -231,7 +231,7 @@ def _decode_image(path: Path, size: int) -> np.ndarray:
 def _failure_reason(exc: Exception) -> str:
     if isinstance(exc, FileNotFoundError):
         return "file not found"
-    text = " ".join(str(exc).split()) or "no details"
+    text = one_line(exc) or "no details"
     return f"{type(exc).__name__}: {text}"
 
 
@@ -389,6 +389,19 @@ def _load_images(
 # ---------------------------------------------------------------------------------------------- load
 
 
+def check_load_options(image_size: int | None, on_bad_image: str, *, size_optional: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``on_bad_image`` is known and ``image_size`` a positive integer.
+
+    With ``size_optional`` an ``image_size`` of None (keep each image's own size) passes too.
+    """
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ConfigError(f"on_bad_image: got {on_bad_image!r}; expected 'error' or 'skip'")
+    if size_optional and image_size is None:
+        return
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError(f"image_size: got {image_size!r}; expected a positive integer")
+
+
 def load_table(
     directory: str | os.PathLike,
     image_size: int,
@@ -402,10 +415,7 @@ def load_table(
     ``'skip'`` drops those rows and logs how many. The decoded images are cached under
     ``directory/.mcl_cache`` (skipped silently where the directory is not writable).
     """
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ConfigError(f"on_bad_image: got {on_bad_image!r}; expected 'error' or 'skip'")
-    if not isinstance(image_size, int) or image_size < 1:
-        raise ConfigError(f"image_size: got {image_size!r}; expected a positive integer")
+    check_load_options(image_size, on_bad_image)
     root = Path(directory)
     labels = _read_labels(root)
     images, bad = _load_images(root, labels, image_size, cache, progress, fail_fast=on_bad_image == "error")

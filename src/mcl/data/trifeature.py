@@ -329,6 +329,26 @@ def render_trifeature(
     return _render(scenes, image_size)
 
 
+def render_trifeature_table(
+    n_train: int, n_test: int, image_size: int, seed: int, progress: bool = False
+) -> tuple[np.ndarray, dict[str, list[str]], list[str]]:
+    """Images, attribute columns (``shape``, ``texture``, ``color``) and split of a Trifeature table.
+
+    Each attribute is drawn independently of the others and balanced within each split; everything
+    is determined by ``seed``. What :func:`~mcl.data.table.write_table` needs, less the captions.
+    """
+    check_generator_args(n_train, n_test, image_size)
+    rng = np.random.default_rng(seed)
+    shape, texture, color = (balanced_codes(rng, n_train, n_test, 10) for _ in range(3))
+    images = _render(_sample_poses(rng, shape, texture, color), image_size, progress)
+    names = {
+        "shape": [SHAPES[i] for i in shape],
+        "texture": [TEXTURES[i] for i in texture],
+        "color": [list(COLORS)[i] for i in color],
+    }
+    return images, names, split_column(n_train, n_test)
+
+
 def generate_trifeature(
     out_dir: str | os.PathLike,
     n_train: int = 4000,
@@ -342,17 +362,9 @@ def generate_trifeature(
     Each attribute is drawn independently of the others and balanced within each split. The output
     is fully determined by ``seed``. Captions read "a <color> <shape> with <texture> texture".
     """
-    check_generator_args(n_train, n_test, image_size)
-    rng = np.random.default_rng(seed)
-    shape, texture, color = (balanced_codes(rng, n_train, n_test, 10) for _ in range(3))
-    images = _render(_sample_poses(rng, shape, texture, color), image_size, progress)
-    names = {
-        "shape": [SHAPES[i] for i in shape],
-        "texture": [TEXTURES[i] for i in texture],
-        "color": [list(COLORS)[i] for i in color],
-    }
+    images, names, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
     captions = [
         f"a {c} {s} with {t} texture"
         for s, t, c in zip(names["shape"], names["texture"], names["color"], strict=True)
     ]
-    return write_table(out_dir, images, names, split_column(n_train, n_test), captions, progress=progress)
+    return write_table(out_dir, images, names, split, captions, progress=progress)

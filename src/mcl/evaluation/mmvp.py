@@ -97,8 +97,17 @@ def score_pairs(model: nn.Module, images: np.ndarray, statements: Sequence[tuple
         raise ValueError(f"{len(images)} image pairs but {len(statements)} statement pairs")
     pairs = len(images)
     image_emb = encode_images(model, images.reshape(2 * pairs, *images.shape[2:]), batch_size)
+    return score_embedded_pairs(model, image_emb.view(pairs, 2, -1), statements, batch_size)
+
+
+def score_embedded_pairs(model: nn.Module, image_emb: torch.Tensor, statements: Sequence[tuple[str, str]],
+                         batch_size: int = 256) -> torch.Tensor:
+    """:func:`score_pairs` from image embeddings already computed: normalised ``(P, 2, D)``."""
+    if image_emb.ndim != 3 or image_emb.shape[:2] != (len(statements), 2):
+        raise ValueError(f"image embeddings must be (P, 2, D) with P = {len(statements)} statement pairs, "
+                         f"got {tuple(image_emb.shape)}")
     text_emb = encode_texts(model, [s for pair in statements for s in pair], batch_size)
-    return pair_success(image_emb.view(pairs, 2, -1), text_emb.view(pairs, 2, -1))
+    return pair_success(image_emb, text_emb.view(len(statements), 2, -1))
 
 
 def _summarise(categories: Sequence[str], solved: torch.Tensor) -> dict[str, object]:
@@ -192,16 +201,36 @@ def _load_pair_images(pairs: Sequence[MMVPPair], image_size: int) -> np.ndarray:
     return images
 
 
+@dataclass
+class MMVPBenchmark:
+    """MMVP-VLM read and decoded once (:func:`load_mmvp`), to score any number of models."""
+
+    categories: list[str]
+    images: np.ndarray  # uint8 (P, 2, H, W, 3)
+    statements: list[tuple[str, str]]
+
+
+def load_mmvp(mmvp_dir: str | os.PathLike, image_size: int = 224) -> MMVPBenchmark:
+    """Read and check an MMVP-VLM directory and decode its images, centre-cropped to ``image_size``."""
+    pairs = read_mmvp(mmvp_dir)
+    return MMVPBenchmark([p.category for p in pairs], _load_pair_images(pairs, image_size),
+                         [p.statements for p in pairs])
+
+
+def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = 64) -> dict[str, object]:
+    """:func:`evaluate_mmvp`'s scores of a loaded benchmark."""
+    return _summarise(benchmark.categories, score_pairs(model, benchmark.images, benchmark.statements, batch_size))
+
+
 def evaluate_mmvp(model: nn.Module, mmvp_dir: str | os.PathLike, image_size: int = 224,
                   batch_size: int = 64) -> dict[str, object]:
     """Score a two-tower model on MMVP-VLM.
 
     Images are centre-cropped and resized to ``image_size`` before the model (which then applies its
     own preprocessing). Returns ``{"average", "pair_accuracy", "n_pairs", "categories": {name: score}}``.
+    To score several models, :func:`load_mmvp` once and :func:`score_mmvp` each.
     """
-    pairs = read_mmvp(mmvp_dir)
-    solved = score_pairs(model, _load_pair_images(pairs, image_size), [p.statements for p in pairs], batch_size)
-    return _summarise([p.category for p in pairs], solved)
+    return score_mmvp(model, load_mmvp(mmvp_dir, image_size), batch_size)
 
 
 def write_mmvp_fixture(directory: str | os.PathLike, n_categories: int = 9, pairs_per_category: int = 15,

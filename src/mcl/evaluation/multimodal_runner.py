@@ -24,11 +24,20 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mcl.api import finished_stages, load_member, load_table_for, read_run_config, resolve_data
+import torch
+
+from mcl.api import (
+    finished_ensemble_members,
+    finished_stages,
+    load_member,
+    load_table_for,
+    read_run_config,
+    resolve_data,
+)
 from mcl.config import Config
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
-from mcl.evaluation.mmvp import evaluate_paired_benchmark
+from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
 from mcl.evaluation.runner import format_table
 from mcl.evaluation.zeroshot import encode_images, retrieval_recall, zeroshot_attributes
@@ -57,46 +66,53 @@ def two_tower_representations(run_dir: str | Path, config: Config) -> dict[str, 
     out.update({f"stage-{s}": full.select([s]) for s in range(1, stages + 1)})
     out.update({f"mcl-{k}": full.select(k) for k in range(1 if include_stage0 else 2, stages + 1)})
     members = [models[0]]
-    for k in range(2, config.mcl.stages + 1):
-        if not run.is_finished(run.ensemble_dir(k) / ENCODER_FILE):
-            break
+    for k in range(2, 2 + finished_ensemble_members(run_dir, config)):
         members.append(load_member(run_dir, f"ensemble-{k}", config))
         out[f"ensemble-{k}"] = MultistageTwoTower(list(members), config.mcl.integration)
     return out
 
 
-def _row(name: str, attribute: str, probe: str, accuracy: float) -> dict[str, Any]:
+def row(name: str, attribute: str, probe: str, accuracy: float) -> dict[str, Any]:
+    """One ``eval.json`` row."""
     return {"representation": name, "attribute": attribute, "probe": probe, "accuracy": float(accuracy)}
 
 
-def _paired_scores(model: MultistageTwoTower, test: ImageTable, config: Config) -> dict[str, float]:
-    """Paired-benchmark score per attribute; attributes without any differing pair are left out."""
-    scores = {}
+def paired_benchmarks(test: ImageTable, config: Config) -> dict[str, PairedBenchmark]:
+    """The paired benchmark of each attribute of ``test``; attributes without any differing pair are left out."""
+    benchmarks = {}
     for attribute in test.attribute_names():
         try:
-            result = evaluate_paired_benchmark(model, test, [attribute], config.eval.paired_pairs, config.seed)
+            benchmarks[attribute] = build_paired_benchmark(test, attribute, config.eval.paired_pairs, config.seed)
         except DataError as exc:
             logger.info("paired benchmark: %s", exc)
-            continue
-        scores[attribute] = result["categories"][attribute]
-    return scores
+    return benchmarks
 
 
 def score_representation(name: str, model: MultistageTwoTower, train: ImageTable, test: ImageTable,
-                         config: Config) -> list[dict[str, Any]]:
-    """All rows of one representation."""
+                         config: Config, benchmarks: dict[str, PairedBenchmark] | None = None
+                         ) -> list[dict[str, Any]]:
+    """All rows of one representation. ``benchmarks``: :func:`paired_benchmarks` of ``test`` (built if None).
+
+    The test images are embedded once and reused by every probe (paired-benchmark images are test rows).
+    """
+    if not test.attribute_names() and test.captions is None:
+        return []
     rows = []
+    test_x = encode_images(model, test.images)
     if test.attribute_names():
-        rows += [_row(name, a, "zeroshot", v) for a, v in zeroshot_attributes(model, test).items()]
-        rows += [_row(name, a, "paired", v) for a, v in _paired_scores(model, test, config).items()]
-        train_x, test_x = encode_images(model, train.images), encode_images(model, test.images)
-        rows += [_row(name, a, "linear", linear_probe(train_x, train.attributes[a], test_x, test.attributes[a],
-                                                      config.eval.linear_c, config.eval.linear_max_iter))
+        zeroshot = zeroshot_attributes(model, test, image_embeddings=test_x)
+        rows += [row(name, a, "zeroshot", v) for a, v in zeroshot.items()]
+        for a, benchmark in (paired_benchmarks(test, config) if benchmarks is None else benchmarks).items():
+            solved = score_embedded_pairs(model, test_x[torch.as_tensor(benchmark.rows)], benchmark.statements)
+            rows.append(row(name, a, "paired", solved.float().mean()))
+        train_x = encode_images(model, train.images)
+        rows += [row(name, a, "linear", linear_probe(train_x, train.attributes[a], test_x, test.attributes[a],
+                                                     config.eval.linear_c, config.eval.linear_max_iter))
                  for a in test.attribute_names()]
     if test.captions is not None:
-        for key, value in retrieval_recall(model, test.images, test.captions).items():
+        for key, value in retrieval_recall(model, test.images, test.captions, image_embeddings=test_x).items():
             direction, k = key.split("_R@")
-            rows.append(_row(name, "caption", f"{RETRIEVAL_PROBES[direction]}@{k}", value))
+            rows.append(row(name, "caption", f"{RETRIEVAL_PROBES[direction]}@{k}", value))
     return rows
 
 
@@ -109,9 +125,10 @@ def evaluate_multimodal_run(run_dir: str | Path, data: str | Path | None = None,
     train, test = table.subset("train"), table.subset("test")
     if len(test) == 0:
         raise DataError(f"{config.data.path}/labels.csv: no rows with split=test to evaluate on")
+    benchmarks = paired_benchmarks(test, config) if test.attribute_names() else {}
     rows = []
     for name, model in two_tower_representations(run_dir, config).items():
-        model_rows = score_representation(name, model, train, test, config)
+        model_rows = score_representation(name, model, train, test, config, benchmarks)
         logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
                                                for r in model_rows))
         rows += model_rows

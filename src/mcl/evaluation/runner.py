@@ -21,23 +21,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mcl.api import build_stage_encoder, load_member, load_table_for, read_run_config, resolve_data
+from mcl.api import (
+    build_stage_encoder,
+    finished_ensemble_members,
+    finished_stage_numbers,
+    load_member,
+    load_table_for,
+    read_run_config,
+    resolve_data,
+)
 from mcl.config import Config
 from mcl.errors import DataError
 from mcl.evaluation.probes import knn_probe, linear_probe
 from mcl.integration import MultistageEncoder, integrate
 from mcl.io import write_json
-from mcl.rundir import RunDirectory
-from mcl.stages import ENCODER_FILE, stage_seed
+from mcl.stages import stage_seed
 
 logger = logging.getLogger("mcl")
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (train rows, test rows)
 
 
-def _features(model: torch.nn.Module, train_images: np.ndarray, test_images: np.ndarray) -> Features:
+def _raw_features(model: torch.nn.Module, train_images: np.ndarray, test_images: np.ndarray) -> Features:
+    """One model's raw (un-normalised) backbone features: what :func:`integrate` combines across stages."""
     encoder = MultistageEncoder([model])
-    return torch.from_numpy(encoder.embed(train_images)), torch.from_numpy(encoder.embed(test_images))
+    return (torch.from_numpy(encoder.embed_stages(train_images)[0]),
+            torch.from_numpy(encoder.embed_stages(test_images)[0]))
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:
@@ -47,30 +56,30 @@ def _pixels(images: np.ndarray) -> torch.Tensor:
     return tensor.flatten(1)
 
 
-def _integrated(parts: list[Features], mode: str) -> Features:
-    return integrate([p[0] for p in parts], mode), integrate([p[1] for p in parts], mode)
+def _integrated(raw_parts: list[Features], mode: str) -> Features:
+    """Integrate raw per-model features exactly as :class:`MultistageEncoder` does (one part: normalised)."""
+    return integrate([p[0] for p in raw_parts], mode), integrate([p[1] for p in raw_parts], mode)
 
 
 def representations(run_dir: Path, config: Config, train_images: np.ndarray,
                     test_images: np.ndarray) -> dict[str, Features]:
     """Every representation to probe, as (train, test) feature matrices."""
-    run = RunDirectory(run_dir)
-    stages = [s for s in range(1, config.mcl.stages + 1) if run.is_finished(run.stage_dir(s) / ENCODER_FILE)]
-    stage_features = {s: _features(load_member(run_dir, f"stage-{s}", config), train_images, test_images)
-                      for s in stages}
-    out: dict[str, Features] = {f"stage-{s}": f for s, f in stage_features.items()}
+    stages = finished_stage_numbers(run_dir, config)
+    # Raw features, integrated afterwards like MultistageEncoder: with concat-then-normalize the
+    # stages' relative norms matter, so mcl-k is not built from already normalised parts.
+    raw = {s: _raw_features(load_member(run_dir, f"stage-{s}", config), train_images, test_images) for s in stages}
     mode = config.mcl.integration
+    out: dict[str, Features] = {f"stage-{s}": _integrated([f], mode) for s, f in raw.items()}
     for k in range(2, len(stages) + 1):
-        out[f"mcl-{k}"] = _integrated([stage_features[s] for s in range(1, k + 1)], mode)
-    members = [stage_features[1]] if stages else []
-    for k in range(2, config.mcl.stages + 1):
-        if not run.is_finished(run.ensemble_dir(k) / ENCODER_FILE):
-            break
-        members.append(_features(load_member(run_dir, f"ensemble-{k}", config), train_images, test_images))
+        out[f"mcl-{k}"] = _integrated([raw[s] for s in range(1, k + 1)], mode)
+    members = [raw[1]] if stages else []
+    for k in range(2, 2 + finished_ensemble_members(run_dir, config)):
+        members.append(_raw_features(load_member(run_dir, f"ensemble-{k}", config), train_images, test_images))
         out[f"ensemble-{k}"] = _integrated(members, mode)
     if config.eval.references:
         torch.manual_seed(stage_seed(config, 999))
-        out["random-init"] = _features(build_stage_encoder(config).eval(), train_images, test_images)
+        random_init = _raw_features(build_stage_encoder(config).eval(), train_images, test_images)
+        out["random-init"] = _integrated([random_init], mode)
         out["pixels"] = (_pixels(train_images), _pixels(test_images))
     return out
 
@@ -81,11 +90,12 @@ def evaluate_run(run_dir: str | Path, data: str | Path | None = None, progress: 
     Multimodal runs are scored by :func:`mcl.evaluation.multimodal_runner.evaluate_multimodal_run`.
     """
     run_dir = Path(run_dir)
-    if read_run_config(run_dir).multimodal.enabled:
+    config = read_run_config(run_dir)
+    if config.multimodal.enabled:
         from mcl.evaluation.multimodal_runner import evaluate_multimodal_run  # imports this module
 
         return evaluate_multimodal_run(run_dir, data, progress)
-    config = resolve_data(read_run_config(run_dir), run_dir, data, progress)
+    config = resolve_data(config, run_dir, data, progress)
     table = load_table_for(config, progress)
     train, test = table.subset("train"), table.subset("test")
     if len(test) == 0:

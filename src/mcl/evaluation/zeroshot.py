@@ -15,16 +15,18 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mcl.augment import to_float_images
 from mcl.data.captions import ZEROSHOT_TEMPLATES, zeroshot_prompts
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
+from mcl.models import evaluating
 from mcl.models.clip import tokens_to
 from mcl.objectives.core import l2_normalize
 
@@ -38,46 +40,36 @@ def images_to_tensor(images: ImageBatch) -> torch.Tensor:
     if tensor.dtype == torch.uint8:
         if tensor.ndim != 4 or tensor.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(tensor.shape)}")
-        return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+        return to_float_images(tensor)
     if tensor.ndim != 4 or tensor.shape[1] != 3:
         raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got {tuple(tensor.shape)}")
     return tensor.float()
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and ``no_grad`` for the block; the previous train/eval mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def encode_images(model: nn.Module, images: ImageBatch, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised ``(N, D)`` float32 image embeddings on the CPU."""
+def _encode_batched(model: nn.Module, items: ImageBatch | Sequence[str], batch_size: int,
+                    encode: Callable[[Any, torch.device], torch.Tensor]) -> torch.Tensor:
+    """L2-normalised ``(N, D)`` float32 CPU embeddings of ``encode(items[batch], device)``, batch by batch."""
     device, out = _device(model), []
     with evaluating(model):
-        for start in range(0, len(images), batch_size):
-            batch = images_to_tensor(images[start:start + batch_size]).to(device)
-            out.append(l2_normalize(model.encode_image(batch)).cpu())
+        for start in range(0, len(items), batch_size):
+            out.append(l2_normalize(encode(items[start:start + batch_size], device)).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def encode_images(model: nn.Module, images: ImageBatch, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised ``(N, D)`` float32 image embeddings on the CPU."""
+    return _encode_batched(model, images, batch_size,
+                           lambda batch, device: model.encode_image(images_to_tensor(batch).to(device)))
 
 
 def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """L2-normalised ``(N, D)`` float32 text embeddings on the CPU."""
-    device, out = _device(model), []
-    with evaluating(model):
-        for start in range(0, len(texts), batch_size):
-            tokens = tokens_to(model.tokenize(list(texts[start:start + batch_size])), device)
-            out.append(l2_normalize(model.encode_text(tokens)).cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
+    return _encode_batched(model, texts, batch_size,
+                           lambda batch, device: model.encode_text(tokens_to(model.tokenize(list(batch)), device)))
 
 
 def class_embeddings(model: nn.Module, prompts_per_class: Sequence[Sequence[str]],
@@ -107,22 +99,33 @@ def zeroshot_accuracy(model: nn.Module, images: ImageBatch, labels: Sequence[int
 
 def zeroshot_attributes(model: nn.Module, table: ImageTable, attributes: Sequence[str] | None = None,
                         templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES,
-                        batch_size: int = 256) -> dict[str, float]:
+                        batch_size: int = 256, image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
     """Zero-shot accuracy for each attribute of an image table (class names = attribute values).
 
-    Pass ``table.subset("test")`` to evaluate on the test split. Images are embedded once.
+    Pass ``table.subset("test")`` to evaluate on the test split. Images are embedded once, or not at
+    all when ``image_embeddings`` (:func:`encode_images` of ``table.images``) are given.
     """
     names = list(attributes) if attributes is not None else table.attribute_names()
     unknown = [name for name in names if name not in table.attributes]
     if unknown:
         raise DataError(f"{table.root}: no attribute column(s) {unknown}; columns: {table.attribute_names()}")
-    image_embeddings = encode_images(model, table.images, batch_size)
+    image_embeddings = _image_embeddings(model, table.images, image_embeddings, batch_size)
     accuracies = {}
     for name in names:
         prompts = [zeroshot_prompts(name, value, templates) for value in table.attribute_values[name]]
         predictions = (image_embeddings @ class_embeddings(model, prompts, batch_size).T).argmax(1)
         accuracies[name] = float((predictions == torch.as_tensor(table.attributes[name])).float().mean())
     return accuracies
+
+
+def _image_embeddings(model: nn.Module, images: ImageBatch, given: torch.Tensor | None,
+                      batch_size: int) -> torch.Tensor:
+    """``given`` (checked to have one row per image), else :func:`encode_images` of ``images``."""
+    if given is None:
+        return encode_images(model, images, batch_size)
+    if given.ndim != 2 or len(given) != len(images):
+        raise ValueError(f"image_embeddings must be (N, D) with N = {len(images)} images, got {tuple(given.shape)}")
+    return given
 
 
 def _recall_at(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -> float:
@@ -132,20 +135,21 @@ def _recall_at(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -> floa
 
 
 def retrieval_recall(model: nn.Module, images: ImageBatch, captions: Sequence[str], ks: Sequence[int] = (1, 5),
-                     batch_size: int = 256) -> dict[str, float]:
+                     batch_size: int = 256, image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
     """Image->text and text->image recall@k of paired data (image ``i`` is paired with caption ``i``).
 
     Identical captions embed identically, so they are one text: captions are deduplicated first.
     Image->text: an image query is correct if its caption (text) is among the top ``k`` of the
     distinct captions. Text->image: each distinct caption is one query, correct if any image paired
     with it is among the top ``k`` images. Without duplicates this is the usual paired recall.
+    ``image_embeddings`` (:func:`encode_images` of ``images``) skip embedding the images again.
     Returns ``{"image_to_text_R@k": ..., "text_to_image_R@k": ...}``.
     """
     if len(images) != len(captions) or not captions:
         raise ValueError(f"need as many images as captions (> 0), got {len(images)} and {len(captions)}")
     unique, caption_index = np.unique(np.asarray(captions, dtype=str), return_inverse=True)
     caption_index = torch.as_tensor(caption_index.reshape(-1))
-    image_emb = encode_images(model, images, batch_size)
+    image_emb = _image_embeddings(model, images, image_embeddings, batch_size)
     text_emb = encode_texts(model, [str(c) for c in unique], batch_size)
     similarity = image_emb @ text_emb.T  # (N images, U captions)
     paired = caption_index[:, None] == torch.arange(len(unique))[None, :]

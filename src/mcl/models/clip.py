@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcl.errors import ConfigError, MCLError
+from mcl.models import efficientnet_lite
 from mcl.models.convnet import ConvNet
 from mcl.models.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
-from mcl.models.text import TextTransformer, WordTokenizer
+from mcl.models.text import TextTransformer, WordTokenizer, masked_mean
 from mcl.objectives.clip import new_logit_scale
 
 Tokens = torch.Tensor | dict[str, torch.Tensor]
@@ -60,11 +61,6 @@ def tokens_to(tokens: Tokens, device: torch.device | str) -> Tokens:
     if isinstance(tokens, dict):
         return {key: value.to(device) for key, value in tokens.items()}
     return tokens.to(device)
-
-
-def num_texts(tokens: Tokens) -> int:
-    """Number of texts in a token batch."""
-    return len(next(iter(tokens.values()))) if isinstance(tokens, dict) else len(tokens)
 
 
 class ImagePreprocess(nn.Module):
@@ -335,8 +331,7 @@ class PretrainedTowers(TwoTowerModel):
         self.embed_dim = embed_dim
         self.context_length = context_length
         self.image_tower: EfficientNetLite0 = efficientnet_lite0(pretrained=pretrained_image, num_classes=0)
-        self.preprocess = ImagePreprocess(self.image_tower.mean.flatten().tolist(),
-                                          self.image_tower.std.flatten().tolist(), image_resolution)
+        self.preprocess = ImagePreprocess(efficientnet_lite.MEAN, efficientnet_lite.STD, image_resolution)
         self.text_tower, self._hf_tokenizer = _load_hf_text_encoder(text_model_path or minilm_path())
         self.image_projection = nn.Linear(self.image_tower.feature_dim, embed_dim, bias=False)
         self.text_projection = nn.Linear(self.text_tower.config.hidden_size, embed_dim, bias=False)
@@ -350,8 +345,7 @@ class PretrainedTowers(TwoTowerModel):
         """Tokens -> the text tower's mean-pooled ``(B, hidden_size)`` sentence embedding."""
         tokens = _require_dict(tokens, "PretrainedTowers")
         hidden = self.text_tower(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.last_hidden_state.dtype)
-        return (hidden.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return masked_mean(hidden.last_hidden_state, tokens["attention_mask"])
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> ``(B, embed_dim)``."""

@@ -100,6 +100,16 @@ class WordTokenizer:
         return cls(vocab[len(SPECIAL_TOKENS):], context_length)
 
 
+def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``(B, L, D)`` states over the positions where ``keep`` (``(B, L)``, bool or 0/1) is set.
+
+    A row with nothing kept gives zeros (its count is clamped to 1; counts are integers, so the clamp
+    changes nothing else).
+    """
+    weights = keep.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 class TextTransformer(nn.Module):
     """Token + learned position embeddings, a pre-norm ``nn.TransformerEncoder``, pooling, projection.
 
@@ -130,6 +140,9 @@ class TextTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(width)
         self.projection = nn.Linear(width, output_dim, bias=False)
         self.output_dim = output_dim
+        # Built once, sliced per batch; not persistent, so state_dict keys are unchanged.
+        self.register_buffer("causal_mask", torch.ones(context_length, context_length, dtype=torch.bool).triu(1),
+                             persistent=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -145,16 +158,13 @@ class TextTransformer(nn.Module):
             raise ValueError(f"got {length} tokens per text, context_length is {self.context_length}")
         x = self.token_embedding(tokens) + self.position_embedding[:length]
         padding = tokens == self.pad_id
-        causal_mask = None
-        if self.causal:
-            causal_mask = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
+        causal_mask = self.causal_mask[:length, :length] if self.causal else None
         x = self.final_norm(self.transformer(x, mask=causal_mask, src_key_padding_mask=padding))
         return self.projection(self._pool(x, tokens, padding))
 
     def _pool(self, x: torch.Tensor, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         if self.pool == "mean":
-            keep = (~padding).unsqueeze(-1).to(x.dtype)
-            return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+            return masked_mean(x, ~padding)
         # First <eos> per row; a row without one (hand-built tokens) falls back to its last token.
         is_eos = tokens == self.eos_id
         index = torch.where(is_eos.any(1), is_eos.int().argmax(1), tokens.new_full((len(tokens),), -1))

@@ -31,10 +31,14 @@ def clamp_logit_scale_(logit_scale: torch.Tensor) -> None:
     logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
 
 
+def logit_multiplier(logit_scale: torch.Tensor) -> torch.Tensor:
+    """The float32 multiplier ``min(exp(logit_scale), 100)`` applied to cosine similarities."""
+    return logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
+
+
 def scaled_logits(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """``min(exp(logit_scale), 100) * normalize(image_emb) @ normalize(text_emb).T`` in float32."""
-    scale = logit_scale.float().exp().clamp(max=MAX_LOGIT_SCALE)
-    return scale * l2_normalize(image_emb) @ l2_normalize(text_emb).T
+    return logit_multiplier(logit_scale) * l2_normalize(image_emb) @ l2_normalize(text_emb).T
 
 
 class CLIPLoss(nn.Module):
@@ -73,8 +77,10 @@ class CLIPLoss(nn.Module):
         if image_emb.shape[0] != text_emb.shape[0]:
             raise ValueError(f"got {image_emb.shape[0]} image and {text_emb.shape[0]} text embeddings")
         local_rows, device = image_emb.shape[0], image_emb.device
-        all_images = distributed.gather_with_grad(l2_normalize(image_emb))
-        all_texts = distributed.gather_with_grad(l2_normalize(text_emb))
+        images, texts = l2_normalize(image_emb), l2_normalize(text_emb)  # once; the gathered rows are unit too
+        # One all-gather for both towers: (B, 2D) rows, split back into images and texts.
+        gathered = distributed.gather_with_grad(torch.cat([images, texts], dim=1))
+        all_images, all_texts = gathered.split([images.shape[1], texts.shape[1]], dim=1)
         offset = distributed.local_offset(local_rows, device)
         positive_index = torch.arange(local_rows, device=device) + offset
 
@@ -82,7 +88,8 @@ class CLIPLoss(nn.Module):
         mask = same_group_mask(pseudo_labels, global_labels, local_rows, all_texts.shape[0], device)
         mask[torch.arange(local_rows, device=device), positive_index] = False
 
-        image_to_text = scaled_logits(image_emb, all_texts, logit_scale)
-        text_to_image = scaled_logits(text_emb, all_images, logit_scale)
+        scale = logit_multiplier(logit_scale)
+        image_to_text = scale * images @ all_texts.T
+        text_to_image = scale * texts @ all_images.T
         return 0.5 * (info_nce(image_to_text, positive_index, mask)
                       + info_nce(text_to_image, positive_index, mask))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mcl import distributed
+from mcl.models import unwrap_model
 from mcl.objectives.core import info_nce, l2_normalize, same_group_mask
 
 EMPTY = -1
@@ -140,12 +141,6 @@ class MoCoLoss(nn.Module):
         self.pointer = (self.pointer + keep) % self.queue_size
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
-
-
 @torch.no_grad()
 def ema_update_(target: nn.Module, source: nn.Module, momentum: float) -> None:
     """``target_param = momentum * target_param + (1 - momentum) * source_param`` for every parameter.
@@ -196,7 +191,7 @@ class MomentumEncoder:
 
     def follow(self, model: nn.Module) -> bool:
         """Track ``model`` (possibly DDP/compile-wrapped); returns True when it is a new model."""
-        source = unwrap(model)
+        source = unwrap_model(model)
         if source is not self._source or self.encoder is None:
             self._source = source
             self.encoder = copy.deepcopy(source).requires_grad_(False)
