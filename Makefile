@@ -4,8 +4,18 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU build of torch from this machine's local index; the package metadata itself only says torch>=2.4.
 TORCH_PIN ?= torch==2.13.0
+# Peer-library "zoo" (tests/zoo, benchmarks/peer_parity.py): a second venv with the libraries mcl is checked against.
+# torch 2.14.1 is the local index's CUDA build (~5.5 GB with its nvidia-* wheels); it runs on CPU too.
+ZOO_VENV          ?= .venv-zoo
+ZOO_BIN           := $(ZOO_VENV)/bin
+ZOO_TORCH_PIN     ?= torch==2.14.1
+ZOO_VISION_PIN    ?= torchvision==0.29.1
+ZOO_TIMM_PIN      ?= timm==1.0.29
+ZOO_OPENCLIP_PIN  ?= open-clip-torch==3.3.0
+ZOO_LIGHTLY_PIN   ?= lightly==1.6.0
+ZOO_PINS          := $(ZOO_TORCH_PIN) $(ZOO_VISION_PIN) $(ZOO_TIMM_PIN) $(ZOO_OPENCLIP_PIN) $(ZOO_LIGHTLY_PIN)
 
-.PHONY: install install-dev demo test lint clean
+.PHONY: install install-dev install-zoo demo test test-zoo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +29,14 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev]"
 
+# One pip call with every pin, so the resolver cannot swap torch for another version behind our back.
+install-zoo: $(ZOO_BIN)/python
+	$(ZOO_BIN)/pip install -q $(ZOO_PINS) -e ".[dev]"
+
+$(ZOO_BIN)/python:
+	$(PYTHON) -m venv $(ZOO_VENV)
+	$(ZOO_BIN)/python -m pip install -q --upgrade pip
+
 demo: install
 	$(BIN)/mcl demo --out runs/demo
 
@@ -26,8 +44,11 @@ test: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
+test-zoo: install-zoo
+	$(ZOO_BIN)/python -m pytest tests/zoo -q
+
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(ZOO_VENV) runs .pytest_cache

@@ -5,7 +5,10 @@ uniform directions), K = 10 and 100: 100k points of both kinds, 1M clustered poi
 (and K = 100 with ``--full``). Each method runs with its defaults:
 
 - ``mcl-torch`` / ``mcl-faiss``: ``mcl.clustering.kmeans`` with mcl's config defaults
-  (``mcl.kmeans_restarts: 5``, ``mcl.kmeans_iterations: 100``);
+  (``mcl.kmeans_restarts: 5``, ``mcl.kmeans_iterations: 100``); above ``default_sample_size(K)``
+  points (``max(64 K, 8192)``) ``mcl-torch`` fits a seeded sample, then makes one chunked pass over all points;
+- ``mcl-full``: the torch backend fitting every point (``sample_size=N``): the behaviour before sampling,
+  side by side with ``mcl-torch`` (``--no-full`` leaves it out);
 - ``sk-minibatch``: ``MiniBatchKMeans(K)`` (batch 1024, k-means++, early stopping);
 - ``sk-kmeans``: ``KMeans(K)`` (k-means++, one run, ``max_iter`` 300; at 1M points capped at
   ``--max-iter-1m``, default 30, to bound the runtime).
@@ -16,7 +19,7 @@ any round); the table shows median seconds and the ratios
 ``speedup = t(scikit-learn) / t(mcl)`` and ``inertia ratio = inertia(mcl) / inertia(scikit-learn)``
 (<= 1 is equal or better).
 
-    python benchmarks/clustering.py [--quick | --full] [--device cuda] [--threads 2]
+    python benchmarks/clustering.py [--quick | --full] [--device cuda] [--threads 2] [--sklearn minibatch]
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def points(n: int, kind: str, seed: int = 0) -> np.ndarray:
     return data
 
 
-def methods(data: np.ndarray, k: int, device: str, max_iter: int) -> dict[str, Callable[[], float]]:
+def methods(data: np.ndarray, k: int, device: str, max_iter: int, full: bool = True,
+            sklearn: str = "both") -> dict[str, Callable[[], float]]:
     """name -> zero-argument callable that clusters ``data`` and returns the inertia."""
     import torch
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -51,22 +55,26 @@ def methods(data: np.ndarray, k: int, device: str, max_iter: int) -> dict[str, C
     defaults = MCLConfig()
     on_device = torch.from_numpy(data).to(device)
 
-    def ours(backend: str) -> Callable[[], float]:
+    def ours(backend: str, sample_size: int | None = None) -> Callable[[], float]:
         return lambda: kmeans(on_device if backend == "torch" else data, k, restarts=defaults.kmeans_restarts,
                               iterations=defaults.kmeans_iterations, seed=0, backend=backend,
-                              device=device).inertia
+                              device=device, sample_size=sample_size).inertia
 
-    candidates = {"mcl-torch": ours("torch"), "mcl-faiss": ours("faiss")}
+    candidates = {"mcl-torch": ours("torch"), "mcl-full": ours("torch", len(data)), "mcl-faiss": ours("faiss")}
+    if not full:
+        del candidates["mcl-full"]
     if not faiss_available():
         del candidates["mcl-faiss"]
     candidates["sk-minibatch"] = lambda: MiniBatchKMeans(k, random_state=0).fit(data).inertia_
-    candidates["sk-kmeans"] = lambda: KMeans(k, random_state=0, max_iter=max_iter).fit(data).inertia_
+    if sklearn == "both":
+        candidates["sk-kmeans"] = lambda: KMeans(k, random_state=0, max_iter=max_iter).fit(data).inertia_
     return candidates
 
 
-def run_case(n: int, k: int, kind: str, device: str, repeats: int, max_iter: int) -> list[list[object]]:
+def run_case(n: int, k: int, kind: str, device: str, repeats: int, max_iter: int, full: bool = True,
+             sklearn: str = "both") -> list[list[object]]:
     """Time all methods on one data set; one table row per (mcl backend, scikit-learn method) pair."""
-    candidates = methods(points(n, kind), k, device, max_iter)
+    candidates = methods(points(n, kind), k, device, max_iter, full, sklearn)
     inertia: dict[str, float] = {}
 
     def recording(name: str, function: Callable[[], float]) -> Callable[[], None]:
@@ -87,12 +95,15 @@ def main() -> None:
                          help="point distribution (default: both at 100k, clustered at 1M)")
     options.add_argument("--full", action="store_true", help="also 1M points with K=100 (about 3 more minutes)")
     options.add_argument("--max-iter-1m", type=int, default=30, help="KMeans max_iter at 1M points (default 30)")
+    options.add_argument("--sklearn", choices=["both", "minibatch"], default="both",
+                         help="scikit-learn methods: MiniBatchKMeans and KMeans (default), or MiniBatchKMeans only")
+    options.add_argument("--no-full", action="store_true", help="leave out mcl-full (the unsampled torch fit)")
     args = options.parse_args()
     limit_threads(args.threads)
     print(f"# clustering benchmark: {machine()}; {args.threads} threads")
     sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
     kinds = ["clustered", "uniform"] if args.data == "both" else [args.data]
-    for function in methods(points(5000, "clustered"), 10, args.device, 300).values():
+    for function in methods(points(5000, "clustered"), 10, args.device, 300, not args.no_full, args.sklearn).values():
         function()  # load libraries and kernels before anything is timed
     rows = []
     for n in sizes:
@@ -102,8 +113,10 @@ def main() -> None:
                 continue
             for kind in kinds[:1] if large and args.data == "both" else kinds:
                 repeats = args.repeats or (1 if large else 2)
-                rows += run_case(n, k, kind, args.device, repeats, args.max_iter_1m if large else 300)
-                print(table(HEADER, rows[-4:], with_header=False), flush=True)
+                new = run_case(n, k, kind, args.device, repeats, args.max_iter_1m if large else 300,
+                               not args.no_full, args.sklearn)
+                rows += new
+                print(table(HEADER, new, with_header=False), flush=True)
     print()
     print(table(HEADER, rows))
 

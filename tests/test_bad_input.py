@@ -13,7 +13,7 @@ from PIL import Image
 from mcl.cli import main
 from mcl.data import load_table, write_table
 from mcl.io import save_arrays
-from mcl.rundir import RunDirectory
+from mcl.run import RunDirectory
 
 CONFIG = "configs/demo.yaml"
 TINY = [

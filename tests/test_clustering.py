@@ -118,3 +118,47 @@ def test_faiss_inertia_is_that_of_its_labels():
     result = kmeans(points, 4, backend="faiss", seed=0, restarts=2)
     expected = sum(((points[result.labels == c] - result.centroids[c]) ** 2).sum() for c in range(4))
     assert result.inertia == pytest.approx(expected, rel=1e-4)
+
+
+def _overlapping_blobs(n=6000, k=10, dim=16, seed=1):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, dim)) * 1.5
+    return (centres[rng.integers(0, k, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_sampled_fit_assigns_every_point_and_reports_its_inertia(spherical):
+    points = _overlapping_blobs()
+    if spherical:
+        points /= np.linalg.norm(points, axis=1, keepdims=True)
+    sampled = kmeans(points, 10, seed=0, sample_size=1000, chunk_size=700, spherical=spherical)
+    full = kmeans(points, 10, seed=0, sample_size=len(points), spherical=spherical)
+    assert sampled.labels.shape == (6000,) and sampled.sizes.sum() == 6000 and (sampled.sizes > 0).all()
+    exact = float(((points - sampled.centroids[sampled.labels]) ** 2).sum(dtype=np.float64))
+    assert sampled.inertia == pytest.approx(exact, rel=1e-5)
+    assert sampled.inertia <= full.inertia * 1.01
+    if spherical:
+        assert np.allclose(np.linalg.norm(sampled.centroids, axis=1), 1, atol=1e-5)
+    else:  # one Lloyd update on all points: every centroid is its cluster's mean
+        means = np.stack([points[sampled.labels == c].mean(0) for c in range(10)])
+        assert np.allclose(sampled.centroids, means, atol=1e-4)
+    again = kmeans(points, 10, seed=0, sample_size=1000, chunk_size=700, spherical=spherical)
+    assert np.array_equal(sampled.labels, again.labels) and sampled.inertia == again.inertia
+
+
+def test_chunk_size_does_not_change_the_result():
+    points = _overlapping_blobs(seed=2)
+    a, b = (kmeans(points, 10, seed=1, sample_size=2000, chunk_size=c) for c in (333, 6000))
+    assert (a.labels == b.labels).mean() > 0.999
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-5)
+
+
+def test_small_data_never_takes_the_sampled_path():
+    from mcl.clustering import SAMPLE_FIT_MIN_POINTS, default_sample_size
+
+    assert default_sample_size(2) == SAMPLE_FIT_MIN_POINTS > 4000, "the demo's 4000 points are fitted in full"
+    assert default_sample_size(1000) == 64_000
+    points = _overlapping_blobs(n=3000)
+    a, b = kmeans(points, 10, seed=5), kmeans(points, 10, seed=5, sample_size=3000)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.centroids, b.centroids)
+    assert a.iterations == b.iterations and a.iterations > 1  # full-data Lloyd ran

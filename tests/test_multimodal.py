@@ -20,7 +20,7 @@ from mcl.errors import ConfigError, DataError
 from mcl.io import load_arrays, read_json
 from mcl.multimodal import TOKENIZER_FILE, ImageTextTask, MultistageTwoTower, lock_towers
 from mcl.objectives.clip import MAX_LOGIT_SCALE
-from mcl.rundir import RunDirectory
+from mcl.run import RunDirectory
 from mcl.stages import ENCODER_FILE, PSEUDO_LABELS_FILE, StageHistory, next_pseudo_labels, run_stages
 
 COLORS = {"red": (230, 20, 20), "green": (20, 210, 20), "blue": (20, 20, 230)}
@@ -66,12 +66,18 @@ def _trainable(model: torch.nn.Module) -> set[str]:
 # ---------------------------------------------------------------------------------------------- the task
 
 
+def _batch(task, size: int) -> dict:
+    """The first ``size`` training pairs as the task's loader batches them."""
+    index = torch.arange(size)
+    return {"index": index, "image": task.images[index]}
+
+
 def test_loss_trains_both_towers_and_clamps_the_temperature(tmp_path: Path) -> None:
     task = _task(tmp_path)
     model = task.build_model(seed=1)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
-    loss = task.loss(model, np.arange(8), None)
+    loss = task.loss(model, _batch(task, 8), None)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert model.logit_scale.item() == pytest.approx(math.log(MAX_LOGIT_SCALE))
     loss.backward()
@@ -82,11 +88,11 @@ def test_loss_trains_both_towers_and_clamps_the_temperature(tmp_path: Path) -> N
 def test_loss_restricts_negatives_to_pseudo_label_groups(tmp_path: Path) -> None:
     task = _task(tmp_path)
     model = task.build_model(seed=1)
-    indices = np.arange(8)
+    batch = _batch(task, 8)
 
     def loss(labels: torch.Tensor | None) -> float:
         torch.manual_seed(0)  # the same augmentation for every call
-        return task.loss(model, indices, labels).item()
+        return task.loss(model, batch, labels).item()
 
     one_group = loss(torch.zeros(8, dtype=torch.long))
     assert one_group == pytest.approx(loss(None), rel=1e-6)
@@ -98,9 +104,8 @@ def test_loss_encodes_each_distinct_caption_once_with_the_same_result(tmp_path: 
     model = task.build_model(seed=1)
     text_rows = []
     model.text.register_forward_hook(lambda module, args, out: text_rows.append(len(args[0])))
-    indices = np.arange(12)
     torch.manual_seed(0)
-    deduplicated = task.loss(model, indices, None)
+    deduplicated = task.loss(model, _batch(task, 12), None)
     assert text_rows == [3]  # 12 pairs, 3 distinct captions
     torch.manual_seed(0)
     images = task.augment(to_float_images(task.images[:12]))

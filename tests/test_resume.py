@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcl.evaluation.runner import evaluate_run
+from mcl.api import evaluate as evaluate_run
 from mcl.io import load_tensors, read_jsonl
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -25,6 +25,12 @@ def _config(**sections):
     return config_from_dict(values)
 
 
+def _batch(task, indices):
+    """The batch the task's loader gives for ``indices``."""
+    index = torch.as_tensor(indices)
+    return {"index": index, "image": task.images[index]}
+
+
 def _train_stage(task, tmp_path, pseudo_labels=None, seed=1):
     model = task.build_model(seed)
     batch_size = task.config.train.batch_size
@@ -34,7 +40,7 @@ def _train_stage(task, tmp_path, pseudo_labels=None, seed=1):
     else:
         sampler = ClusterBatchSampler(pseudo_labels, batch_size, seed)
         labels = torch.as_tensor(pseudo_labels)
-    train(model, task.loss, sampler, task.config.train, tmp_path, labels, progress=False)
+    train(model, task.loss, task.loader(sampler), task.config.train, tmp_path, labels, progress=False)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     return model, metrics
 
@@ -60,7 +66,7 @@ def test_moco_stage_trains_with_labelled_queue_and_resets_per_stage(tmp_path):
     assert any(not torch.equal(k, q) for k, q in zip(key_encoder.parameters(), model.parameters(), strict=True))
 
     next_stage = task.build_model(2)
-    task.loss(next_stage, np.arange(16), torch.zeros(16, dtype=torch.long))
+    task.loss(next_stage, _batch(task, np.arange(16)), torch.zeros(16, dtype=torch.long))
     assert int((queue.queue_labels >= 0).sum()) == 16, "a new stage starts from an empty queue"
     assert all(torch.equal(k, q) for k, q in zip(task.key_encoder.encoder.parameters(), next_stage.parameters(),
                                                   strict=True))
@@ -83,17 +89,17 @@ def test_mixed_precision_and_channels_last_stage(tmp_path, amp):
 def test_compiled_stage(tmp_path):
     task = ImageContrastiveTask(_config(train={"compile": True}), IMAGES, torch.device("cpu"))
     model = torch.compile(task.build_model(1))
-    train(model, task.loss, RandomBatchSampler(64, 16, 1), task.config.train, tmp_path, progress=False)
+    train(model, task.loss, task.loader(RandomBatchSampler(64, 16, 1)), task.config.train, tmp_path, progress=False)
     assert _changed(model._orig_mod)
 
 
 def test_ranks_share_weights_but_draw_their_own_augmentations(monkeypatch):
     task = ImageContrastiveTask(_config(), IMAGES, torch.device("cpu"))
     rank0 = task.build_model(5)
-    views0 = task.views(np.arange(8))
+    views0 = task.views(_batch(task, np.arange(8)))
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     rank1 = task.build_model(5)
-    views1 = task.views(np.arange(8))
+    views1 = task.views(_batch(task, np.arange(8)))
     assert all(torch.equal(a, b) for a, b in zip(rank0.parameters(), rank1.parameters(), strict=True))
     assert not torch.equal(views0, views1)
 
@@ -110,14 +116,14 @@ def _moco_run(stage_dir, crash_at_step=None):
     model = task.build_model(1)
     calls = {"n": 0}
 
-    def loss(model, indices, labels):
+    def loss(model, batch, labels):
         calls["n"] += 1
         if crash_at_step is not None and calls["n"] > crash_at_step:
             raise _Crash
-        return task.loss(model, indices, labels)
+        return task.loss(model, batch, labels)
 
-    train(model, loss, ClusterBatchSampler(LABELS, 16, 1), config.train, stage_dir, torch.as_tensor(LABELS),
-          progress=False, extra_state=task.training_state(model))
+    train(model, loss, task.loader(ClusterBatchSampler(LABELS, 16, 1)), config.train, stage_dir,
+          torch.as_tensor(LABELS), progress=False, extra_state=task.training_state(model))
     return model, task
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from mcl.config import load_config
 from mcl.io import load_arrays
-from mcl.rundir import RunDirectory
+from mcl.run import RunDirectory
 from mcl.sampling import ClusterBatchSampler
 from mcl.stages import StageHistory, next_pseudo_labels
 from test_cli import TINY

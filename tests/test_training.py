@@ -5,12 +5,12 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from mcl.config import TrainConfig
+from mcl.data.loader import TensorLoader
 from mcl.errors import ConfigError, RunDirError, TrainingError
 from mcl.io import load_tensors, load_tensors_with_metadata, read_jsonl, save_tensors
 from mcl.logging_utils import metrics_logging
@@ -21,8 +21,13 @@ DATA = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
 STEPS_PER_EPOCH = 5  # 40 samples, batches of 8
 
 
-def toy_loss(model: nn.Module, indices: np.ndarray, labels: torch.Tensor | None) -> torch.Tensor:
-    x = DATA[torch.as_tensor(indices)]
+def loader() -> TensorLoader:
+    """Batches ``{"index", "x"}`` of the 40 toy samples, 8 at a time, reshuffled per epoch."""
+    return TensorLoader({"x": DATA}, RandomBatchSampler(40, 8, seed=1), "cpu")
+
+
+def toy_loss(model: nn.Module, batch: dict, labels: torch.Tensor | None) -> torch.Tensor:
+    x = batch["x"]
     noise = 0.1 * torch.randn_like(x)  # drawn from torch's global RNG, like kornia's augmentations
     return ((model(x + noise) - 1) ** 2).mean()
 
@@ -35,13 +40,13 @@ def failing_at(call: int, outcome: str = "crash"):
     """``toy_loss`` that crashes (or returns NaN) from its ``call``-th call on."""
     calls = {"n": 0}
 
-    def loss(model, indices, labels):
+    def loss(model, batch, labels):
         calls["n"] += 1
         if calls["n"] >= call:
             if outcome == "crash":
                 raise _Crash
-            return toy_loss(model, indices, labels) * float("nan")
-        return toy_loss(model, indices, labels)
+            return toy_loss(model, batch, labels) * float("nan")
+        return toy_loss(model, batch, labels)
 
     return loss
 
@@ -50,7 +55,7 @@ def run(stage_dir, loss=toy_loss, epochs=3, model=None):
     torch.manual_seed(0)
     model = model or nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     config = TrainConfig(epochs=epochs, batch_size=8, lr=0.05, warmup_epochs=1)
-    train(model, loss, RandomBatchSampler(40, 8, seed=1), config, stage_dir, stage_name="stage-1", progress=False)
+    train(model, loss, loader(), config, stage_dir, stage_name="stage-1", progress=False)
     return model
 
 
@@ -166,8 +171,8 @@ class RunningMean(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(3))
 
-    def loss(self, model, indices, labels):
-        out = model(DATA[torch.as_tensor(indices)] + 0.1 * torch.randn(len(indices), 4))
+    def loss(self, model, batch, labels):
+        out = model(batch["x"] + 0.1 * torch.randn(len(batch["index"]), 4))
         loss = ((out - self.mean) ** 2).mean()
         self.mean.mul_(0.5).add_(0.5 * out.detach().mean(0))
         return loss
@@ -178,14 +183,14 @@ def run_with_state(stage_dir, extra, crash_at=None):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     calls = {"n": 0}
 
-    def loss(model, indices, labels):
+    def loss(model, batch, labels):
         calls["n"] += 1
         if crash_at and calls["n"] >= crash_at:
             raise _Crash
-        return extra.loss(model, indices, labels)
+        return extra.loss(model, batch, labels)
 
     config = TrainConfig(epochs=3, batch_size=8, lr=0.05, warmup_epochs=1)
-    train(model, loss, RandomBatchSampler(40, 8, seed=1), config, stage_dir, progress=False, extra_state=extra)
+    train(model, loss, loader(), config, stage_dir, progress=False, extra_state=extra)
     return model
 
 

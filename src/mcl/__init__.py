@@ -8,16 +8,35 @@ all earlier stages); finally concatenate the features of all stages.
 >>> run = mcl.train("configs/demo.yaml", out="runs/demo")
 >>> encoder = mcl.load("runs/demo")
 >>> features = encoder.embed(images)  # uint8 (N, H, W, 3) -> (N, D)
+
+Names are imported on first use, so ``import mcl.sampling`` stays light (no kornia, no matplotlib).
 """
 
-from mcl.api import Run, load, train
-from mcl.config import Config, load_config
-from mcl.errors import MCLError
-from mcl.integration import MultistageEncoder
-from mcl.multimodal import MultistageTwoTower
-from mcl.sampling import ClusterBatchSampler, combine_cluster_labels
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ClusterBatchSampler", "Config", "MCLError", "MultistageEncoder", "MultistageTwoTower", "Run",
-           "combine_cluster_labels", "load", "load_config", "train"]
+_EXPORTS = {
+    "Run": "mcl.api", "load": "mcl.api", "train": "mcl.api", "evaluate": "mcl.api", "load_member": "mcl.api",
+    "Config": "mcl.config", "load_config": "mcl.config",
+    "MCLError": "mcl.errors",
+    "MultistageEncoder": "mcl.integration",
+    "MultistageTwoTower": "mcl.multimodal",
+    "ClusterBatchSampler": "mcl.sampling", "combine_cluster_labels": "mcl.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mcl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""``python -m mcl`` (also what ``torchrun -m mcl`` runs)."""
+"""``python -m mcl`` (also what ``torchrun -m mcl`` runs): :func:`mcl.cli.main`."""
 
 import sys
 

@@ -6,7 +6,6 @@ rather than with per-image PIL calls (see ``benchmarks/augment_throughput.py``).
 
 from __future__ import annotations
 
-import kornia.augmentation as K
 import torch
 from torch import nn
 
@@ -20,6 +19,8 @@ def build_augmentation(config: AugmentConfig, image_size: int) -> nn.Module:
     with probability ``color_jitter_prob``. Weak colour jitter is what lets colour become the
     "easy" feature that suppresses others, which MCL then repairs.
     """
+    import kornia.augmentation as K  # imported here: only training needs it, not loading or evaluating a model
+
     strength = config.color_jitter
     steps: list[nn.Module] = [
         K.RandomResizedCrop((image_size, image_size), scale=tuple(config.crop_scale)),

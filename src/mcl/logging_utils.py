@@ -1,4 +1,8 @@
-"""Where epoch metrics go besides ``metrics.jsonl``, and progress lines for phases without a bar.
+"""Where epoch metrics go besides ``metrics.jsonl``; progress bars (on a terminal only) and phase timings.
+
+Progress bars are drawn only when stderr is a terminal: a log file or CI output gets one line per
+phase instead of thousands of carriage returns. Every :func:`phase` records its duration in
+:data:`PHASE_TIMES`, so a command can print where its time went.
 
 ``metrics.jsonl`` (one line per epoch, rewritten atomically) is always written by
 :mod:`mcl.training`; every record is also handed to the sinks registered here. ``mcl train --log
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,22 @@ logger = logging.getLogger("mcl")
 MetricsSink = Callable[[dict[str, Any]], None]
 LOGGERS = ("tensorboard",)
 _SINKS: list[MetricsSink] = []
+# (label, seconds) of every finished phase in this process, in order.
+PHASE_TIMES: list[tuple[str, float]] = []
+
+
+def progress_bar(iterable: Iterable, desc: str, enabled: bool = True, total: int | None = None) -> Iterable:
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal; else unchanged."""
+    if not (enabled and sys.stderr.isatty()):
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, total=total)
+
+
+def record_time(label: str, seconds: float) -> None:
+    """Add one phase's duration to :data:`PHASE_TIMES`."""
+    PHASE_TIMES.append((label, seconds))
 
 
 def emit_metrics(record: dict[str, Any]) -> None:
@@ -89,5 +110,7 @@ def phase(stage: str, name: str, description: str) -> Iterator[None]:
     logger.info("%s: %s ...", stage, description)
     started = time.perf_counter()
     yield
-    logger.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    logger.info("%s: %s done in %.1f s", stage, name, seconds)
+    record_time(f"{stage} {name}", seconds)
     crash_point(name)

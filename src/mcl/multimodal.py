@@ -28,46 +28,20 @@ from torch import nn
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, MultimodalConfig
+from mcl.data.loader import Batch, BatchSampler, Loader, TensorLoader
 from mcl.data.table import ImageTable
+from mcl.embedding import encode_images
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.integration import check_integration_mode, integrate
 from mcl.io import read_json, write_json
 from mcl.models import unwrap_model
-from mcl.models.clip import SmallCLIP, Tokens, TwoTowerModel, build_two_tower, select_tokens, tokens_to
 from mcl.models.text import WordTokenizer
+from mcl.models.two_tower import Tokens, TwoTowerModel, build_two_tower_from_config, select_tokens, tokens_to
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
-from mcl.rundir import RunDirectory
-from mcl.stages import stage_seed
-from mcl.tasks import embed_images
-
-TOKENIZER_FILE = "tokenizer.json"
-
+from mcl.run import TOKENIZER_FILE, RunDirectory
+from mcl.tasks import embed_images, seeded_build, stage_seed
 
 # ---------------------------------------------------------------------------------------------- models
-
-
-def construct_two_tower(config: MultimodalConfig, tokenizer: WordTokenizer | None,
-                        load_pretrained: bool = True) -> TwoTowerModel:
-    """A fresh model of the configured kind (its random parts drawn from torch's global RNG).
-
-    ``load_pretrained=False`` skips loading pretrained weights where the model allows it, for models
-    whose weights are about to be overwritten anyway (the text tower of ``pretrained-towers`` is
-    always read from its directory).
-    """
-    if config.model == "small":
-        if tokenizer is None:
-            raise ValueError("a 'small' two-tower model needs the run's tokenizer")
-        return SmallCLIP(tokenizer, embed_dim=config.embed_dim, image_width=config.image_width,
-                         text_width=config.text_width, text_layers=config.text_layers, text_heads=config.text_heads,
-                         init_temperature=config.init_temperature)
-    if config.model == "pretrained-towers":
-        return build_two_tower(config.model, embed_dim=config.embed_dim, image_resolution=config.image_resolution,
-                               context_length=config.context_length, init_temperature=config.init_temperature,
-                               pretrained_image=load_pretrained, text_model_path=config.pretrained)
-    if config.model == "open_clip":
-        pretrained = config.pretrained if load_pretrained else None
-        return build_two_tower(config.model, name=config.arch, pretrained=pretrained)
-    return build_two_tower(config.model, path_or_name=config.pretrained, local_files_only=True)
 
 
 def lock_towers(model: TwoTowerModel, config: MultimodalConfig) -> None:
@@ -118,7 +92,7 @@ def load_run_two_tower(config: Config, run_dir: str | Path) -> TwoTowerModel:
         if tokenizer is None:
             raise RunDirError(f"{run.root / TOKENIZER_FILE}: missing or unrecorded; it is written when training "
                               "starts")
-    return construct_two_tower(config.multimodal, tokenizer, load_pretrained=False)
+    return build_two_tower_from_config(config.multimodal, tokenizer, load_pretrained=False)
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -144,7 +118,7 @@ class ImageTextTask:
         self.images = torch.from_numpy(np.array(table.images, copy=True)).to(device)
         self.tokenizer = run_tokenizer(config, table.captions, run)
         torch.manual_seed(stage_seed(config, 0))
-        self.initial = construct_two_tower(config.multimodal, self.tokenizer).to(device)
+        self.initial = build_two_tower_from_config(config.multimodal, self.tokenizer).to(device)
         distinct, caption_ids = np.unique(np.asarray(table.captions, dtype=str), return_inverse=True)
         self.caption_ids = torch.from_numpy(caption_ids.reshape(-1)).to(device)
         self.tokens = tokens_to(self.initial.tokenize([str(c) for c in distinct]), device)  # one row per caption
@@ -154,18 +128,21 @@ class ImageTextTask:
     def build_model(self, seed: int, previous: nn.Module | None = None) -> TwoTowerModel:
         """The stage's starting model (``multimodal.init``), towers locked as configured."""
         init = self.config.multimodal.init
-        torch.manual_seed(seed)
-        model = construct_two_tower(self.config.multimodal, self.tokenizer, load_pretrained=init == "scratch")
-        if init == "previous" and previous is not None:
-            model.load_state_dict(unwrap_model(previous).state_dict())
-        elif init != "scratch":  # "pretrained", and "previous" for the first stage
-            model.load_state_dict(self.initial.state_dict())
-        lock_towers(model, self.config.multimodal)
-        if distributed.rank():  # same weights on every rank, but each rank its own augmentations (as unimodal)
-            torch.manual_seed(distributed.rank_seed(seed))
+        with seeded_build(seed):  # same weights on every rank, but each rank its own augmentations
+            model = build_two_tower_from_config(self.config.multimodal, self.tokenizer,
+                                                load_pretrained=init == "scratch")
+            if init == "previous" and previous is not None:
+                model.load_state_dict(unwrap_model(previous).state_dict())
+            elif init != "scratch":  # "pretrained", and "previous" for the first stage
+                model.load_state_dict(self.initial.state_dict())
+            lock_towers(model, self.config.multimodal)
         return model.to(self.device)
 
-    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+    def loader(self, batch_sampler: BatchSampler) -> Loader:
+        """In-memory batches ``{"index", "image"}``; captions are looked up by ``index`` in :meth:`loss`."""
+        return TensorLoader({"image": self.images}, batch_sampler, self.device)
+
+    def loss(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         """CLIP loss of one batch of pairs (``model`` may be DDP-wrapped: its ``forward`` is called).
 
         The temperature is clamped here, before it is used, instead of after each optimiser step
@@ -173,9 +150,8 @@ class ImageTextTask:
         """
         inner = unwrap_model(model)
         clamp_logit_scale_(inner.logit_scale)
-        rows = torch.as_tensor(indices, device=self.device)
-        images = self.augment(to_float_images(self.images[rows]))
-        captions, pair_caption = torch.unique(self.caption_ids[rows], return_inverse=True)
+        images = self.augment(to_float_images(batch["image"]))
+        captions, pair_caption = torch.unique(self.caption_ids[batch["index"]], return_inverse=True)
         image_emb, caption_emb = model(images, select_tokens(self.tokens, captions))
         return self.objective(image_emb, caption_emb[pair_caption], inner.logit_scale, pseudo_labels)
 
@@ -285,6 +261,4 @@ class MultistageTwoTower(TwoTowerModel):
     def embed(self, images: np.ndarray | torch.Tensor, stages: int | Sequence[int] | None = None,
               batch_size: int = 512) -> np.ndarray:
         """Integrated, L2-normalised image embeddings of uint8 ``(N, H, W, 3)`` images (as ``mcl embed`` writes)."""
-        from mcl.evaluation.zeroshot import encode_images
-
         return encode_images(self.select(stages), images, batch_size).numpy()

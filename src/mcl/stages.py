@@ -11,8 +11,10 @@
         pseudo_labels = combine(clusters[1..stage])      # all stages, not only the latest
     representation = concat(stage features)              # mcl.integration
 
-Every phase's output is recorded in the run directory's manifest, so a re-run skips what finished
-and resumes an unfinished stage from its last epoch.
+Every phase is one :meth:`RunDirectory.phase <mcl.run.RunDirectory.phase>` call that loads its
+recorded result or computes, saves and records it, so a re-run skips what finished and resumes an
+unfinished stage from its last epoch. ``fit`` (default :func:`mcl.training.train`) is injectable:
+any function with its signature (:class:`mcl.training.Fit`) trains the stages instead.
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ from torch import nn
 from mcl import distributed
 from mcl.clustering import KMeansResult, kmeans
 from mcl.config import Config
+from mcl.data.loader import BatchSampler
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, save_arrays, write_json
-from mcl.logging_utils import phase
+from mcl.logging_utils import phase, record_time
 from mcl.models import unwrap_model
-from mcl.rundir import RunDirectory
+from mcl.run import (
+    CLUSTERS_FILE,
+    CLUSTERS_INFO_FILE,
+    ENCODER_FILE,
+    PSEUDO_LABELS_FILE,
+    PSEUDO_LABELS_INFO_FILE,
+    RunDirectory,
+)
 from mcl.sampling import (
     ClusterBatchSampler,
     RandomBatchSampler,
@@ -41,19 +51,10 @@ from mcl.sampling import (
     group_centroids,
     merge_small_groups,
 )
-from mcl.tasks import StageTask, load_model_weights, save_model
-from mcl.training import remove_checkpoint, train
+from mcl.tasks import StageTask, load_model_weights, save_model, stage_seed
+from mcl.training import Fit, remove_checkpoint, train
 
 logger = logging.getLogger("mcl")
-
-ENCODER_FILE = "encoder.safetensors"
-CLUSTERS_FILE = "clusters.safetensors"
-PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
-
-
-def stage_seed(config: Config, stage: int) -> int:
-    """Each stage (and each ensemble member) trains with its own seed."""
-    return config.seed * 1000 + stage
 
 
 @dataclass
@@ -79,85 +80,96 @@ def next_pseudo_labels(history: StageHistory, config: Config) -> tuple[np.ndarra
     return merged_labels, info
 
 
-def _load_pseudo_labels(path: Path, num_samples: int) -> np.ndarray:
-    labels = load_arrays(path)["pseudo_labels"]
-    if labels.shape != (num_samples,):
-        raise RunDirError(f"{path}: {labels.shape[0]} pseudo-labels for a training set of {num_samples} samples")
-    return labels
+def batch_sampler(num_samples: int, pseudo_labels: np.ndarray | None, config: Config, seed: int) -> BatchSampler:
+    """MCL's feature-aware batches (``mcl.negatives: batch``) once there are pseudo-labels; else random ones.
+
+    In ``mask`` mode batches stay random and the loss masks candidates of other groups.
+    """
+    size, rank, world = config.train.batch_size, distributed.rank(), distributed.world_size()
+    if pseudo_labels is not None and config.mcl.negatives == "batch":
+        return ClusterBatchSampler(pseudo_labels, size, seed, rank, world)
+    return RandomBatchSampler(num_samples, size, seed, rank, world)
+
+
+# ---- one call per phase: load what the run recorded, else compute, save and record
 
 
 def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, config: Config,
                         num_samples: int) -> np.ndarray:
-    """Compute (or reload) and record the pseudo-labels stage ``stage`` trains with."""
-    path = run.stage_dir(stage) / PSEUDO_LABELS_FILE
-    if run.is_finished(path):
-        return _load_pseudo_labels(path, num_samples)
-    labels, info = next_pseudo_labels(history, config)
-    if distributed.is_main_process():
-        write_json(run.stage_dir(stage) / "pseudo_labels.json", info)
-        save_arrays(path, {"pseudo_labels": labels})
-        run.record(path)
-    return labels
+    """The pseudo-labels stage ``stage`` trains with (every earlier stage's clusters combined)."""
+
+    def compute() -> np.ndarray:
+        labels, info = next_pseudo_labels(history, config)
+        if distributed.is_main_process():
+            write_json(run.stage_dir(stage) / PSEUDO_LABELS_INFO_FILE, info)
+        return labels
+
+    def load(path: Path) -> np.ndarray:
+        labels = load_arrays(path)["pseudo_labels"]
+        if labels.shape != (num_samples,):
+            raise RunDirError(f"{path}: {labels.shape[0]} pseudo-labels for a training set of {num_samples} samples")
+        return labels
+
+    return run.phase(run.stage_dir(stage) / PSEUDO_LABELS_FILE, compute,
+                     lambda labels, path: save_arrays(path, {"pseudo_labels": labels}), load)
 
 
 def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory: Path, seed: int,
                   pseudo_labels: np.ndarray | None, previous: nn.Module | None, name: str,
-                  progress: bool = True) -> nn.Module:
-    """One stage's encoder: reloaded if finished, else trained (resuming from its checkpoint)."""
+                  progress: bool = True, fit: Fit = train) -> nn.Module:
+    """One stage's encoder: reloaded if finished, else trained by ``fit`` (resuming from its checkpoint)."""
     model = task.build_model(seed, previous)
-    weights = directory / ENCODER_FILE
-    if run.is_finished(weights):
-        return load_model_weights(model, weights)
-    directory.mkdir(parents=True, exist_ok=True)
-    if config.train.compile:
-        model = torch.compile(model)
-    if pseudo_labels is None:
-        sampler = RandomBatchSampler(task.num_samples, config.train.batch_size, seed, distributed.rank(),
-                                     distributed.world_size())
-    elif config.mcl.negatives == "batch":
-        sampler = ClusterBatchSampler(pseudo_labels, config.train.batch_size, seed, distributed.rank(),
-                                      distributed.world_size())
-    else:
-        sampler = RandomBatchSampler(task.num_samples, config.train.batch_size, seed, distributed.rank(),
-                                     distributed.world_size())
-    labels = None if pseudo_labels is None else torch.as_tensor(pseudo_labels, device=task.device)
-    started = time.perf_counter()
-    train(model, task.loss, sampler, config.train, directory, labels, stage_name=name, progress=progress,
-          extra_state=task.training_state(model))
-    model = unwrap_model(model)
-    if distributed.is_main_process():
-        save_model(model, weights, {"name": name, "seed": str(seed)})
-        run.record(weights)
+
+    def compute() -> nn.Module:
+        directory.mkdir(parents=True, exist_ok=True)
+        trained = torch.compile(model) if config.train.compile else model
+        loader = task.loader(batch_sampler(task.num_samples, pseudo_labels, config, seed))
+        labels = None if pseudo_labels is None else torch.as_tensor(pseudo_labels, device=task.device)
+        started = time.perf_counter()
+        fit(trained, task.loss, loader, config.train, directory, labels, stage_name=name, progress=progress,
+            extra_state=task.training_state(trained))
+        seconds = time.perf_counter() - started
+        logger.info("%s trained in %.1f s", name, seconds)
+        record_time(f"{name} train", seconds)
+        return unwrap_model(trained)
+
+    def save(trained: nn.Module, path: Path) -> None:
+        save_model(trained, path, {"name": name, "seed": str(seed)})
         remove_checkpoint(directory)
-    distributed.barrier()
-    logger.info("%s trained in %.1f s", name, time.perf_counter() - started)
-    return model
+
+    return run.phase(directory / ENCODER_FILE, compute, save, lambda path: load_model_weights(model, path))
 
 
 def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> KMeansResult:
-    """k-means on the stage's embeddings of the training set (reloaded if finished)."""
+    """k-means on the stage's embeddings of the training set (rank 0 clusters, every rank gets the result)."""
     directory = run.stage_dir(stage)
-    path = directory / CLUSTERS_FILE
-    if run.is_finished(path):
+
+    def compute() -> KMeansResult:
+        with phase(f"stage-{stage}", "embed", f"embedding {task.num_samples} training samples"):
+            embeddings = task.embed(model)  # a collective: every rank embeds its shard
+        result = None
+        if distributed.is_main_process():
+            with phase(f"stage-{stage}", "cluster", f"k-means, K={config.mcl.clusters}"):
+                result = kmeans(embeddings, config.mcl.clusters, config.mcl.kmeans_restarts,
+                                config.mcl.kmeans_iterations, seed=stage_seed(config, stage),
+                                spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend,
+                                device=embeddings.device)
+        return distributed.broadcast_object(result)
+
+    def save(result: KMeansResult, path: Path) -> None:
+        write_json(directory / CLUSTERS_INFO_FILE, {"inertia": result.inertia, "iterations": result.iterations,
+                                                    "backend": result.backend, "sizes": result.sizes.tolist()})
+        save_arrays(path, {"centroids": result.centroids, "labels": result.labels, "sizes": result.sizes})
+
+    def load(path: Path) -> KMeansResult:
         arrays = load_arrays(path)
         if arrays["labels"].shape != (task.num_samples,):
             raise RunDirError(f"{path}: {arrays['labels'].shape[0]} cluster labels for {task.num_samples} samples")
-        meta = read_json(directory / "clusters.json")
+        meta = read_json(directory / CLUSTERS_INFO_FILE)
         return KMeansResult(arrays["centroids"], arrays["labels"], arrays["sizes"], meta["inertia"],
                             meta["iterations"], meta["backend"])
-    with phase(f"stage-{stage}", "embed", f"embedding {task.num_samples} training samples"):
-        embeddings = task.embed(model)
-    result = None
-    if distributed.is_main_process():
-        with phase(f"stage-{stage}", "cluster", f"k-means, K={config.mcl.clusters}"):
-            result = kmeans(embeddings, config.mcl.clusters, config.mcl.kmeans_restarts,
-                            config.mcl.kmeans_iterations, seed=stage_seed(config, stage),
-                            spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend, device=embeddings.device)
-        write_json(directory / "clusters.json", {"inertia": result.inertia, "iterations": result.iterations,
-                                                 "backend": result.backend, "sizes": result.sizes.tolist()})
-        save_arrays(path, {"centroids": result.centroids, "labels": result.labels, "sizes": result.sizes})
-        run.record(path)
-    return distributed.broadcast_object(result)
+
+    return run.phase(directory / CLUSTERS_FILE, compute, save, load)
 
 
 def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:
@@ -166,24 +178,21 @@ def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDir
     On resume the recorded weights are loaded back into ``model``, so every later use of it (e.g.
     stages that start from the initial weights) sees exactly the model that was clustered.
     """
-    weights = run.stage_dir(0) / ENCODER_FILE
-    if run.is_finished(weights):
-        load_model_weights(model, weights)
-    elif distributed.is_main_process():
-        save_model(model, weights, {"name": "stage-0", "seed": "initial"})
-        run.record(weights)
-    distributed.barrier()
+    run.phase(run.weights("stage-0"), lambda: model,
+              lambda initial, path: save_model(initial, path, {"name": "stage-0", "seed": "initial"}),
+              lambda path: load_model_weights(model, path))
     return cluster_or_load(task, model, config, run, 0)
 
 
 def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: bool = True,
-               initial_model: nn.Module | None = None) -> StageHistory:
+               initial_model: nn.Module | None = None, fit: Fit = train) -> StageHistory:
     """Train all ``config.mcl.stages`` stages; returns the per-stage models and clusterings.
 
     ``initial_model`` (e.g. a pretrained CLIP before fine-tuning) is clustered first as stage 0
     (:func:`initial_stage`): its clusters join the pseudo-label combination of every stage, so stage 1
     already trains with feature-aware negatives. ``history.models`` holds the trained stages only;
-    ``history.cluster_labels`` starts with stage 0's clustering when there is one.
+    ``history.cluster_labels`` starts with stage 0's clustering when there is one. ``fit`` trains
+    each stage (default :func:`mcl.training.train`).
     """
     history = StageHistory()
     if initial_model is not None:
@@ -196,7 +205,7 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
             pseudo_labels = stage_pseudo_labels(run, stage, history, config, task.num_samples)
         previous = history.models[-1] if history.models else None
         model = train_or_load(task, config, run, run.stage_dir(stage), stage_seed(config, stage), pseudo_labels,
-                              previous, f"stage-{stage}", progress)
+                              previous, f"stage-{stage}", progress, fit)
         clusters = cluster_or_load(task, model, config, run, stage)
         history.models.append(model)
         history.cluster_labels.append(clusters.labels)
@@ -204,7 +213,8 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
     return history
 
 
-def train_ensemble(task: StageTask, config: Config, run: RunDirectory, progress: bool = True) -> list[nn.Module]:
+def train_ensemble(task: StageTask, config: Config, run: RunDirectory, progress: bool = True,
+                   fit: Fit = train) -> list[nn.Module]:
     """The ``ensemble-k`` baseline: extra independently seeded single-stage models.
 
     Member 1 is stage 1 itself (a single-stage model); members 2..S train with seeds the stages
@@ -215,5 +225,5 @@ def train_ensemble(task: StageTask, config: Config, run: RunDirectory, progress:
     for member in range(2, config.mcl.stages + 1):
         seed = stage_seed(config, 100 + member)
         members.append(train_or_load(task, config, run, run.ensemble_dir(member), seed, None, None,
-                                     f"ensemble-{member}", progress))
+                                     f"ensemble-{member}", progress, fit))
     return members

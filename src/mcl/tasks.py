@@ -1,13 +1,16 @@
-"""What one stage trains: how a batch of indices becomes a loss, and how the training set is embedded.
+"""What one stage trains: where its batches come from, how a batch becomes a loss, how the set is embedded.
 
 The stage loop (:mod:`mcl.stages`) is the same for every modality; a task supplies the parts that
 differ. :class:`ImageContrastiveTask` is unimodal two-view training (SimCLR/DCL, or MoCo with a
 momentum key encoder and a labelled queue); the multimodal CLIP task lives in :mod:`mcl.multimodal`.
+A batch is a dict (``{"index", "image", ...}``, see :mod:`mcl.data.loader`) built by the task's
+:meth:`StageTask.loader` around the batch sampler the stage loop chose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -17,9 +20,32 @@ from torch import nn
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, ObjectiveConfig
+from mcl.data.loader import Batch, BatchSampler, Loader, TensorLoader
 from mcl.io import load_tensors, save_tensors
-from mcl.models import build_encoder, evaluating, unwrap_model
+from mcl.models import ContrastiveEncoder, build_encoder, evaluating, unwrap_model
 from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
+
+
+def stage_seed(config: Config, stage: int) -> int:
+    """Each stage (and each ensemble member, and stage 0) trains with its own seed."""
+    return config.seed * 1000 + stage
+
+
+@contextlib.contextmanager
+def seeded_build(seed: int) -> Iterator[None]:
+    """Build a stage's model inside: torch's RNG is seeded with ``seed`` first, so every rank builds the same
+    weights; afterwards ranks > 0 re-seed it so that each rank draws its own augmentations (rank 0 keeps
+    the single-process stream)."""
+    torch.manual_seed(seed)
+    yield
+    if distributed.rank():
+        torch.manual_seed(distributed.rank_seed(seed))
+
+
+def build_stage_encoder(config: Config) -> ContrastiveEncoder:
+    """An untrained encoder of the config's architecture (backbone + projection head), from torch's RNG."""
+    model = config.model
+    return build_encoder(model.backbone, model.width, model.projection_dim, model.hidden_dim, **model.backbone_args)
 
 
 class StageTask(Protocol):
@@ -31,7 +57,10 @@ class StageTask(Protocol):
     def build_model(self, seed: int, previous: nn.Module | None) -> nn.Module:
         """A fresh (seeded) model for a stage, or one initialised from the previous stage's."""
 
-    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+    def loader(self, batch_sampler: BatchSampler) -> Loader:
+        """The training batches, in the order ``batch_sampler`` draws them."""
+
+    def loss(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         """The contrastive loss of one batch (``model`` may be DDP-wrapped: call its ``forward``)."""
 
     def embed(self, model: nn.Module) -> torch.Tensor:
@@ -94,33 +123,33 @@ class ImageContrastiveTask:
         The weights are identical on every rank; afterwards ranks > 0 re-seed torch's global RNG so
         that each rank draws its own augmentations (rank 0 keeps the single-process stream).
         """
-        torch.manual_seed(seed)
-        model_config = self.config.model
-        model = build_encoder(model_config.backbone, model_config.width, model_config.projection_dim,
-                              model_config.hidden_dim)
-        if previous is not None and self.config.mcl.init == "previous":
-            model.load_state_dict(previous.state_dict())
-        if self.config.train.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if distributed.rank():
-            torch.manual_seed(distributed.rank_seed(seed))
+        with seeded_build(seed):
+            model = build_stage_encoder(self.config)
+            if previous is not None and self.config.mcl.init == "previous":
+                model.load_state_dict(previous.state_dict())
+            if self.config.train.channels_last:
+                model = model.to(memory_format=torch.channels_last)
         return model.to(self.device)
 
-    def views(self, indices: np.ndarray) -> torch.Tensor:
+    def loader(self, batch_sampler: BatchSampler) -> Loader:
+        """In-memory batches ``{"index", "image"}`` of the training set, which lives on the device."""
+        return TensorLoader({"image": self.images}, batch_sampler, self.device)
+
+    def views(self, batch: Batch) -> torch.Tensor:
         """Both augmented views of a batch, stacked: ``(2B, 3, H, W)``, view a first."""
-        batch = to_float_images(self.images[torch.as_tensor(indices, device=self.device)])
-        views = self.augment(torch.cat([batch, batch]))
+        images = to_float_images(batch["image"])
+        views = self.augment(torch.cat([images, images]))
         if self.config.train.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         return views
 
-    def loss(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         """Both views in one forward pass (shared BatchNorm statistics, half the kernel launches)."""
-        views = self.views(indices)
+        views = self.views(batch)
         z_a, z_b = model(views).chunk(2)
         if self.key_encoder is None:
             return self.objective(z_a, z_b, pseudo_labels)
-        return self._moco_loss(model, views, (z_a, z_b), pseudo_labels, indices)
+        return self._moco_loss(model, views, (z_a, z_b), pseudo_labels, batch["index"])
 
     def training_state(self, model: nn.Module) -> nn.Module | None:
         """MoCo: the key encoder (now a copy of ``model``) and an empty queue, to checkpoint; else None."""
@@ -133,13 +162,12 @@ class ImageContrastiveTask:
         return MoCoState(self.key_encoder.encoder, self.objective)
 
     def _moco_loss(self, model: nn.Module, views: torch.Tensor, queries: tuple[torch.Tensor, torch.Tensor],
-                   pseudo_labels: torch.Tensor | None, indices: np.ndarray) -> torch.Tensor:
+                   pseudo_labels: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor:
         """Symmetric MoCo loss against the momentum keys and the queue; then enqueue view b's keys."""
         assert self.key_encoder is not None and isinstance(self.objective, MoCoLoss)
         if self.key_encoder.follow(model):
             self.objective.reset()
         k_a, k_b = self.key_encoder(views).chunk(2)
-        index = torch.as_tensor(indices, device=self.device)
         q_a, q_b = queries
         loss = 0.5 * (self.objective(q_a, k_b, pseudo_labels, index) + self.objective(q_b, k_a, pseudo_labels, index))
         self.objective.enqueue(k_b, pseudo_labels, index)

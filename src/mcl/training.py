@@ -1,7 +1,9 @@
 """One stage's optimisation loop: epochs, schedule, mixed precision, checkpoints, metrics.
 
-Nothing here is specific to MCL: the stage loop (:mod:`mcl.stages`) hands in the task (how a batch
-becomes a loss) and the batch sampler (where MCL's feature-aware negatives live).
+Nothing here is specific to MCL: the stage loop (:mod:`mcl.stages`) hands in the task's loss (how a
+batch becomes a loss) and the loader (:mod:`mcl.data.loader`, whose batch sampler is where MCL's
+feature-aware negatives live). :func:`train` is the default ``fit`` of
+:func:`mcl.stages.run_stages`; any function with its signature (:class:`Fit`) can replace it.
 """
 
 from __future__ import annotations
@@ -20,34 +22,36 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from mcl import distributed
 from mcl.config import TrainConfig
+from mcl.data.loader import Batch, Loader
 from mcl.errors import RunDirError, TrainingError, one_line
 from mcl.io import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
-from mcl.logging_utils import emit_metrics
+from mcl.logging_utils import emit_metrics, progress_bar
+from mcl.run import CHECKPOINT_FILE as CHECKPOINT
+from mcl.run import METRICS_FILE as METRICS
 
 logger = logging.getLogger("mcl")
-
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
 # Files that other tools load with pickle; never read here, only warned about.
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
-class BatchSampler(Protocol):
-    """Yields index arrays; reshuffles on :meth:`set_epoch`."""
-
-    def set_epoch(self, epoch: int) -> None: ...
-    def __iter__(self): ...
-    def __len__(self) -> int: ...
-
-
 class LossFn(Protocol):
-    """``(model, indices, pseudo_labels) -> scalar loss`` for one batch."""
+    """``(model, batch, pseudo_labels) -> scalar loss`` for one batch (``pseudo_labels`` of its samples, or None)."""
 
-    def __call__(self, model: nn.Module, indices: np.ndarray, pseudo_labels: torch.Tensor | None) -> torch.Tensor: ...
+    def __call__(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor: ...
+
+
+class Fit(Protocol):
+    """Trains one stage's ``model`` (the signature of :func:`train`; pass your own to ``run_stages(fit=...)``).
+
+    It must leave the trained weights in ``model``; everything else (checkpoints, metrics) is its own.
+    """
+
+    def __call__(self, model: nn.Module, loss_fn: LossFn, loader: Loader, config: TrainConfig, stage_dir: Path,
+                 pseudo_labels: torch.Tensor | None = None, stage_name: str = "stage", progress: bool = True,
+                 extra_state: nn.Module | None = None) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -256,47 +260,49 @@ def _check_finite_weights(model: nn.Module, stage_name: str, epoch: int) -> None
 class _StageTrainer:
     """The objects one stage's epochs share; :meth:`run_epoch` trains one epoch."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, sampler: BatchSampler, config: TrainConfig,
+    def __init__(self, model: nn.Module, loss_fn: LossFn, loader: Loader, config: TrainConfig,
                  pseudo_labels: torch.Tensor | None, stage_name: str, progress: bool) -> None:
-        self.model, self.loss_fn, self.sampler, self.config = model, loss_fn, sampler, config
+        self.model, self.loss_fn, self.loader, self.config = model, loss_fn, loader, config
         self.device = next(model.parameters()).device
         self.optimizer = build_optimizer(model.parameters(), config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.ddp_model = _wrap_ddp(model, self.device)
         self.pseudo_labels, self.stage_name = pseudo_labels, stage_name
         self.show_progress = progress and distributed.is_main_process()
-        self.total_steps = len(sampler) * config.epochs
-        self.warmup_steps = int(config.warmup_epochs * len(sampler))
+        self.total_steps = len(loader) * config.epochs
+        self.warmup_steps = int(config.warmup_epochs * len(loader))
 
     def run_epoch(self, epoch: int, state: TrainState) -> dict[str, Any]:
         """Train one epoch (advancing ``state.step``); returns its metrics record."""
-        self.sampler.set_epoch(epoch)
+        self.loader.set_epoch(epoch)
         self.model.train()
         started, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, self.config.lr
-        bar = tqdm(self.sampler, desc=f"{self.stage_name} epoch {epoch + 1}/{self.config.epochs}", leave=False,
-                   disable=not self.show_progress)
-        for indices in bar:
+        bar = progress_bar(self.loader, desc=f"{self.stage_name} epoch {epoch + 1}/{self.config.epochs}",
+                           enabled=self.show_progress)
+        for batch in bar:
             lr = learning_rate(state.step, self.total_steps, self.warmup_steps, self.config.lr)
-            loss = self._step(indices, lr, epoch, state.step)
+            loss = self._step(batch, lr, epoch, state.step)
             state.step += 1
-            seen += len(indices)
-            loss_sum += loss * len(indices)
-            bar.set_postfix(loss=f"{loss:.3f}")
+            size = len(batch["index"])
+            seen += size
+            loss_sum += loss * size
+            if hasattr(bar, "set_postfix"):  # a tqdm bar (terminal only)
+                bar.set_postfix(loss=f"{loss:.3f}")
             crash_point("step")
         seconds = time.perf_counter() - started
         # The logged loss is the mean over every rank's samples, not rank 0's share of them.
         loss_sum, seen = distributed.sum_over_ranks([loss_sum, seen], self.device)
         return {"stage": self.stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "lr": lr,
-                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds, "steps": len(self.sampler)}
+                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds, "steps": len(self.loader)}
 
-    def _step(self, indices: np.ndarray, lr: float, epoch: int, step: int) -> float:
+    def _step(self, batch: Batch, lr: float, epoch: int, step: int) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         labels = None
         if self.pseudo_labels is not None:
-            labels = self.pseudo_labels[torch.as_tensor(indices, device=self.device)]
+            labels = self.pseudo_labels[batch["index"]]
         with _autocast(self.device, self.config.amp):
-            loss = self.loss_fn(self.ddp_model, indices, labels)
+            loss = self.loss_fn(self.ddp_model, batch, labels)
         _check_finite(loss, self.stage_name, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -305,20 +311,20 @@ class _StageTrainer:
         return loss.item()
 
 
-def train(model: nn.Module, loss_fn: LossFn, sampler: BatchSampler, config: TrainConfig, stage_dir: Path,
+def train(model: nn.Module, loss_fn: LossFn, loader: Loader, config: TrainConfig, stage_dir: Path,
           pseudo_labels: torch.Tensor | None = None, stage_name: str = "stage", progress: bool = True,
           extra_state: nn.Module | None = None) -> None:
     """Train ``model`` for ``config.epochs`` epochs, resuming from ``stage_dir``'s checkpoint if any.
 
-    ``pseudo_labels`` (on the model's device, one per training sample) are indexed per batch and
-    passed to ``loss_fn``; None in stage 1. ``extra_state``: a module holding training state outside
+    ``pseudo_labels`` (on the model's device, one per training sample) are indexed by each batch's
+    ``"index"`` and passed to ``loss_fn``; None in stage 1. ``extra_state``: a module holding training state outside
     ``model`` that the loss updates (MoCo's queue and momentum encoder), checkpointed with it.
 
     After every epoch the checkpoint is written, then ``metrics.jsonl`` is rewritten (atomically)
     from the metrics the checkpoint holds, so after a crash and resume it has exactly one line per
     finished epoch.
     """
-    trainer = _StageTrainer(model, loss_fn, sampler, config, pseudo_labels, stage_name, progress)
+    trainer = _StageTrainer(model, loss_fn, loader, config, pseudo_labels, stage_name, progress)
     state = load_checkpoint(stage_dir, model, trainer.optimizer, trainer.scaler, extra_state) or TrainState()
     if state.epoch:
         logger.info("%s: resuming after epoch %d", stage_name, state.epoch)

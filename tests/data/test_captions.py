@@ -92,10 +92,12 @@ def test_captioned_trifeature_keeps_images_and_primed_cache(tmp_path: Path, monk
     for image in sorted((plain / "images").iterdir()):
         assert (root / "images" / image.name).read_bytes() == image.read_bytes()
 
+    import mcl.data.table.decode as decode_module
+
     def fail(path: Path, size: int) -> np.ndarray:
         raise AssertionError(f"decoded {path}")
 
-    monkeypatch.setattr(table_module, "_decode_image", fail)  # write_table's cache must still be valid
+    monkeypatch.setattr(decode_module, "decode_image", fail)  # write_table's cache must still be valid
     captioned = table_module.load_table(root, 16, progress=False)
     assert np.array_equal(captioned.images, table_module.load_table(plain, 16, progress=False).images)
     assert captioned.captions is not None and len(captioned.captions) == 16

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from mcl.data import ImageTable, load_table, write_table
-from mcl.data import table as table_module
+from mcl.data.table import decode as decode_module
 from mcl.errors import ConfigError, DataError
 
 
@@ -48,22 +48,22 @@ def small_table(tmp_path: Path) -> tuple[Path, np.ndarray]:
 def no_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make any image decode fail loudly, to prove that a load was served from the cache."""
 
-    def fail(path: Path, size: int) -> np.ndarray:
+    def fail(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
         raise AssertionError(f"decoded {path}")
 
-    monkeypatch.setattr(table_module, "_decode_image", fail)
+    monkeypatch.setattr(decode_module, "decode_image", fail)
 
 
 @pytest.fixture
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
-    real = table_module._decode_image
+    real = decode_module.decode_image
 
-    def counting(path: Path, size: int) -> np.ndarray:
+    def counting(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
         calls.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(table_module, "_decode_image", counting)
+    monkeypatch.setattr(decode_module, "decode_image", counting)
     return calls
 
 
@@ -276,3 +276,95 @@ def test_interrupted_write_leaves_no_table(
     with pytest.raises(OSError, match="disk full"):
         write_table(root, images, {"colour": ["x"] * 6}, ["train"] * 6)
     assert not (root / "labels.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------- issue 12
+
+
+@pytest.fixture
+def outside_table(tmp_path: Path) -> Path:
+    """A table whose line-3 path points into a sibling directory."""
+    _save(tmp_path / "other" / "images", "1.png", Image.new("RGB", (4, 4), (5, 6, 7)))
+    root = tmp_path / "table"
+    _save(root, "a.png", Image.new("RGB", (4, 4), (1, 1, 1)))
+    return _write_csv(root, "path\na.png\n../other/images/1.png\n")
+
+
+def test_path_outside_the_table_is_an_error(outside_table: Path) -> None:
+    with pytest.raises(DataError, match=r"labels\.csv line 3: column 'path': '\.\./other/images/1\.png' resolves to "
+                                        r".*other/images/1\.png, outside .*allow_outside_paths=True") as info:
+        load_table(outside_table, 4, progress=False)
+    assert "\n" not in str(info.value)
+    table = load_table(outside_table, 4, progress=False, allow_outside_paths=True)
+    assert (table.images[1] == [5, 6, 7]).all()
+
+
+@pytest.mark.parametrize("path", ["../../../../etc/hostname", "/etc/hostname", "images/../../x.png"])
+def test_escaping_paths_are_refused_before_reading(tmp_path: Path, path: str) -> None:
+    root = _write_csv(tmp_path / "t", f"path\n{path}\n")
+    with pytest.raises(DataError, match=rf"line 2: column 'path': {path!r}.* outside "):
+        load_table(root, 4, progress=False)
+
+
+def test_symlink_out_of_the_table_is_an_error(tmp_path: Path) -> None:
+    _save(tmp_path / "elsewhere", "x.png", Image.new("RGB", (4, 4)))
+    root = _write_csv(tmp_path / "t", "path\nlink.png\nsub/x.png\n")
+    (root / "link.png").symlink_to(tmp_path / "elsewhere" / "x.png")
+    with pytest.raises(DataError, match=r"line 2: column 'path': 'link\.png' resolves to .*elsewhere"):
+        load_table(root, 4, progress=False)
+    (root / "link.png").unlink()
+    _save(root, "real.png", Image.new("RGB", (4, 4)))
+    (root / "link.png").symlink_to(root / "real.png")  # a symlink inside the table is fine
+    (root / "sub").symlink_to(tmp_path / "elsewhere")  # a symlinked folder is followed too
+    with pytest.raises(DataError, match=r"line 3: column 'path': 'sub/x\.png' resolves to .*elsewhere"):
+        load_table(root, 4, progress=False)
+
+
+def test_absolute_path_inside_the_table_is_allowed(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    _save(root, "a.png", Image.new("RGB", (4, 4), (3, 3, 3)))
+    _write_csv(root, f"path\n{(root / 'a.png').resolve()}\n")
+    assert (load_table(root, 4, progress=False).images == 3).all()
+
+
+def test_non_bool_allow_outside_paths_is_a_config_error(small_table: tuple[Path, np.ndarray]) -> None:
+    with pytest.raises(ConfigError, match="allow_outside_paths"):
+        load_table(small_table[0], 8, allow_outside_paths="yes")  # type: ignore[arg-type]
+
+
+def test_resize_is_logged_once_with_the_size_range(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "sizes"
+    for name, size in (("a.png", 28), ("b.png", 64), ("c.png", 32), ("d.png", 40)):
+        _save(root, name, Image.new("RGB", (size, size)))
+    _write_csv(root, "path\na.png\nb.png\nc.png\nd.png\n")
+    for cached in (False, True):  # the second load reads the sizes from the cache
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mcl"):
+            load_table(root, 32, progress=False)
+        resized = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+        assert resized == [f"{root / 'labels.csv'}: images 28x28..64x64 resized to 32x32 (3 of 4)"], cached
+        assert caplog.records[0].levelno == logging.INFO
+
+
+def test_no_resize_no_log_and_rotation_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "same"
+    _save(root, "a.png", Image.new("RGB", (8, 8)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: a 40x20 JPEG is a 20x40 picture
+    Image.new("RGB", (40, 20)).save(root / "b.jpg", exif=exif)
+    _write_csv(root, "path\na.png\n")
+    with caplog.at_level(logging.INFO, logger="mcl"):
+        load_table(root, 8, progress=False)
+    assert "resized" not in caplog.text
+    _write_csv(root, "path\na.png\nb.jpg\n")
+    with caplog.at_level(logging.INFO, logger="mcl"):
+        load_table(root, 8, cache=False, progress=False)
+    assert "images 8x8..20x40 resized to 8x8 (1 of 2)" in caplog.text
+
+
+def test_non_utf8_labels_name_the_line(tmp_path: Path) -> None:
+    root = tmp_path / "latin"
+    root.mkdir()
+    (root / "labels.csv").write_bytes(b"\xef\xbb\xbfpath,colour\na.png,red\nb.png,rouge\xe9\n")  # BOM, then Latin-1
+    with pytest.raises(DataError, match=r"labels\.csv line 3: not UTF-8 text \(.* at byte \d+\); save the file as"):
+        load_table(root, 8, progress=False)

@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 
 import mcl
+from mcl.api import evaluate as evaluate_run
 from mcl.api import load_member, load_table_for, read_run_config
-from mcl.cli_multimodal import cmd_demo_multimodal, cmd_eval_mmvp
+from mcl.cli.demo import run_multimodal as cmd_demo_multimodal
+from mcl.cli.mmvp import run as cmd_eval_mmvp
 from mcl.evaluation.mmvp import write_mmvp_fixture
-from mcl.evaluation.multimodal_runner import compare, format_tables
-from mcl.evaluation.runner import evaluate_run
+from mcl.evaluation.tables import compare
 from mcl.evaluation.zeroshot import zeroshot_attributes
 from mcl.io import read_json
+from mcl.modalities import IMAGE_TEXT
 from mcl.multimodal import MultistageTwoTower
+
+format_tables = IMAGE_TEXT.format_results  # the multimodal tables (moved from multimodal_runner)
 
 pytestmark = pytest.mark.slow
 

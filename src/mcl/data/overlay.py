@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
 from mcl.errors import DataError
+from mcl.logging_utils import progress_bar
 
 GARMENTS = (
     "t-shirt",
@@ -194,17 +194,15 @@ def generate_overlay(
     corners = rng.integers(0, image_size - _digit_size(image_size) + 1, (n_train + n_test, 2))
 
     images = np.empty((n_train + n_test, image_size, image_size, 3), dtype=np.uint8)
-    bar = tqdm(total=len(images), disable=not progress, unit="img", desc="composing overlay")
     for split, rows, digit_pool in zip(
         ("train", "test"), _split_rows(n_train, n_test), digit_pools, strict=True
     ):
         garment_images, garment_labels = fashion[split]
         garments = _pick(rng, garment[rows], np.arange(len(garment_labels)), garment_labels)
         digits = _pick(rng, digit[rows], digit_pool, digit_labels)
-        for row, g, d in zip(range(rows.start, rows.stop), garments, digits, strict=True):
+        pairs = zip(range(rows.start, rows.stop), garments, digits, strict=True)
+        for row, g, d in progress_bar(pairs, f"composing overlay ({split})", progress, total=len(garments)):
             images[row] = _composite(garment_images[g], digit_images[d], tuple(corners[row]), image_size)
-            bar.update()
-    bar.close()
 
     names = {"garment": [GARMENTS[i] for i in garment], "digit": [DIGITS[i] for i in digit]}
     captions = [f"a {g} with the digit {d}" for g, d in zip(names["garment"], names["digit"], strict=True)]

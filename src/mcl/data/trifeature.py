@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
+from mcl.logging_utils import progress_bar
 
 SHAPES = (
     "triangle",
@@ -298,11 +298,10 @@ def _render_chunk(scenes: _Scenes, size: int) -> np.ndarray:
 def _render(scenes: _Scenes, size: int, progress: bool = False) -> np.ndarray:
     n = len(scenes.shape)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    with tqdm(total=n, disable=not progress, unit="img", desc="rendering trifeature") as bar:
-        for start in range(0, n, _CHUNK):
-            rows = slice(start, min(n, start + _CHUNK))
-            images[rows] = _render_chunk(scenes.chunk(rows), size)
-            bar.update(rows.stop - rows.start)
+    # A bar (on a terminal only) over chunks of _CHUNK images.
+    for start in progress_bar(range(0, n, _CHUNK), f"rendering trifeature ({n} images)", progress):
+        rows = slice(start, min(n, start + _CHUNK))
+        images[rows] = _render_chunk(scenes.chunk(rows), size)
     return images
 
 

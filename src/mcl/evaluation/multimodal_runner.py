@@ -21,54 +21,40 @@ Image-text data without attributes (img2dataset, WebDataset) gets the retrieval 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from mcl.api import (
-    finished_ensemble_members,
-    finished_stages,
-    load_member,
-    load_table_for,
-    read_run_config,
-    resolve_data,
-)
 from mcl.config import Config
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
 from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
-from mcl.evaluation.runner import format_table
-from mcl.evaluation.zeroshot import encode_images, retrieval_recall, zeroshot_attributes
-from mcl.io import write_json
-from mcl.multimodal import MultistageTwoTower
-from mcl.rundir import RunDirectory
-from mcl.stages import ENCODER_FILE
+from mcl.evaluation.zeroshot import retrieval_recall, zeroshot_attributes
+from mcl.multimodal import MultistageTwoTower, encode_images
+from mcl.run import RunDirectory
 
 logger = logging.getLogger("mcl")
 
 RETRIEVAL_PROBES = {"image_to_text": "retrieval-i2t", "text_to_image": "retrieval-t2i"}
 
 
-def two_tower_representations(run_dir: str | Path, config: Config) -> dict[str, MultistageTwoTower]:
-    """Every representation of a multimodal run to score, as (views of) :class:`MultistageTwoTower`."""
-    run = RunDirectory(run_dir)
-    stages = finished_stages(run_dir, config)
-    if stages == 0:
-        raise DataError(f"{run_dir}: no finished stage to evaluate; run 'mcl train' first")
-    models = [load_member(run_dir, f"stage-{s}", config) for s in range(1, stages + 1)]
-    has_stage0 = config.multimodal.stage0 and run.is_finished(run.stage_dir(0) / ENCODER_FILE)
-    stage0 = load_member(run_dir, "stage-0", config) if has_stage0 else None
-    include_stage0 = has_stage0 and config.multimodal.integrate_stage0
-    full = MultistageTwoTower(models, config.mcl.integration, stage0, include_stage0)
-    out = {"stage-0": full.select([0])} if has_stage0 else {}
-    out.update({f"stage-{s}": full.select([s]) for s in range(1, stages + 1)})
-    out.update({f"mcl-{k}": full.select(k) for k in range(1 if include_stage0 else 2, stages + 1)})
-    members = [models[0]]
-    for k in range(2, 2 + finished_ensemble_members(run_dir, config)):
-        members.append(load_member(run_dir, f"ensemble-{k}", config))
-        out[f"ensemble-{k}"] = MultistageTwoTower(list(members), config.mcl.integration)
+def two_tower_representations(run: RunDirectory, config: Config,
+                              load_member: Callable[[str], MultistageTwoTower]) -> dict[str, MultistageTwoTower]:
+    """Every representation of a multimodal run (:meth:`RunDirectory.representations`) as a two-tower model."""
+    include_stage0 = config.multimodal.integrate_stage0
+    loaded: dict[str, MultistageTwoTower] = {}
+    out = {}
+    for representation in run.representations(config, include_stage0=include_stage0):
+        for member in representation.members:
+            if member not in loaded:
+                loaded[member] = load_member(member)
+        # Single members too are wrapped: the integrated view is what mcl.load gives and what was always scored.
+        out[representation.name] = MultistageTwoTower([loaded[m] for m in representation.members],
+                                                      config.mcl.integration)
+    if not out:
+        raise DataError(f"{run.root}: no finished stage to evaluate; run 'mcl train' first")
     return out
 
 
@@ -116,46 +102,14 @@ def score_representation(name: str, model: MultistageTwoTower, train: ImageTable
     return rows
 
 
-def evaluate_multimodal_run(run_dir: str | Path, data: str | Path | None = None,
-                            progress: bool = True) -> dict[str, Any]:
-    """Score every representation of a multimodal run; writes and returns ``eval.json``'s content."""
-    run_dir = Path(run_dir)
-    config = resolve_data(read_run_config(run_dir), run_dir, data, progress)
-    table = load_table_for(config, progress)
-    train, test = table.subset("train"), table.subset("test")
-    if len(test) == 0:
-        raise DataError(f"{config.data.path}/labels.csv: no rows with split=test to evaluate on")
+def evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, test: ImageTable,
+                        load_member: Callable[[str], MultistageTwoTower]) -> list[dict[str, Any]]:
+    """Every row (zero-shot, paired, linear, retrieval) of every representation of a multimodal run."""
     benchmarks = paired_benchmarks(test, config) if test.attribute_names() else {}
     rows = []
-    for name, model in two_tower_representations(run_dir, config).items():
+    for name, model in two_tower_representations(run, config, load_member).items():
         model_rows = score_representation(name, model, train, test, config, benchmarks)
         logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
                                                for r in model_rows))
         rows += model_rows
-    result = {"kind": "multimodal", "data": config.data.path, "train_rows": len(train), "test_rows": len(test),
-              "rows": rows}
-    write_json(run_dir / "eval.json", result)
-    return result
-
-
-def format_tables(result: dict[str, Any]) -> str:
-    """Percentages per representation: one table per attribute probe, one for retrieval."""
-    probes = list(dict.fromkeys(r["probe"] for r in result["rows"]))
-    tables = [format_table(result, probe) for probe in ("zeroshot", "paired", "linear") if probe in probes]
-    retrieval = [{**r, "attribute": r["probe"].removeprefix("retrieval-"), "probe": "retrieval"} for r in result["rows"]
-                 if r["probe"].startswith("retrieval-")]
-    if retrieval:
-        tables.append(format_table({"rows": retrieval}, "retrieval"))
-    return "\n\n".join(tables)
-
-
-def compare(result: dict[str, Any], probe: str, first: str, second: str) -> str:
-    """One line per attribute: ``probe`` accuracy (%) of two representations and the difference."""
-    lookup = {(r["representation"], r["attribute"]): r["accuracy"] for r in result["rows"] if r["probe"] == probe}
-    attributes = list(dict.fromkeys(a for _, a in lookup))
-    lines = [f"{probe}: {first} -> {second}"]
-    for attribute in attributes:
-        if (first, attribute) in lookup and (second, attribute) in lookup:
-            a, b = 100 * lookup[(first, attribute)], 100 * lookup[(second, attribute)]
-            lines.append(f"  {attribute:<10} {a:6.1f} -> {b:6.1f}  ({b - a:+.1f})")
-    return "\n".join(lines)
+    return rows

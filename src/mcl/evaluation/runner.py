@@ -1,4 +1,8 @@
-"""``mcl eval``: per-attribute probes for each stage, MCL after each stage, and the references.
+"""Evaluation of image (unimodal) runs: per-attribute probes of each stage, of MCL, and of the references.
+
+:func:`evaluate_images` scores the representations a run holds (listed by
+:meth:`mcl.run.RunDirectory.representations`), loading models through the function it is given;
+``mcl eval`` reaches it through the run's modality (:mod:`mcl.modalities`).
 
 Representations (rows of ``eval.json``):
 
@@ -14,35 +18,26 @@ Representations (rows of ``eval.json``):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from mcl.api import (
-    build_stage_encoder,
-    finished_ensemble_members,
-    finished_stage_numbers,
-    load_member,
-    load_table_for,
-    read_run_config,
-    resolve_data,
-)
 from mcl.config import Config
-from mcl.errors import DataError
+from mcl.data.table import ImageTable
 from mcl.evaluation.probes import knn_probe, linear_probe
 from mcl.integration import MultistageEncoder, integrate
-from mcl.io import write_json
-from mcl.stages import stage_seed
+from mcl.run import RunDirectory
 
 logger = logging.getLogger("mcl")
 
 Features = tuple[torch.Tensor, torch.Tensor]  # (train rows, test rows)
 
 
-def _raw_features(model: torch.nn.Module, train_images: np.ndarray, test_images: np.ndarray) -> Features:
+def _raw_features(model: nn.Module, train_images: np.ndarray, test_images: np.ndarray) -> Features:
     """One model's raw (un-normalised) backbone features: what :func:`integrate` combines across stages."""
     encoder = MultistageEncoder([model])
     return (torch.from_numpy(encoder.embed_stages(train_images)[0]),
@@ -61,70 +56,41 @@ def _integrated(raw_parts: list[Features], mode: str) -> Features:
     return integrate([p[0] for p in raw_parts], mode), integrate([p[1] for p in raw_parts], mode)
 
 
-def representations(run_dir: Path, config: Config, train_images: np.ndarray,
-                    test_images: np.ndarray) -> dict[str, Features]:
-    """Every representation to probe, as (train, test) feature matrices."""
-    stages = finished_stage_numbers(run_dir, config)
-    # Raw features, integrated afterwards like MultistageEncoder: with concat-then-normalize the
-    # stages' relative norms matter, so mcl-k is not built from already normalised parts.
-    raw = {s: _raw_features(load_member(run_dir, f"stage-{s}", config), train_images, test_images) for s in stages}
-    mode = config.mcl.integration
-    out: dict[str, Features] = {f"stage-{s}": _integrated([f], mode) for s, f in raw.items()}
-    for k in range(2, len(stages) + 1):
-        out[f"mcl-{k}"] = _integrated([raw[s] for s in range(1, k + 1)], mode)
-    members = [raw[1]] if stages else []
-    for k in range(2, 2 + finished_ensemble_members(run_dir, config)):
-        members.append(_raw_features(load_member(run_dir, f"ensemble-{k}", config), train_images, test_images))
-        out[f"ensemble-{k}"] = _integrated(members, mode)
-    if config.eval.references:
-        torch.manual_seed(stage_seed(config, 999))
-        random_init = _raw_features(build_stage_encoder(config).eval(), train_images, test_images)
-        out["random-init"] = _integrated([random_init], mode)
+def representations(run: RunDirectory, config: Config, train_images: np.ndarray, test_images: np.ndarray,
+                    load_member: Callable[[str], nn.Module],
+                    untrained: Callable[[], nn.Module] | None = None) -> dict[str, Features]:
+    """Every representation to probe, as (train, test) feature matrices.
+
+    ``load_member("stage-2")`` gives a trained member; ``untrained()`` the ``random-init`` reference
+    (with ``eval.references``, which also adds raw ``pixels``).
+    """
+    raw: dict[str, Features] = {}  # each member embedded once, integrated afterwards like MultistageEncoder:
+    # with concat-then-normalize the stages' relative norms matter, so mcl-k is not built from normalised parts.
+    out: dict[str, Features] = {}
+    for representation in run.representations(config):
+        for member in representation.members:
+            if member not in raw:
+                raw[member] = _raw_features(load_member(member), train_images, test_images)
+        out[representation.name] = _integrated([raw[m] for m in representation.members], config.mcl.integration)
+    if config.eval.references and untrained is not None:
+        out["random-init"] = _integrated([_raw_features(untrained(), train_images, test_images)],
+                                         config.mcl.integration)
         out["pixels"] = (_pixels(train_images), _pixels(test_images))
     return out
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Probe every representation on every attribute; writes and returns ``eval.json``'s content.
-
-    Multimodal runs are scored by :func:`mcl.evaluation.multimodal_runner.evaluate_multimodal_run`.
-    """
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    if config.multimodal.enabled:
-        from mcl.evaluation.multimodal_runner import evaluate_multimodal_run  # imports this module
-
-        return evaluate_multimodal_run(run_dir, data, progress)
-    config = resolve_data(config, run_dir, data, progress)
-    table = load_table_for(config, progress)
-    train, test = table.subset("train"), table.subset("test")
-    if len(test) == 0:
-        raise DataError(f"{config.data.path}/labels.csv: no rows with split=test to score the probes on")
-    if not table.attribute_names():
-        raise DataError(f"{config.data.path}/labels.csv: no attribute columns to evaluate")
+def evaluate_images(run: RunDirectory, config: Config, train: ImageTable, test: ImageTable,
+                    load_member: Callable[[str], nn.Module],
+                    untrained: Callable[[], nn.Module] | None = None) -> list[dict[str, Any]]:
+    """Linear and kNN probe rows of every representation on every attribute of ``test``."""
     rows = []
-    for name, (train_x, test_x) in representations(run_dir, config, train.images, test.images).items():
-        for attribute in table.attribute_names():
+    features = representations(run, config, train.images, test.images, load_member, untrained)
+    for name, (train_x, test_x) in features.items():
+        for attribute in test.attribute_names():
             y_train, y_test = train.attributes[attribute], test.attributes[attribute]
             linear = linear_probe(train_x, y_train, test_x, y_test, config.eval.linear_c, config.eval.linear_max_iter)
             knn = knn_probe(train_x, y_train, test_x, y_test, config.eval.knn_k)
             rows.append({"representation": name, "attribute": attribute, "probe": "linear", "accuracy": linear})
             rows.append({"representation": name, "attribute": attribute, "probe": "knn", "accuracy": knn})
             logger.info("%s %s linear=%.3f knn=%.3f", name, attribute, linear, knn)
-    result = {"data": config.data.path, "train_rows": len(train), "test_rows": len(test), "rows": rows}
-    write_json(run_dir / "eval.json", result)
-    return result
-
-
-def format_table(result: dict[str, Any], probe: str = "linear") -> str:
-    """Accuracy (%) per representation (rows) and attribute (columns) for one probe."""
-    rows = [r for r in result["rows"] if r["probe"] == probe]
-    attributes = list(dict.fromkeys(r["attribute"] for r in rows))
-    names = list(dict.fromkeys(r["representation"] for r in rows))
-    lookup = {(r["representation"], r["attribute"]): r["accuracy"] for r in rows}
-    width = max([len(n) for n in names] + [14])
-    lines = [f"{probe + ' probe':<{width}}  " + "  ".join(f"{a:>8}" for a in attributes)]
-    for name in names:
-        cells = "  ".join(f"{100 * lookup[(name, a)]:8.1f}" for a in attributes)
-        lines.append(f"{name:<{width}}  {cells}")
-    return "\n".join(lines)
+    return rows

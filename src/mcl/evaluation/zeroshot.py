@@ -1,6 +1,6 @@
 """Zero-shot classification per attribute and image-text retrieval for any two-tower model.
 
-Works with every model of the :mod:`mcl.models.clip` interface (``encode_image`` on [0, 1] images,
+Works with every model of the :mod:`mcl.models.two_tower` interface (``encode_image`` on [0, 1] images,
 ``tokenize`` + ``encode_text``). Embeddings are computed in batches, under ``no_grad``, in eval mode
 (the model's previous mode is restored), and L2-normalised.
 
@@ -15,61 +15,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from mcl.augment import to_float_images
 from mcl.data.captions import ZEROSHOT_TEMPLATES, zeroshot_prompts
 from mcl.data.table import ImageTable
+from mcl.embedding import ImageBatch, encode_images, encode_texts
 from mcl.errors import DataError
-from mcl.models import evaluating
-from mcl.models.clip import tokens_to
 from mcl.objectives.core import l2_normalize
-
-ImageBatch = np.ndarray | torch.Tensor
-
-
-def images_to_tensor(images: ImageBatch) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` (array or tensor) -> float ``(N, 3, H, W)`` in [0, 1]; float NCHW passes."""
-    # torch.tensor copies: table images are often read-only memory maps.
-    tensor = torch.tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
-    if tensor.dtype == torch.uint8:
-        if tensor.ndim != 4 or tensor.shape[-1] != 3:
-            raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(tensor.shape)}")
-        return to_float_images(tensor)
-    if tensor.ndim != 4 or tensor.shape[1] != 3:
-        raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got {tuple(tensor.shape)}")
-    return tensor.float()
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _encode_batched(model: nn.Module, items: ImageBatch | Sequence[str], batch_size: int,
-                    encode: Callable[[Any, torch.device], torch.Tensor]) -> torch.Tensor:
-    """L2-normalised ``(N, D)`` float32 CPU embeddings of ``encode(items[batch], device)``, batch by batch."""
-    device, out = _device(model), []
-    with evaluating(model):
-        for start in range(0, len(items), batch_size):
-            out.append(l2_normalize(encode(items[start:start + batch_size], device)).cpu())
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def encode_images(model: nn.Module, images: ImageBatch, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised ``(N, D)`` float32 image embeddings on the CPU."""
-    return _encode_batched(model, images, batch_size,
-                           lambda batch, device: model.encode_image(images_to_tensor(batch).to(device)))
-
-
-def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised ``(N, D)`` float32 text embeddings on the CPU."""
-    return _encode_batched(model, texts, batch_size,
-                           lambda batch, device: model.encode_text(tokens_to(model.tokenize(list(batch)), device)))
 
 
 def class_embeddings(model: nn.Module, prompts_per_class: Sequence[Sequence[str]],

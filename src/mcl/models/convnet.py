@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mcl.models.backbones import register_backbone
+
 
 def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
@@ -14,6 +16,7 @@ def _conv_block(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
     )
 
 
+@register_backbone("convnet")
 class ConvNet(nn.Module):
     """Four conv-BN-ReLU stages (widths 32-64-128-256 times ``width``), global average pool.
 

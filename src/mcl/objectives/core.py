@@ -56,6 +56,20 @@ def same_group_mask(anchor_groups: torch.Tensor | None, candidate_groups: torch.
     return anchor_groups[:, None] == candidate_groups[None, :]
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if it is half/bfloat16, else unchanged (float32 and float64 keep their precision).
+
+    The losses compute their logits in at least float32: a logit of 1/0.07 exponentiated inside
+    ``logsumexp`` loses most of fp16's 10 mantissa bits, and fp16 overflows at 65504.
+    """
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows in float32 (fp16's eps underflows and turns zero rows into NaN)."""
-    return F.normalize(x.float(), dim=-1, eps=1e-8)
+    """L2-normalise rows, returning ``x``'s dtype (float64 stays float64, for exact parity checks).
+
+    Half/bfloat16 rows are normalised in float32 and cast back: squaring in fp16 overflows for
+    entries above ~256 and underflows below ~1e-4, and an eps of 1e-8 is 0 in fp16, which would
+    turn an all-zero row into 0/0 = NaN. Call ``l2_normalize(upcast(x))`` to keep the float32 result.
+    """
+    return F.normalize(upcast(x), dim=-1, eps=1e-8).to(x.dtype)

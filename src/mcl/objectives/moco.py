@@ -19,11 +19,13 @@ from torch import nn
 from mcl import distributed
 from mcl.models import unwrap_model
 from mcl.objectives.core import info_nce, l2_normalize, same_group_mask
+from mcl.objectives.registry import register_objective
 
 EMPTY = -1
 """Pseudo-label of a queue slot that holds no key yet."""
 
 
+@register_objective("moco")
 class MoCoLoss(nn.Module):
     r"""Momentum-contrast InfoNCE with a labelled queue of negatives.
 
@@ -92,7 +94,7 @@ class MoCoLoss(nn.Module):
                 indices: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of the local queries against the global batch's keys and the queue."""
         local_rows, device = queries.shape[0], queries.device
-        batch_keys = distributed.gather_no_grad(l2_normalize(keys.detach()))
+        batch_keys = distributed.gather_no_grad(l2_normalize(keys.detach().float()))  # the queue is float32
         offset = distributed.local_offset(local_rows, device)
         positive_index = torch.arange(local_rows, device=device) + offset
         labels = None if pseudo_labels is None else distributed.gather_no_grad(pseudo_labels)
@@ -102,7 +104,7 @@ class MoCoLoss(nn.Module):
         if self.queue.shape[0]:
             candidates = torch.cat([batch_keys, self.queue])
             mask = torch.cat([in_batch, self._queue_mask(pseudo_labels, indices, local_rows)], dim=1)
-        logits = l2_normalize(queries) @ candidates.T / self.temperature
+        logits = l2_normalize(queries.float()) @ candidates.T / self.temperature
         return info_nce(logits, positive_index, mask)
 
     def _queue_mask(self, pseudo_labels: torch.Tensor | None, indices: torch.Tensor | None,
@@ -119,7 +121,7 @@ class MoCoLoss(nn.Module):
         """Add the global batch's keys (gathered from all ranks) to the ring buffer, oldest out first."""
         if self.queue_size == 0:
             return
-        keys = distributed.gather_no_grad(l2_normalize(keys.detach()))
+        keys = distributed.gather_no_grad(l2_normalize(keys.detach().float()))
         rows, device = keys.shape[0], keys.device
         if pseudo_labels is None:  # stage 1: one group
             labels = torch.zeros(rows, dtype=torch.long, device=device)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.objectives.core import info_nce, l2_normalize, same_group_mask
+from mcl.objectives.core import info_nce, l2_normalize, same_group_mask, upcast
+from mcl.objectives.registry import register_objective
 
 
 def two_view_targets(
@@ -23,6 +24,8 @@ def two_view_targets(
     return positive_index, self_index
 
 
+@register_objective("ntxent")
+@register_objective("simclr")
 class NTXentLoss(nn.Module):
     r"""Normalised temperature-scaled cross entropy (SimCLR), optionally decoupled (DCL).
 
@@ -58,6 +61,9 @@ class NTXentLoss(nn.Module):
     ) -> torch.Tensor:
         """Loss of the local anchors against the (global) two-view batch."""
         local_rows, device = z_a.shape[0], z_a.device
+        z_a, z_b = upcast(z_a), upcast(z_b)  # float32 at least, float64 kept
+        # Anchors and candidates are normalised separately (not one shared tensor): the autograd graph,
+        # and so every result, stays bit for bit what earlier versions computed.
         anchors = torch.cat([l2_normalize(z_a), l2_normalize(z_b)])
         all_a = distributed.gather_with_grad(l2_normalize(z_a))
         all_b = distributed.gather_with_grad(l2_normalize(z_b))
@@ -78,6 +84,7 @@ class NTXentLoss(nn.Module):
         return info_nce(logits, positive_index, mask, decoupled=self.decoupled)
 
 
+@register_objective("dcl")
 class DCLLoss(NTXentLoss):
     r"""Decoupled contrastive loss: NT-Xent without the positive in the denominator.
 

@@ -1,0 +1,103 @@
+"""What every ``mcl`` command shares: the config directory, common options, logging, phase timings.
+
+One definition each of :data:`CONFIG_DIR`, ``--quiet`` (:func:`add_quiet`), ``--set``
+(:func:`add_set`) and ``--log`` (:func:`add_log`). :func:`setup_logging` sends the ``mcl`` logger
+to stderr as ``[mcl] message``; under ``torchrun`` (``RANK`` > 0) a rank logs warnings and errors
+only, so a run on 8 GPUs reads like a run on one. :func:`format_phase_times` turns
+:data:`mcl.logging_utils.PHASE_TIMES` into the table ``mcl demo`` ends with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mcl.logging_utils import LOGGERS
+
+logger = logging.getLogger("mcl")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the configs shipped inside the package
+LOG_FORMAT = "[mcl] %(message)s"
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``: no progress bars (bars are drawn only on a terminal anyway)."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (drawn only on a terminal anyway)")
+
+
+def add_set(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable): config overrides, e.g. ``--set train.epochs=2``."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. train.epochs=2 (repeatable)")
+
+
+def add_log(parser: argparse.ArgumentParser) -> None:
+    """``--log tensorboard``: extra metric sinks besides ``metrics.jsonl``."""
+    parser.add_argument("--log", action="append", default=[], choices=LOGGERS,
+                        help="also log epoch metrics to TensorBoard (RUN_DIR/tensorboard); metrics.jsonl is "
+                             "always written")
+
+
+class RankFilter(logging.Filter):
+    """Let every record through on rank 0; on other ranks only WARNING and above."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True if the record is logged."""
+        return self.rank == 0 or record.levelno >= logging.WARNING
+
+
+def process_rank(environ: Mapping[str, str] | None = None) -> int:
+    """This process's global rank under torchrun (``RANK``), 0 when not distributed or unreadable."""
+    value = (os.environ if environ is None else environ).get("RANK", "0")
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """``mcl`` logger -> stderr (DEBUG with ``verbose``, else INFO); ranks > 0 log warnings only."""
+    rank = process_rank()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT if rank == 0 else f"[mcl rank {rank}] %(message)s"))
+    handler.addFilter(RankFilter(rank))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def init_distributed() -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def format_phase_times(times: Sequence[tuple[str, float]], total: float) -> str:
+    """A table of ``(label, seconds)`` phases, the time outside them (``other``) and the ``total``.
+
+    >>> print(format_phase_times([("stage-1 train", 12.0)], 13.5))
+    time per phase:
+      stage-1 train    12.0 s
+      other             1.5 s
+      total            13.5 s
+    """
+    other = max(0.0, total - sum(seconds for _, seconds in times))
+    rows = [*times, ("other", other), ("total", total)]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = ["time per phase:"] + [f"  {label:<{width}}{seconds:6.1f} s" for label, seconds in rows]
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""From a config's ``data`` section to an image table on disk: generate, import or point at it.
+
+:func:`resolve_data` fixes ``data.path`` (generating a synthetic set into ``RUN_DIR/data`` once, or
+importing img2dataset / WebDataset pairs there once); :func:`load_table_for` opens the table it points
+to; :func:`data_fingerprint` identifies the training data for resume checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from mcl import distributed
+from mcl.config import WEB_SOURCES, Config
+from mcl.errors import ConfigError
+from mcl.run import DATA_DIR
+
+logger = logging.getLogger("mcl")
+
+
+def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = None, progress: bool = True) -> Config:
+    """Fix ``data.path`` (generating the data set if needed) and return the updated config.
+
+    ``data_dir`` overrides the config's data set with an image-table directory.
+    """
+    from mcl.data import GENERATORS
+
+    data = config.data
+    if data_dir is not None:
+        data = replace(data, source="table", path=str(Path(data_dir).resolve()))
+    if data.source == "table":
+        if data.path is None:
+            raise ConfigError("config key 'data.path': required when data.source is 'table' (or pass --data DIR)")
+        return replace(config, data=data)
+    if data.source in WEB_SOURCES:
+        return _import_image_text(config, run_dir, progress)
+    target = Path(data.path) if data.path else run_dir / DATA_DIR
+    # Only captioned Trifeature takes caption options; the other generators have none.
+    options = {"drop_prob": config.multimodal.caption_drop_prob} if data.source == "captioned-trifeature" else {}
+    _write_table_once(target, f"generating the {data.source} data set in {target}", lambda: GENERATORS[data.source](
+        target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size, seed=data.seed,
+        progress=progress, **options))
+    return replace(config, data=replace(data, path=str(target.resolve())))
+
+
+def _write_table_once(target: Path, message: str, write: Callable[[], object]) -> None:
+    """Run ``write`` (which creates the image table ``target``) on rank 0 unless the table exists; all wait."""
+    if not (target / "labels.csv").exists() and distributed.is_main_process():
+        logger.info("%s", message)
+        write()
+    distributed.barrier()
+
+
+def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
+    """img2dataset/WebDataset pairs, imported once into ``RUN_DIR/data``; the config then points at that table."""
+    from mcl.data.captions import import_image_text
+
+    data = config.data
+    target = run_dir / DATA_DIR
+    _write_table_once(target, f"importing {data.source} pairs from {data.path} into {target}",
+                      lambda: import_image_text(data.source, data.path, target, data.n_train, data.n_test,
+                                                data.image_size, data.on_bad_image, progress))
+    return replace(config, data=replace(data, source="table", path=str(target.resolve())))
+
+
+def load_table_for(config: Config, progress: bool = True):
+    """The images a (resolved) config points to: an image table, or an ImageFolder layout (no labels.csv)."""
+    from mcl.data.sources import open_source
+
+    data = config.data
+    return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress)
+
+
+def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:
+    """Identity of the training data for resume checks: row count and the labels.csv (or folder listing) digest."""
+    from mcl.data.sources import source_digest
+
+    return {"train_rows": train_rows, "labels_sha256": source_digest(config.data.path)[:16]}

@@ -1,0 +1,158 @@
+"""Decoding image files into uint8 RGB ``(size, size, 3)`` arrays, in parallel, with a size summary.
+
+Any Pillow mode becomes RGB (16-bit grey rescaled to 8 bits, palette transparency and alpha dropped
+like torchvision's loader), EXIF orientation is applied, and the image is resized to ``size x size``
+with Pillow's antialiased bilinear filter (aspect ratio not kept; JPEGs are first DCT-downscaled).
+Changing any of this changes every decoded pixel: bump ``cache._CACHE_VERSION`` with it.
+
+:func:`decode_all` also reports the smallest and largest original size and how many images were
+resized, so that loading logs one line such as ``images 28x28..64x64 resized to 32x32 (120 of 200)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from mcl.data.table.core import Rows
+from mcl.errors import one_line
+
+logger = logging.getLogger("mcl")
+
+# Bounds the number of pending futures (and tqdm updates) when decoding huge tables.
+_DECODE_CHUNK = 4096
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+@dataclass
+class BadImage:
+    """A row whose image could not be decoded, and why."""
+
+    row: int
+    path: str
+    reason: str
+
+
+@dataclass
+class ImageSizes:
+    """Original sizes ``(width, height)`` of the decoded images: extremes by area, and how many were resized."""
+
+    smallest: tuple[int, int]
+    largest: tuple[int, int]
+    resized: int
+    total: int
+
+    def add(self, size: tuple[int, int], resized: bool) -> None:
+        """Account for one more decoded image of original ``size``."""
+        if _area(size) < _area(self.smallest):
+            self.smallest = size
+        if _area(size) > _area(self.largest):
+            self.largest = size
+        self.resized += resized
+        self.total += 1
+
+    def log(self, origin: Path, size: int) -> None:
+        """Log one INFO line on logger ``mcl`` when any image was resized."""
+        if not self.resized:
+            return
+        low, high = (f"{w}x{h}" for w, h in (self.smallest, self.largest))
+        found = low if low == high else f"{low}..{high}"
+        logger.info("%s: images %s resized to %dx%d (%d of %d)", origin, found, size, size, self.resized,
+                    self.total)
+
+    @classmethod
+    def from_json(cls, stored: object) -> ImageSizes | None:
+        """The value :func:`dataclasses.asdict` stored in a cache file; None when absent or malformed."""
+        if not isinstance(stored, dict):
+            return None
+        try:
+            smallest, largest = (tuple(int(v) for v in stored[key]) for key in ("smallest", "largest"))
+            return cls(smallest, largest, int(stored["resized"]), int(stored["total"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _area(size: tuple[int, int]) -> tuple[int, int, int]:
+    return (size[0] * size[1], *size)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB."""
+    if image.mode in _WIDE_GREY_MODES:
+        # Pillow clips (rather than rescales) 16-bit grey to 8 bits, which would turn most pixels white.
+        grey = np.asarray(image, dtype=np.float32) / 257.0
+        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    elif image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # Pillow warns when palette transparency is dropped directly
+    # Alpha is dropped, not composited, like torchvision's default image loader.
+    return image.convert("RGB")
+
+
+def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image of any mode/size into uint8 RGB ``(size, size, 3)`` (aspect ratio not kept).
+
+    Also returns the image's original ``(width, height)`` (after EXIF rotation).
+    """
+    with Image.open(path) as image:
+        original = image.size
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))  # DCT-domain downscaling: much faster for big photos
+        drafted = image.size
+        rgb = to_rgb(ImageOps.exif_transpose(image))
+    if rgb.size != drafted:
+        original = original[::-1]  # EXIF rotated the image by 90 degrees
+    if rgb.size != (size, size):
+        # Bilinear resampling in Pillow widens its kernel when shrinking, so it is antialiased.
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8), original
+
+
+def failure_reason(exc: Exception) -> str:
+    """A short, one-line reason for a failed decode."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    text = one_line(exc) or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+def decode_all(
+    root: Path, rows: Rows, size: int, out: np.ndarray, progress: bool, fail_fast: bool
+) -> tuple[list[BadImage], ImageSizes | None]:
+    """Decode every row into ``out``; return the unreadable ones (only the first when ``fail_fast``) and the
+    original sizes of the readable ones (None when none was readable)."""
+
+    def decode(row: int) -> BadImage | tuple[int, int]:
+        try:
+            out[row], original = decode_image(root / rows.paths[row], size)
+        except Exception as exc:  # Pillow raises many unrelated types for corrupt files
+            return BadImage(row, rows.paths[row], failure_reason(exc))
+        return original
+
+    bad: list[BadImage] = []
+    sizes: ImageSizes | None = None
+    n = len(rows.paths)
+    workers = min(8, os.cpu_count() or 1)
+    with (
+        ThreadPoolExecutor(workers) as pool,
+        tqdm(total=n, disable=not progress, unit="img", desc=f"decoding {root.name}") as bar,
+    ):
+        for start in range(0, n, _DECODE_CHUNK):
+            for result in pool.map(decode, range(start, min(n, start + _DECODE_CHUNK))):
+                bar.update()
+                if isinstance(result, BadImage):
+                    bad.append(result)
+                    if fail_fast:
+                        pool.shutdown(cancel_futures=True)
+                        return bad, sizes
+                elif sizes is None:
+                    sizes = ImageSizes(result, result, int(result != (size, size)), 1)
+                else:
+                    sizes.add(result, result != (size, size))
+    return bad, sizes

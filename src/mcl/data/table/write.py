@@ -1,0 +1,150 @@
+"""Writing image tables (PNGs + ``labels.csv``) and the helpers the synthetic generators share.
+
+``write_table(dir, images, {"shape": [...]}, ["train", ...])`` writes ``dir/images/000000.png ...``
+then ``dir/labels.csv`` (atomically, last), and primes the decode cache for square images so that
+the first :func:`~mcl.data.table.load.load_table` at the written size decodes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from mcl.data.table.cache import cache_files, cache_key, write_cache_meta
+from mcl.data.table.core import LABELS_FILE, RESERVED_COLUMNS, SPLITS
+from mcl.data.table.decode import ImageSizes
+from mcl.data.table.labels import read_labels
+from mcl.errors import ConfigError
+from mcl.io import atomic_open, write_bytes
+
+
+def write_table(
+    directory: str | os.PathLike,
+    images: np.ndarray,
+    attributes: dict[str, list[str]],
+    split: list[str],
+    captions: list[str] | None = None,
+    *,
+    progress: bool = False,
+) -> Path:
+    """Write ``images`` (uint8 ``(N, H, W, 3)``) as an image table and return its directory.
+
+    PNGs go to ``directory/images/000000.png ...``; ``labels.csv`` is written last (atomically), so
+    an interrupted write leaves no table. Square images also prime the decode cache for size ``H``.
+    """
+    n = _check_write_args(images, attributes, split, captions)
+    root = Path(directory)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    labels_path = root / LABELS_FILE
+    labels_path.unlink(missing_ok=True)  # a table being rewritten must not look complete before it is
+    paths = [f"images/{row:06d}.png" for row in range(n)]
+    _write_pngs(root, paths, images, progress)
+    write_bytes(labels_path, _labels_csv(paths, split, captions, attributes))
+    if images.shape[1] == images.shape[2]:
+        _prime_cache(root, images)
+    return root
+
+
+def _check_write_args(
+    images: np.ndarray, attributes: dict[str, list[str]], split: Sequence[str], captions: Sequence[str] | None
+) -> int:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[3] != 3
+    ):
+        raise ValueError("images must be a uint8 array of shape (N, H, W, 3)")
+    n = len(images)
+    columns = {"split": split, **({"caption": captions} if captions is not None else {}), **attributes}
+    for name, column in columns.items():
+        if len(column) != n:
+            raise ValueError(f"column {name!r} has {len(column)} values for {n} images")
+    reserved = sorted(set(attributes) & set(RESERVED_COLUMNS))
+    if reserved:
+        raise ValueError(f"attribute names {reserved} are reserved column names")
+    unknown = sorted(set(split) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"split values must be 'train' or 'test', got {unknown}")
+    return n
+
+
+def _write_pngs(root: Path, paths: list[str], images: np.ndarray, progress: bool) -> None:
+    def write(row: int) -> None:
+        Image.fromarray(np.ascontiguousarray(images[row]), "RGB").save(root / paths[row])
+
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        # list() re-raises the first write error here.
+        list(
+            tqdm(
+                pool.map(write, range(len(paths))),
+                total=len(paths),
+                disable=not progress,
+                unit="img",
+                desc=f"writing {root.name}",
+            )
+        )
+
+
+def _labels_csv(
+    paths: list[str], split: Sequence[str], captions: Sequence[str] | None, attributes: dict[str, list[str]]
+) -> bytes:
+    columns: dict[str, Sequence[str]] = {"path": paths, "split": split}
+    if captions is not None:
+        columns["caption"] = captions
+    columns.update(attributes)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(zip(*columns.values(), strict=True))
+    return buffer.getvalue().encode()
+
+
+def _prime_cache(root: Path, images: np.ndarray) -> None:
+    # PNG is lossless and no resize happens at the written size, so this equals what decoding would give.
+    n, size = images.shape[:2]
+    npy, meta = cache_files(root, size)
+    with contextlib.suppress(OSError):
+        key = cache_key(root, read_labels(root), size)
+        with atomic_open(npy) as handle:
+            np.save(handle, np.ascontiguousarray(images))
+        sizes = ImageSizes((size, size), (size, size), 0, n) if n else None
+        write_cache_meta(meta, key, [], sizes)
+
+
+# ---------------------------------------------------------------------------------------------- generators
+
+
+def check_generator_args(n_train: int, n_test: int, image_size: int, min_size: int = 8) -> None:
+    """Raise :class:`ConfigError` unless the sizes of a synthetic data set make sense."""
+    for name, value, low in (
+        ("n_train", n_train, 0),
+        ("n_test", n_test, 0),
+        ("image_size", image_size, min_size),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name}: got {value!r}; expected an integer >= {low}")
+    if n_train + n_test == 0:
+        raise ConfigError("n_train + n_test: got 0; expected at least one image")
+
+
+def split_column(n_train: int, n_test: int) -> list[str]:
+    """``n_train`` times 'train' then ``n_test`` times 'test'."""
+    return ["train"] * n_train + ["test"] * n_test
+
+
+def balanced_codes(rng: np.random.Generator, n_train: int, n_test: int, n_values: int) -> np.ndarray:
+    """Codes ``0..n_values-1`` in random order, each as frequent as possible within each split."""
+    return np.concatenate([rng.permutation(np.arange(n) % n_values) for n in (n_train, n_test)]).astype(
+        np.int64
+    )

@@ -1,0 +1,130 @@
+"""Standalone MCL pseudo-labelling: per-stage k-means clusters in, next stage's pseudo-labels out.
+
+Plain arrays only (no config, no run directory), so the same code serves :mod:`mcl.stages`, the
+``mcl cluster`` command and any other training loop.
+
+Algorithm, after stages 1..s (``N`` samples; stage ``t`` clustered into ``K_t`` clusters):
+
+1. **Cluster** each stage's embeddings ``(N, D_t)`` with k-means (:func:`cluster_stage`):
+   cluster ids ``c_t`` of shape ``(N,)`` and centroids ``(K_t, D_t)``.
+2. **Combine** the ids of *all* stages so far (:func:`mcl.sampling.combine_cluster_labels`):
+   ``g = g * K_t + c_t``, relabelled to ``0..G-1`` in code order, so two samples share a
+   pseudo-label only if they shared a cluster in every stage.
+3. **Merge small groups**: a group's centroid is its members' cluster centroids of every stage,
+   concatenated (``(G, sum D_t)``, :func:`mcl.sampling.group_centroids`); every group with fewer
+   than ``min_group_size`` samples joins the nearest large group
+   (:func:`mcl.sampling.merge_small_groups`), so no sample is dropped. Labels stay contiguous.
+
+Example:
+    >>> import numpy as np
+    >>> from mcl.pseudolabels import PseudoLabeller, cluster_stage
+    >>> rng = np.random.default_rng(0)
+    >>> labeller = PseudoLabeller(min_group_size=8)
+    >>> for stage in range(2):
+    ...     embeddings = rng.normal(size=(200, 16)).astype(np.float32)
+    ...     result = cluster_stage(embeddings, clusters=4, seed=stage)
+    ...     pseudo_labels = labeller.add_stage(result.labels, result.centroids)
+    >>> pseudo_labels.shape, labeller.num_stages
+    ((200,), 2)
+    >>> sorted(labeller.info)
+    ['group_sizes', 'groups', 'groups_before_merge', 'groups_merged']
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from mcl.clustering import KMeansResult, kmeans
+from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
+
+logger = logging.getLogger("mcl")
+
+
+def cluster_stage(embeddings: np.ndarray | torch.Tensor, clusters: int, seed: int, restarts: int = 5,
+                  iterations: int = 100, spherical: bool = False, backend: str = "auto",
+                  device: str | torch.device | None = None) -> KMeansResult:
+    """k-means of one stage's embeddings ``(N, D)`` with mcl's defaults (``mcl.kmeans_*`` in the config).
+
+    The same call :mod:`mcl.stages` makes: ``restarts`` greedy k-means++ runs, at most ``iterations``
+    Lloyd steps each, deterministic for ``seed``. Returns labels ``(N,)``, centroids ``(K, D)``, sizes.
+    """
+    return kmeans(embeddings, clusters, restarts, iterations, seed=seed, spherical=spherical, backend=backend,
+                  device=device)
+
+
+def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],
+                              min_group_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pseudo-labels ``(N,)`` from every stage's cluster ids and centroids, and what the merge did.
+
+    The radix of stage ``t`` is its number of centroids ``K_t``. ``info`` holds ``groups_before_merge``,
+    ``groups_merged``, ``groups`` and ``group_sizes`` (a list of ints).
+    """
+    if not stage_labels:
+        raise ValueError("need the cluster labels of at least one stage")
+    radices = [len(centroids) for centroids in stage_centroids]
+    combined = combine_cluster_labels(stage_labels, radices)
+    centroids = group_centroids(stage_labels, stage_centroids, combined)
+    merged_labels, merged = merge_small_groups(combined, centroids, min_group_size)
+    sizes = np.bincount(merged_labels)
+    info = {"groups_before_merge": int(combined.max()) + 1, "groups_merged": merged, "groups": len(sizes),
+            "group_sizes": sizes.tolist()}
+    if merged:
+        logger.info("merged %d pseudo-label groups smaller than %d samples into their nearest group",
+                    merged, min_group_size)
+    return merged_labels, info
+
+
+class PseudoLabeller:
+    """Accumulates the stages' clusterings and yields the pseudo-labels of the next stage.
+
+    ``add_stage(labels, centroids)`` records stage s (ids ``(N,)`` in ``[0, K)``, centroids ``(K, D)``)
+    and returns the pseudo-labels stage s+1 trains with; :attr:`info` describes the last result.
+    """
+
+    def __init__(self, min_group_size: int = 32) -> None:
+        if min_group_size < 1:
+            raise ValueError(f"min_group_size must be a positive integer, got {min_group_size}")
+        self.min_group_size = min_group_size
+        self.stage_labels: list[np.ndarray] = []
+        self.stage_centroids: list[np.ndarray] = []
+        self.info: dict[str, Any] = {}
+
+    @property
+    def num_stages(self) -> int:
+        """Stages recorded so far."""
+        return len(self.stage_labels)
+
+    @property
+    def num_samples(self) -> int | None:
+        """N of the recorded stages (None before the first)."""
+        return len(self.stage_labels[0]) if self.stage_labels else None
+
+    def record_stage(self, cluster_labels: np.ndarray, centroids: np.ndarray) -> None:
+        """Record one stage's clustering without computing pseudo-labels (e.g. when reloading stages)."""
+        labels = np.asarray(cluster_labels)
+        centroids = np.asarray(centroids)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"cluster labels must be a 1-D integer array, got shape {labels.shape} {labels.dtype}")
+        if centroids.ndim != 2 or len(centroids) < 1:
+            raise ValueError(f"centroids must be a (K, D) array, got shape {centroids.shape}")
+        if self.num_samples is not None and len(labels) != self.num_samples:
+            raise ValueError(f"stage {self.num_stages + 1} has {len(labels)} cluster labels, "
+                             f"the earlier stages {self.num_samples}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(centroids)):
+            raise ValueError(f"cluster ids must lie in [0, {len(centroids)}) (one per centroid)")
+        self.stage_labels.append(labels.astype(np.int64, copy=False))
+        self.stage_centroids.append(centroids)
+
+    def pseudo_labels(self) -> np.ndarray:
+        """Pseudo-labels ``(N,)`` from all recorded stages (updates :attr:`info`)."""
+        labels, self.info = pseudo_labels_from_stages(self.stage_labels, self.stage_centroids, self.min_group_size)
+        return labels
+
+    def add_stage(self, cluster_labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Record a stage's clusters and return the pseudo-labels ``(N,)`` for the next stage."""
+        self.record_stage(cluster_labels, centroids)
+        return self.pseudo_labels()

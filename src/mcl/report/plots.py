@@ -1,0 +1,191 @@
+"""The report's matplotlib figures, from plain arrays (no run directory here).
+
+Figures are drawn on matplotlib's Agg canvas directly (``Figure`` objects: no pyplot, no global
+backend switch) and turned into PNG bytes by :func:`png`.
+
+- :func:`training_curves`: loss and lr per epoch of each member;
+- :func:`size_bars`: cluster or group sizes per member, largest first;
+- :func:`heatmap`: score per representation (rows) x column (attribute), in % for fractions;
+- :func:`claim_bars`: the per-attribute bar chart the headline rests on (stages, ``mcl-k``,
+  ``ensemble-k``), with each attribute's chance level as a dashed line;
+- :func:`scatter_grid`: 2-D maps (representation x attribute), each with a legend of the values;
+- :func:`pair_histograms`: cosine similarities of positive, negative and in-group negative pairs.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+
+def png(figure: Figure) -> bytes:
+    """The figure as PNG bytes (100 dpi)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def training_curves(curves: Mapping[str, list[dict[str, Any]]]) -> Figure:
+    """Loss and learning rate per epoch of each member (dashed: ensemble members)."""
+    figure = Figure(figsize=(11, 3.6), layout="constrained")
+    loss_axes, lr_axes = figure.subplots(1, 2)
+    for name, records in curves.items():
+        epochs = [r["epoch"] for r in records]
+        style = "--" if name.startswith("ensemble") else "-"
+        loss_axes.plot(epochs, [r["loss"] for r in records], style, marker="o", markersize=3, label=name)
+        lr_axes.plot(epochs, [r["lr"] for r in records], style, marker="o", markersize=3, label=name)
+    loss_axes.set(title="contrastive loss (mean over the epoch)", xlabel="epoch", ylabel="loss")
+    lr_axes.set(title="learning rate at the epoch's last step", xlabel="epoch", ylabel="lr")
+    for ax in (loss_axes, lr_axes):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss_axes.legend(fontsize=8)
+    return figure
+
+
+def size_bars(what: str, sizes_per_member: Mapping[str, list[int]], ylabel: str) -> Figure:
+    """One bar chart per member of ``what`` (clusters, groups) sizes, largest first."""
+    figure = Figure(figsize=(3.4 * len(sizes_per_member) + 0.5, 3.2), layout="constrained")
+    axes = figure.subplots(1, len(sizes_per_member), squeeze=False)[0]
+    for ax, (name, sizes) in zip(axes, sizes_per_member.items(), strict=True):
+        ordered = sorted(sizes, reverse=True)
+        ax.bar(range(len(ordered)), ordered, color="tab:blue")
+        ax.set(title=f"{name}: {len(ordered)} {what}", xlabel="rank (largest first)", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure
+
+
+def is_fraction(matrix: np.ndarray) -> bool:
+    """Whether every finite score lies in [0, 1] (shown as %)."""
+    finite = matrix[np.isfinite(matrix)]
+    return finite.size > 0 and float(finite.min()) >= 0 and float(finite.max()) <= 1
+
+
+def column_label(column: str, chance: Mapping[str, float] | None) -> str:
+    """``color`` or ``color (chance 33%)`` when the column's chance level is known."""
+    level = (chance or {}).get(column)
+    return column if level is None else f"{column} (chance {100 * level:.0f}%)"
+
+
+def heatmap(probe: str, names: list[str], columns: list[str], matrix: np.ndarray,
+            chance: Mapping[str, float] | None = None) -> Figure:
+    """Scores per representation (rows) and column, with their values written in the cells."""
+    fraction = is_fraction(matrix)
+    shown = 100 * matrix if fraction else matrix
+    figure = Figure(figsize=(1.5 * len(columns) + 3, 0.42 * len(names) + 1.8), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(shown, cmap="viridis", aspect="auto", vmin=0 if fraction else None,
+                      vmax=100 if fraction else None)
+    ax.set_xticks(range(len(columns)), [column_label(c, chance) for c in columns], rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for (i, j), value in np.ndenumerate(shown):
+        if np.isfinite(value):
+            dark = fraction and value > 60
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8, color="black" if dark else "white")
+    figure.colorbar(image, ax=ax, label="accuracy (%)" if fraction else "score")
+    ax.set_title(f"{probe} probe")
+    return figure
+
+
+def claim_rows(names: list[str], k: int | None = None) -> list[int]:
+    """Rows of the claim chart: every ``stage-s``, then ``mcl-k`` and ``ensemble-k``.
+
+    ``k``: the headline's (:class:`mcl.report.findings.Claim`), else the last ``mcl-k``.
+    """
+    chosen = [i for i, n in enumerate(names) if n.startswith("stage-")]
+    integrated = [n for n in names if n.startswith("mcl-")]
+    if k is None and integrated:
+        k = int(integrated[-1].split("-", 1)[1])
+    if k is not None:
+        chosen += [names.index(n) for n in (f"mcl-{k}", f"ensemble-{k}") if n in names]
+    return chosen
+
+
+def claim_bars(probe: str, names: list[str], columns: list[str], matrix: np.ndarray,
+               chance: Mapping[str, float], k: int | None = None) -> Figure | None:
+    """Accuracy per attribute of each stage, ``mcl-k`` and ``ensemble-k``, each attribute's chance dashed."""
+    chosen = claim_rows(names, k)
+    if not chosen:
+        return None
+    figure = Figure(figsize=(1.8 * len(columns) + 3, 3.8), layout="constrained")
+    ax = figure.subplots()
+    width = 0.8 / len(chosen)
+    for k, i in enumerate(chosen):
+        hatch = "//" if names[i].startswith("ensemble-") else None
+        ax.bar(np.arange(len(columns)) + (k - (len(chosen) - 1) / 2) * width, 100 * matrix[i], width,
+               label=names[i], hatch=hatch)
+    for j, column in enumerate(columns):
+        if column in chance:
+            ax.hlines(100 * chance[column], j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1.2,
+                      label="chance" if j == min(c for c, name in enumerate(columns) if name in chance) else None)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set(ylabel=f"{probe}-probe accuracy (%)", ylim=(0, 105),
+           title=f"{probe}-probe accuracy per attribute: each stage, mcl-k and ensemble-k")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure
+
+
+def colors(count: int) -> Any:
+    """The color map of an attribute with ``count`` values."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab20" if count > 10 else "tab10"]
+
+
+def scatter_grid(maps: Mapping[str, np.ndarray], attributes: Mapping[str, np.ndarray],
+                 values: Mapping[str, list[str]], method: str) -> Figure:
+    """One 2-D map per representation (row) and attribute (column), colored by the attribute's value.
+
+    Every map carries its own legend (value -> color), so each picture reads on its own.
+    """
+    names = list(attributes)
+    figure = Figure(figsize=(4.4 * len(names), 3.0 * len(maps) + 0.4), layout="constrained")
+    axes = figure.subplots(len(maps), len(names), squeeze=False)
+    for i, (representation, points) in enumerate(maps.items()):
+        for j, attribute in enumerate(names):
+            cmap = colors(len(values[attribute]))
+            ax = axes[i, j]
+            ax.scatter(points[:, 0], points[:, 1], color=cmap(attributes[attribute] % cmap.N), s=5, linewidths=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{representation}, colored by {attribute}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{representation} ({method})")
+            _value_legend(ax, attribute, values[attribute])
+    return figure
+
+
+def _value_legend(ax: Any, attribute: str, values: list[str]) -> None:
+    """The attribute's values beside the map, colored as in :func:`scatter_grid`."""
+    cmap = colors(len(values))
+    handles = [Line2D([], [], marker="o", linestyle="", color=cmap(i % cmap.N), markersize=4)
+               for i in range(len(values))]
+    ax.legend(handles, values, title=attribute, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6,
+              title_fontsize=7, frameon=False, ncols=1 if len(values) <= 10 else 2)
+
+
+def pair_histograms(similarities: Mapping[str, tuple[np.ndarray, np.ndarray | None]], positive: str,
+                    negative: str) -> Figure:
+    """Per member: histograms of positive-pair, negative-pair and (when given) in-group negative cosines.
+
+    ``similarities``: ``member -> (square cosine matrix, same-group mask or None)``; the diagonal
+    holds the positive pairs.
+    """
+    figure = Figure(figsize=(3.6 * len(similarities), 3.2), layout="constrained")
+    axes = figure.subplots(1, len(similarities), squeeze=False)[0]
+    bins = np.linspace(-1, 1, 41)
+    for ax, (name, (similarity, same_group)) in zip(axes, similarities.items(), strict=True):
+        diagonal = np.eye(len(similarity), dtype=bool)
+        ax.hist(similarity[~diagonal], bins=bins, density=True, alpha=0.5, color="tab:gray", label=negative)
+        if same_group is not None:
+            ax.hist(similarity[same_group & ~diagonal], bins=bins, density=True, histtype="step",
+                    color="tab:orange", linewidth=1.5, label=f"in-group {negative}")
+        ax.hist(similarity[diagonal], bins=bins, density=True, alpha=0.6, color="tab:green", label=positive)
+        ax.set(title=name, xlabel="cosine similarity", ylabel="density")
+        ax.legend(fontsize=7)
+    return figure

@@ -1,0 +1,38 @@
+"""``mcl.report.plots``: the claim chart carries chance lines and ensemble-k; every feature map has a legend."""
+
+import numpy as np
+
+from mcl.report import plots
+
+
+def test_claim_chart_has_stages_mcl_k_ensemble_k_and_chance():
+    names = ["stage-1", "stage-2", "stage-3", "mcl-2", "mcl-3", "ensemble-2", "ensemble-3", "random-init"]
+    assert [names[i] for i in plots.claim_rows(names)] == ["stage-1", "stage-2", "stage-3", "mcl-3", "ensemble-3"]
+    assert [names[i] for i in plots.claim_rows(names, k=2)][-2:] == ["mcl-2", "ensemble-2"]
+    matrix = np.random.default_rng(0).uniform(size=(len(names), 2))
+    figure = plots.claim_bars("linear", names, ["shape", "color"], matrix, {"shape": 0.1, "color": 0.25})
+    ax = figure.axes[0]
+    _, labels = ax.get_legend_handles_labels()
+    assert labels.count("chance") == 1 and {"mcl-3", "ensemble-3"} <= set(labels)
+    lines = [segments for collection in ax.collections for segments in collection.get_segments()]
+    assert sorted(round(float(line[0][1]), 6) for line in lines) == [10.0, 25.0]  # one chance line per attribute
+    assert plots.png(figure).startswith(b"\x89PNG")
+
+
+def test_every_feature_map_has_a_legend():
+    rng = np.random.default_rng(0)
+    maps = {"stage-1": rng.normal(size=(20, 2)), "mcl-2": rng.normal(size=(20, 2))}
+    attributes = {"shape": rng.integers(0, 3, 20), "color": rng.integers(0, 2, 20)}
+    values = {"shape": ["circle", "square", "star"], "color": ["red", "blue"]}
+    figure = plots.scatter_grid(maps, attributes, values, "PCA")
+    assert len(figure.axes) == 4
+    for ax in figure.axes:
+        legend = ax.get_legend()
+        assert legend is not None and legend.get_title().get_text() in values
+        assert [t.get_text() for t in legend.get_texts()] == values[legend.get_title().get_text()]
+        assert "colored by" in ax.get_title()
+
+
+def test_heatmap_marks_chance_in_the_column_labels():
+    figure = plots.heatmap("linear", ["stage-1"], ["color"], np.array([[0.5]]), {"color": 0.1})
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["color (chance 10%)"]

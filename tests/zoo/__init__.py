@@ -1,0 +1,1 @@
+"""Parity tests against peer libraries (lightly, open_clip, timm); run in the zoo venv with `make test-zoo`."""
