@@ -69,7 +69,7 @@ def _trainable(model: torch.nn.Module) -> set[str]:
 def _batch(task, size: int) -> dict:
     """The first ``size`` training pairs as the task's loader batches them."""
     index = torch.arange(size)
-    return {"index": index, "image": task.images[index]}
+    return {"index": index, "image": task.images.resident[index]}
 
 
 def test_loss_trains_both_towers_and_clamps_the_temperature(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_loss_encodes_each_distinct_caption_once_with_the_same_result(tmp_path: 
     deduplicated = task.loss(model, _batch(task, 12), None)
     assert text_rows == [3]  # 12 pairs, 3 distinct captions
     torch.manual_seed(0)
-    images = task.augment(to_float_images(task.images[:12]))
+    images = task.augment(to_float_images(task.images.resident[:12]))
     image_emb, text_emb = model(images, model.tokenize(_table().captions[:12]))
     torch.testing.assert_close(deduplicated, task.objective(image_emb, text_emb, model.logit_scale))
 
@@ -120,7 +120,7 @@ def test_embed_is_the_normalised_image_embedding_in_eval_mode(tmp_path: Path) ->
     assert model.training
     model.eval()
     with torch.no_grad():
-        expected = F.normalize(model.encode_image(task.images.permute(0, 3, 1, 2).float() / 255), dim=1)
+        expected = F.normalize(model.encode_image(task.images.resident.permute(0, 3, 1, 2).float() / 255), dim=1)
     assert features.shape == (24, 8)
     torch.testing.assert_close(features, expected)
 

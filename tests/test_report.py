@@ -15,6 +15,7 @@ import pytest
 import mcl.report.sections
 from mcl.cli import main
 from mcl.report import REPORT_DIR, REPORT_FILE
+from mcl.run import CLUSTERS_INFO_FILE, EVAL_FILE, RunDirectory
 
 TINY = [
     "--quiet", "--set", "data.n_train=96", "--set", "data.n_test=48", "--set", "data.image_size=16",
@@ -85,8 +86,8 @@ def test_headline_opens_the_page(evaluated):
 @pytest.mark.slow
 def test_stale_eval_json_is_flagged(evaluated, tmp_path, capsys):
     run = shutil.copytree(evaluated, tmp_path / "run")
-    written = (run / "eval.json").stat().st_mtime
-    os.utime(run / "stage-2" / "encoder.safetensors", (written + 60, written + 60))  # retrained after mcl eval
+    written = (run / EVAL_FILE).stat().st_mtime
+    os.utime(RunDirectory(run).weights("stage-2"), (written + 60, written + 60))  # retrained after mcl eval
     assert main(["report", str(run)]) == 0
     assert "STALE" in capsys.readouterr().err  # the log says so too
     page = read_page(run)
@@ -100,8 +101,8 @@ def test_stale_eval_json_is_flagged(evaluated, tmp_path, capsys):
 @pytest.mark.slow
 def test_partial_eval_json_is_flagged(evaluated, tmp_path):
     run = shutil.copytree(evaluated, tmp_path / "run")
-    result = json.loads((run / "eval.json").read_text())
-    (run / "eval.json").write_text(json.dumps({**result, "unfinished_stages": [2]}))
+    result = json.loads((run / EVAL_FILE).read_text())
+    (run / EVAL_FILE).write_text(json.dumps({**result, "unfinished_stages": [2]}))
     assert main(["report", str(run)]) == 0
     page = read_page(run)
     assert re.search(r'<p class="warning">PARTIAL: [^<]*stage-2 not trained then', page)
@@ -111,7 +112,7 @@ def test_partial_eval_json_is_flagged(evaluated, tmp_path):
 @pytest.mark.slow
 def test_missing_pieces_become_notes(trained, tmp_path, capsys):
     run = shutil.copytree(trained, tmp_path / "run")
-    (run / "stage-2" / "clusters.json").unlink()
+    (run / "stage-2" / CLUSTERS_INFO_FILE).unlink()
     assert main(["report", str(run)]) == 0
     assert str(run / REPORT_DIR / REPORT_FILE) in capsys.readouterr().out
     page = read_page(run)
@@ -135,12 +136,12 @@ def test_a_moved_data_set_is_a_note(trained, tmp_path):
 @pytest.mark.slow
 def test_unknown_probe_kinds_are_plotted(evaluated, tmp_path):
     run = shutil.copytree(evaluated, tmp_path / "run")
-    result = json.loads((run / "eval.json").read_text())
+    result = json.loads((run / EVAL_FILE).read_text())
     result["rows"] += [
         {"representation": "mcl-2", "attribute": "color", "probe": "zeroshot", "accuracy": 0.4},
         {"representation": "mcl-2", "benchmark": "mmvp", "probe": "paired", "score": 0.25},
     ]
-    (run / "eval.json").write_text(json.dumps(result))
+    (run / EVAL_FILE).write_text(json.dumps(result))
     assert main(["report", str(run)]) == 0
     pictures = inline_pictures(read_page(run))
     assert {"probe_zeroshot.png", "probe_paired.png"} <= set(pictures)

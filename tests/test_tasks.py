@@ -28,7 +28,7 @@ def _config(**sections):
 def _batch(task, indices):
     """The batch the task's loader gives for ``indices``."""
     index = torch.as_tensor(indices)
-    return {"index": index, "image": task.images[index]}
+    return {"index": index, "image": task.images.resident[index]}
 
 
 def _train_stage(task, tmp_path, pseudo_labels=None, seed=1):

@@ -81,7 +81,8 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     config = resolve_data(config, run_dir, data, progress)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    full_table = load_table_for(config, progress)
+    device = resolve_device(config.train.device)
+    full_table = load_table_for(config, progress, device)
     table = full_table.subset("train")
     _check_training_table(config, table)
     if len(full_table.subset("test")) == 0:
@@ -93,7 +94,7 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
         save_config(config, run.config_path)
     distributed.barrier()
     modality = modality_of(config)
-    task = modality.task(config, table, resolve_device(config.train.device), run)
+    task = modality.task(config, table, device, run)
     stage0 = modality.initial_model(config, task)
     history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit)
     if config.eval.ensemble:

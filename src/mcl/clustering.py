@@ -108,7 +108,8 @@ def kmeans(
 
     Args:
         restarts: greedy k-means++ + Lloyd runs on the seeding sample (``max(32 K, 4096)`` points);
-            the best is refined on ``sample_per_cluster * K`` points, then on all of them.
+            the best is refined on ``sample_per_cluster * K`` points, then on all of them (above
+            ``sample_size`` points: ``sample_restarts`` runs on the sample, then one pass over all).
         iterations: cap on Lloyd iterations (per restart, and per refinement level).
         tolerance: stop when an iteration lowers the inertia by less than this fraction.
         sample_per_cluster: size per cluster of the intermediate refinement sample.
@@ -128,6 +129,8 @@ def kmeans(
     n_points = points.shape[0]
     if clusters > n_points:
         raise ValueError(f"cannot make {clusters} clusters from {n_points} points")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     if backend == "auto":
         backend = "faiss" if n_points >= FAISS_MIN_POINTS and faiss_available() else "torch"
     if backend == "faiss":

@@ -28,7 +28,8 @@ from torch import nn
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, MultimodalConfig
-from mcl.data.loader import Batch, BatchSampler, Loader, TensorLoader
+from mcl.data.images import TrainingImages
+from mcl.data.loader import Batch, BatchSampler, Loader
 from mcl.data.table import ImageTable
 from mcl.embedding import encode_images
 from mcl.errors import ConfigError, DataError, RunDirError
@@ -115,14 +116,14 @@ class ImageTextTask:
         self.config = config
         self.device = device
         self.num_samples = len(table)
-        self.images = torch.from_numpy(np.array(table.images, copy=True)).to(device)
+        self.images = TrainingImages(table.images, device, config.data.workers, config.seed)
         self.tokenizer = run_tokenizer(config, table.captions, run)
         torch.manual_seed(stage_seed(config, 0))
         self.initial = build_two_tower_from_config(config.multimodal, self.tokenizer).to(device)
         distinct, caption_ids = np.unique(np.asarray(table.captions, dtype=str), return_inverse=True)
         self.caption_ids = torch.from_numpy(caption_ids.reshape(-1)).to(device)
         self.tokens = tokens_to(self.initial.tokenize([str(c) for c in distinct]), device)  # one row per caption
-        self.augment = build_augmentation(config.augment, table.images.shape[1]).to(device)
+        self.augment = build_augmentation(config.augment, self.images.image_size).to(device)
         self.objective = CLIPLoss()
 
     def build_model(self, seed: int, previous: nn.Module | None = None) -> TwoTowerModel:
@@ -139,8 +140,8 @@ class ImageTextTask:
         return model.to(self.device)
 
     def loader(self, batch_sampler: BatchSampler) -> Loader:
-        """In-memory batches ``{"index", "image"}``; captions are looked up by ``index`` in :meth:`loss`."""
-        return TensorLoader({"image": self.images}, batch_sampler, self.device)
+        """Batches ``{"index", "image"}`` (resident or streamed); :meth:`loss` looks captions up by ``index``."""
+        return self.images.loader(batch_sampler)
 
     def loss(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         """CLIP loss of one batch of pairs (``model`` may be DDP-wrapped: its ``forward`` is called).

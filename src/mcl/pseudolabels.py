@@ -46,14 +46,17 @@ logger = logging.getLogger("mcl")
 
 def cluster_stage(embeddings: np.ndarray | torch.Tensor, clusters: int, seed: int, restarts: int = 5,
                   iterations: int = 100, spherical: bool = False, backend: str = "auto",
-                  device: str | torch.device | None = None) -> KMeansResult:
+                  device: str | torch.device | None = None, sample_size: int | None = None) -> KMeansResult:
     """k-means of one stage's embeddings ``(N, D)`` with mcl's defaults (``mcl.kmeans_*`` in the config).
+
+    Above ``sample_size`` points (default :func:`mcl.clustering.default_sample_size`) the fit runs on a
+    seeded sample and every point is then assigned in chunks (memory: the sample plus one chunk).
 
     The same call :mod:`mcl.stages` makes: ``restarts`` greedy k-means++ runs, at most ``iterations``
     Lloyd steps each, deterministic for ``seed``. Returns labels ``(N,)``, centroids ``(K, D)``, sizes.
     """
     return kmeans(embeddings, clusters, restarts, iterations, seed=seed, spherical=spherical, backend=backend,
-                  device=device)
+                  device=device, sample_size=sample_size)
 
 
 def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],

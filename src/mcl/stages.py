@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.clustering import KMeansResult, kmeans
+from mcl.clustering import KMeansResult
 from mcl.config import Config
 from mcl.data.loader import BatchSampler
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, save_arrays, write_json
 from mcl.logging_utils import phase, record_time
 from mcl.models import unwrap_model
+from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
 from mcl.run import (
     CLUSTERS_FILE,
     CLUSTERS_INFO_FILE,
@@ -44,13 +45,7 @@ from mcl.run import (
     PSEUDO_LABELS_INFO_FILE,
     RunDirectory,
 )
-from mcl.sampling import (
-    ClusterBatchSampler,
-    RandomBatchSampler,
-    combine_cluster_labels,
-    group_centroids,
-    merge_small_groups,
-)
+from mcl.sampling import ClusterBatchSampler, RandomBatchSampler
 from mcl.tasks import StageTask, load_model_weights, save_model, stage_seed
 from mcl.training import Fit, remove_checkpoint, train
 
@@ -68,16 +63,7 @@ class StageHistory:
 
 def next_pseudo_labels(history: StageHistory, config: Config) -> tuple[np.ndarray, dict]:
     """Pseudo-labels for the next stage: every earlier stage's clusters combined, small groups merged."""
-    combined = combine_cluster_labels(history.cluster_labels, config.mcl.clusters)
-    centroids = group_centroids(history.cluster_labels, history.centroids, combined)
-    merged_labels, merged = merge_small_groups(combined, centroids, config.mcl.min_group_size)
-    sizes = np.bincount(merged_labels)
-    info = {"groups_before_merge": int(combined.max()) + 1, "groups_merged": merged, "groups": len(sizes),
-            "group_sizes": sizes.tolist()}
-    if merged:
-        logger.info("merged %d pseudo-label groups smaller than %d samples into their nearest group",
-                    merged, config.mcl.min_group_size)
-    return merged_labels, info
+    return pseudo_labels_from_stages(history.cluster_labels, history.centroids, config.mcl.min_group_size)
 
 
 def batch_sampler(num_samples: int, pseudo_labels: np.ndarray | None, config: Config, seed: int) -> BatchSampler:
@@ -150,10 +136,10 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
         result = None
         if distributed.is_main_process():
             with phase(f"stage-{stage}", "cluster", f"k-means, K={config.mcl.clusters}"):
-                result = kmeans(embeddings, config.mcl.clusters, config.mcl.kmeans_restarts,
-                                config.mcl.kmeans_iterations, seed=stage_seed(config, stage),
-                                spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend,
-                                device=embeddings.device)
+                result = cluster_stage(embeddings, config.mcl.clusters, stage_seed(config, stage),
+                                       restarts=config.mcl.kmeans_restarts, iterations=config.mcl.kmeans_iterations,
+                                       spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend,
+                                       device=embeddings.device, sample_size=config.mcl.kmeans_sample)
         return distributed.broadcast_object(result)
 
     def save(result: KMeansResult, path: Path) -> None:

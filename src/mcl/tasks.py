@@ -20,7 +20,8 @@ from torch import nn
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, ObjectiveConfig
-from mcl.data.loader import Batch, BatchSampler, Loader, TensorLoader
+from mcl.data.images import DiskImages, TrainingImages
+from mcl.data.loader import Batch, BatchSampler, Loader
 from mcl.io import load_tensors, save_tensors
 from mcl.models import ContrastiveEncoder, build_encoder, evaluating, unwrap_model
 from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
@@ -76,17 +77,16 @@ def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
     return distributed.gather_no_grad(embed_rows(shard))
 
 
-def embed_images(model: nn.Module, images: torch.Tensor,
+def embed_images(model: nn.Module, images: TrainingImages,
                  encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """L2-normalised ``encode(float images)`` of every uint8 ``(N, H, W, 3)`` image, ``model`` in eval mode."""
+    """L2-normalised ``encode(float images)`` of every training image, ``model`` in eval mode (sharded over ranks)."""
 
     def rows(shard: np.ndarray) -> torch.Tensor:
-        out = [encode(to_float_images(images[torch.as_tensor(chunk, device=images.device)]))
-               for chunk in np.array_split(shard, max(1, len(shard) // 1024))]
+        out = [encode(to_float_images(batch)) for batch in images.batches(shard)]
         return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
 
     with evaluating(model):
-        return embed_in_shards(rows, len(images))
+        return embed_in_shards(rows, images.num_samples)
 
 
 def objective_kwargs(config: ObjectiveConfig) -> dict[str, float | int]:
@@ -107,13 +107,12 @@ class ImageContrastiveTask:
     by the momentum encoder, which then restarts from it, and the queue is emptied.
     """
 
-    def __init__(self, config: Config, images: np.ndarray, device: torch.device) -> None:
+    def __init__(self, config: Config, images: np.ndarray | DiskImages, device: torch.device) -> None:
         self.config = config
         self.device = device
         self.num_samples = len(images)
-        # uint8 keeps the whole training set small enough to live on the device.
-        self.images = torch.from_numpy(np.array(images, copy=True)).to(device)
-        self.augment = build_augmentation(config.augment, images.shape[1]).to(device)
+        self.images = TrainingImages(images, device, config.data.workers, config.seed)
+        self.augment = build_augmentation(config.augment, self.images.image_size).to(device)
         self.objective = build_objective(config.objective.name, **objective_kwargs(config.objective)).to(device)
         self.key_encoder = MomentumEncoder(config.objective.momentum) if isinstance(self.objective, MoCoLoss) else None
 
@@ -132,8 +131,8 @@ class ImageContrastiveTask:
         return model.to(self.device)
 
     def loader(self, batch_sampler: BatchSampler) -> Loader:
-        """In-memory batches ``{"index", "image"}`` of the training set, which lives on the device."""
-        return TensorLoader({"image": self.images}, batch_sampler, self.device)
+        """Batches ``{"index", "image"}`` of the training set (resident on the device, or streamed)."""
+        return self.images.loader(batch_sampler)
 
     def views(self, batch: Batch) -> torch.Tensor:
         """Both augmented views of a batch, stacked: ``(2B, 3, H, W)``, view a first."""

@@ -270,19 +270,24 @@ class _StageTrainer:
         self.pseudo_labels, self.stage_name = pseudo_labels, stage_name
         self.show_progress = progress and distributed.is_main_process()
         self.total_steps = len(loader) * config.epochs
+        if config.max_steps is not None:  # a per-stage cap (quick runs on large sets): the schedule ends there
+            self.total_steps = min(self.total_steps, config.max_steps)
         self.warmup_steps = int(config.warmup_epochs * len(loader))
 
     def run_epoch(self, epoch: int, state: TrainState) -> dict[str, Any]:
         """Train one epoch (advancing ``state.step``); returns its metrics record."""
         self.loader.set_epoch(epoch)
         self.model.train()
-        started, seen, loss_sum, lr = time.perf_counter(), 0, 0.0, self.config.lr
+        started, seen, steps, loss_sum, lr = time.perf_counter(), 0, 0, 0.0, self.config.lr
         bar = progress_bar(self.loader, desc=f"{self.stage_name} epoch {epoch + 1}/{self.config.epochs}",
                            enabled=self.show_progress)
         for batch in bar:
+            if state.step >= self.total_steps:  # train.max_steps reached inside this epoch
+                break
             lr = learning_rate(state.step, self.total_steps, self.warmup_steps, self.config.lr)
             loss = self._step(batch, lr, epoch, state.step)
             state.step += 1
+            steps += 1
             size = len(batch["index"])
             seen += size
             loss_sum += loss * size
@@ -293,7 +298,7 @@ class _StageTrainer:
         # The logged loss is the mean over every rank's samples, not rank 0's share of them.
         loss_sum, seen = distributed.sum_over_ranks([loss_sum, seen], self.device)
         return {"stage": self.stage_name, "epoch": epoch + 1, "loss": loss_sum / max(1, seen), "lr": lr,
-                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds, "steps": len(self.loader)}
+                "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds, "steps": steps}
 
     def _step(self, batch: Batch, lr: float, epoch: int, step: int) -> float:
         for group in self.optimizer.param_groups:
@@ -332,6 +337,8 @@ def train(model: nn.Module, loss_fn: LossFn, loader: Loader, config: TrainConfig
     if is_main:
         write_jsonl(stage_dir / METRICS, state.metrics)  # drops lines of epochs past the checkpoint
     for epoch in range(state.epoch, config.epochs):
+        if state.step >= trainer.total_steps:  # train.max_steps reached
+            break
         record = trainer.run_epoch(epoch, state)
         _check_finite_weights(model, stage_name, epoch)
         state.epoch = epoch + 1

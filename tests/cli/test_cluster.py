@@ -1,33 +1,14 @@
 import argparse
-import importlib
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mcl.cli import cluster, main
 from mcl.clustering import kmeans
 from mcl.errors import ConfigError, DataError
 from mcl.io import load_arrays
 from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
-
-
-def _cluster_module():
-    # mcl.cli becomes a package when the CLI is split; until then load the file directly.
-    try:
-        return importlib.import_module("mcl.cli.cluster")
-    except ImportError:
-        path = Path(__file__).resolve().parents[2] / "src" / "mcl" / "cli" / "cluster.py"
-        spec = importlib.util.spec_from_file_location("mcl_cli_cluster", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-
-
-cluster = _cluster_module()
 
 
 def _run(*argv):
@@ -122,3 +103,14 @@ def test_bad_cluster_counts(tmp_path):
         _run("--embeddings", path, "--clusters", 1, "--out", tmp_path / "o")
     with pytest.raises(DataError, match="20 rows, fewer than --clusters 30"):
         _run("--embeddings", path, "--clusters", 30, "--out", tmp_path / "o")
+
+
+def test_mcl_main_runs_cluster_and_reports_bad_input_in_one_line(tmp_path, capsys):
+    path, _ = _embeddings(tmp_path, "x.npy", 0)
+    assert main(["cluster", "--embeddings", str(path), "--clusters", "3", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "pseudo_labels.npy").exists()
+    bad = _bad(tmp_path, "bad.npy", np.zeros((5, 2), np.int32))
+    capsys.readouterr()
+    assert main(["cluster", "--embeddings", str(bad), "--clusters", "2", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: dtype int32; expected floats" in err

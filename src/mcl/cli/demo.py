@@ -89,9 +89,10 @@ def run_demo(demo: Demo, out: str | Path | None = None, overrides: list[str] | N
     print()
     for probe in demo.compare_probes:
         print(compare(result, probe, "stage-1", integrated))
+    total = time.perf_counter() - started
     print()
-    print(format_phase_times(PHASE_TIMES[first_phase:], time.perf_counter() - started))
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; run directory: {out} "
+    print(format_phase_times(PHASE_TIMES[first_phase:], total))
+    print(f"\ndemo finished in {total:.0f} s; run directory: {out} "
           f"(scores in {out / EVAL_FILE})")
     print(f"report: {report}")
 

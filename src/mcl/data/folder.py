@@ -37,12 +37,16 @@ def load_folder(
     progress: bool = True,
     *,
     allow_outside_paths: bool = False,
+    stream: bool = False,
 ) -> ImageTable:
-    """Load an ImageFolder directory as an :class:`ImageTable` with one attribute, ``class``."""
+    """Load an ImageFolder directory as an :class:`ImageTable` with one attribute, ``class``.
+
+    ``stream``: decode nothing now (see :func:`mcl.data.table.load_table`).
+    """
     check_load_options(image_size, on_bad_image)
     root = Path(directory)
     rows = read_folder(root, allow_outside_paths=allow_outside_paths)
-    return load_rows(root, rows, image_size, on_bad_image, cache, progress, allow_outside_paths)
+    return load_rows(root, rows, image_size, on_bad_image, cache, progress, allow_outside_paths, stream=stream)
 
 
 def read_folder(root: Path, *, allow_outside_paths: bool = False) -> Rows:

@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mcl import distributed
 from mcl.config import WEB_SOURCES, Config
 from mcl.errors import ConfigError
@@ -66,12 +68,23 @@ def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
     return replace(config, data=replace(data, source="table", path=str(target.resolve())))
 
 
-def load_table_for(config: Config, progress: bool = True):
-    """The images a (resolved) config points to: an image table, or an ImageFolder layout (no labels.csv)."""
-    from mcl.data.sources import open_source
+def load_table_for(config: Config, progress: bool = True, device: torch.device | None = None):
+    """The images a (resolved) config points to: an image table, or an ImageFolder layout (no labels.csv).
+
+    ``data.residency`` (``auto``: by the decoded size against the memory budget of ``device``) decides
+    whether the images are decoded now (memory) or when read (stream, :class:`~mcl.data.images.DiskImages`).
+    """
+    from mcl.data.images import choose_residency
+    from mcl.data.sources import count_rows, open_source
 
     data = config.data
-    return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress)
+    residency = data.residency
+    if residency == "auto" or residency == "stream":
+        count = count_rows(data.path) if residency == "auto" else 0
+        residency = choose_residency(residency, count, data.image_size, data.memory_budget_gb,
+                                     device or torch.device("cpu"))
+    return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress,
+                       stream=residency == "stream")
 
 
 def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:

@@ -37,11 +37,15 @@ def open_source(
     cache: bool = True,
     allow_outside_paths: bool = False,
     progress: bool = True,
+    stream: bool = False,
 ) -> ImageTable:
-    """Load ``path`` as an image table or an image folder (see the module docstring)."""
-    if source_kind(path) == "table":
-        return load_table(path, image_size, on_bad_image, cache, progress, allow_outside_paths=allow_outside_paths)
-    return load_folder(path, image_size, on_bad_image, cache, progress, allow_outside_paths=allow_outside_paths)
+    """Load ``path`` as an image table or an image folder (see the module docstring).
+
+    ``stream``: decode nothing now; ``images`` decodes rows when read (:class:`mcl.data.images.DiskImages`).
+    """
+    load = load_table if source_kind(path) == "table" else load_folder
+    return load(path, image_size, on_bad_image, cache, progress, allow_outside_paths=allow_outside_paths,
+                stream=stream)
 
 
 def source_digest(path: str | os.PathLike) -> str:
@@ -53,3 +57,13 @@ def source_digest(path: str | os.PathLike) -> str:
         except OSError as exc:
             raise DataError(f"{root / LABELS_FILE}: cannot be read ({exc.strerror})") from None
     return read_folder(root, allow_outside_paths=True).digest
+
+
+def count_rows(path: str | os.PathLike) -> int:
+    """How many images ``path`` lists (labels.csv rows or folder images), without opening any."""
+    root = Path(path)
+    if source_kind(root) == "table":
+        from mcl.data.table.labels import read_labels
+
+        return len(read_labels(root).paths)
+    return len(read_folder(root, allow_outside_paths=True).paths)

@@ -149,9 +149,12 @@ class ReportRun:
 
     def chance(self) -> dict[str, float]:
         """``attribute -> chance accuracy`` (1 / number of values), from eval.json or else the data set."""
+        result = self.evaluation.result if self.evaluation else {}
+        if result.get("attribute_classes"):
+            return chance_levels(result)
         table, _ = self.table
         classes = {name: len(values) for name, values in table.attribute_values.items()} if table else None
-        return chance_levels(self.evaluation.result if self.evaluation else {}, classes)
+        return chance_levels(result, classes)
 
     # ---- the data set and the models
 

@@ -7,7 +7,7 @@ hand-written results.
 - :func:`chance_levels`: ``attribute -> 1 / number of its values`` (what guessing the most
   balanced way scores), from ``eval.json``'s ``attribute_classes`` if it has them, else the data's;
 - :func:`headline`: the run's finding in one sentence, e.g. ``By linear probe, stage 1 suppressed
-  texture (42% vs chance 10%); mcl-3 recovered it to 74% (ensemble-3: 57%).``
+  texture (42% vs chance 10%); mcl-3 recovered it to 74% (ensemble-3, as many seeds of stage 1: 57%).``
 
 The headline picks stage 1's weakest attribute by *lift over chance*, ``(accuracy - chance) /
 (1 - chance)`` (0 = chance, 1 = perfect), so attributes with different numbers of values compare

@@ -125,7 +125,8 @@ def claim_bars(probe: str, names: list[str], columns: list[str], matrix: np.ndar
                       label="chance" if j == min(c for c, name in enumerate(columns) if name in chance) else None)
     ax.set_xticks(range(len(columns)), columns)
     ax.set(ylabel=f"{probe}-probe accuracy (%)", ylim=(0, 105),
-           title=f"{probe}-probe accuracy per attribute: each stage, mcl-k and ensemble-k")
+           title=f"{probe}-probe accuracy per attribute: " + ", ".join(
+               ["each stage"] + [names[i] for i in chosen if not names[i].startswith("stage-")]))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 

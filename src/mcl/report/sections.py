@@ -153,9 +153,9 @@ def _project_2d(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
         import umap  # optional; checked by write_report
 
         return umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(features), "UMAP"
-    centred = features - features.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    return centred @ components[:2].T, "PCA"
+    centered = features - features.mean(axis=0)
+    _, _, components = np.linalg.svd(centered, full_matrices=False)
+    return centered @ components[:2].T, "PCA"
 
 
 def _sample(table: ImageTable, split: str, limit: int, seed: int) -> ImageTable:

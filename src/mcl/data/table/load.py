@@ -31,8 +31,13 @@ def load_table(
     progress: bool = True,
     *,
     allow_outside_paths: bool = False,
+    stream: bool = False,
 ) -> ImageTable:
     """Load an image table, decoding every image to uint8 RGB ``image_size x image_size``.
+
+    ``stream=True`` decodes nothing now: ``images`` is a :class:`~mcl.data.images.DiskImages` that
+    decodes rows when they are read; only image headers are checked here (missing, unreadable or
+    oversized files are reported as below), a file corrupt past its header fails when it is decoded.
 
     ``on_bad_image='error'`` raises :class:`DataError` on the first missing/corrupt image;
     ``'skip'`` drops those rows and logs how many. The decoded images are cached under
@@ -42,7 +47,8 @@ def load_table(
     """
     check_load_options(image_size, on_bad_image)
     root = Path(directory)
-    return load_rows(root, read_labels(root), image_size, on_bad_image, cache, progress, allow_outside_paths)
+    return load_rows(root, read_labels(root), image_size, on_bad_image, cache, progress, allow_outside_paths,
+                     stream=stream)
 
 
 def load_rows(
@@ -53,19 +59,56 @@ def load_rows(
     cache: bool,
     progress: bool,
     allow_outside_paths: bool,
+    stream: bool = False,
 ) -> ImageTable:
-    """Decode ``rows`` (paths relative to ``root``) into an :class:`ImageTable`; what every source shares."""
+    """Decode ``rows`` (paths relative to ``root``) into an :class:`ImageTable`; what every source shares.
+
+    ``stream``: check headers only and leave decoding to the reader (:class:`~mcl.data.images.DiskImages`).
+    """
     check_load_options(image_size, on_bad_image)
     if not isinstance(allow_outside_paths, bool):
         raise ConfigError(f"allow_outside_paths: got {allow_outside_paths!r}; expected true or false")
     if not allow_outside_paths:
         check_inside(root, rows)
+    if stream:
+        from mcl.data.images import DiskImages
+
+        bad = check_headers(root, rows, fail_fast=on_bad_image == "error")
+        if bad:
+            _report_bad(rows, bad, on_bad_image)
+        dropped = {entry.row for entry in bad}
+        kept = [path for row, path in enumerate(rows.paths) if row not in dropped]
+        return _build_table(root, rows, DiskImages(root, kept, image_size), dropped)
     images, bad, sizes = load_images(root, rows, image_size, cache, progress, fail_fast=on_bad_image == "error")
     if bad:
         _report_bad(rows, bad, on_bad_image)
     if sizes is not None:
         sizes.log(rows.origin, image_size)
     return _build_table(root, rows, images, {entry.row for entry in bad})
+
+
+def check_headers(root: Path, rows: Rows, fail_fast: bool) -> list[BadImage]:
+    """Rows whose image is missing, not an image, or larger than Pillow's decompression-bomb limit.
+
+    Reads headers only (a few hundred bytes a file), so a streamed set is checked without decoding it.
+    """
+    from PIL import Image
+
+    from mcl.data.table.decode import failure_reason
+
+    limit = Image.MAX_IMAGE_PIXELS
+    bad = []
+    for row, path in enumerate(rows.paths):
+        try:
+            with Image.open(root / path) as image:
+                width, height = image.size
+            if limit is not None and width * height > 2 * limit:
+                raise ValueError(f"{width}x{height} pixels exceeds the decompression-bomb limit")
+        except Exception as exc:  # Pillow raises many unrelated types for corrupt files
+            bad.append(BadImage(row, path, failure_reason(exc)))
+            if fail_fast:
+                break
+    return bad
 
 
 def _report_bad(rows: Rows, bad: list[BadImage], on_bad_image: str) -> None:
