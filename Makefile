@@ -29,9 +29,13 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev]"
 
-# One pip call with every pin, so the resolver cannot swap torch for another version behind our back.
-install-zoo: $(ZOO_BIN)/python
+install-zoo: $(ZOO_VENV)/.installed
+
+# One pip call with every pin, so the resolver cannot swap torch for another version behind our back. The stamp
+# skips pip's 3-minute re-resolution of ~6 GB of wheels until the pins or the package's dependencies change.
+$(ZOO_VENV)/.installed: $(ZOO_BIN)/python Makefile pyproject.toml
 	$(ZOO_BIN)/pip install -q $(ZOO_PINS) -e ".[dev]"
+	touch $@
 
 $(ZOO_BIN)/python:
 	$(PYTHON) -m venv $(ZOO_VENV)

@@ -72,8 +72,8 @@ DEFAULT_SETTINGS_FILE = Path(__file__).parent / "configs" / "align.yaml"
 TRIFEATURE_VALUES = {"shape": SHAPES, "texture": TEXTURES, "color": tuple(COLORS)}
 
 __all__ = ["ALIGNED", "AlignSettings", "CaptionedCorpus", "add_parser", "aligned_stage0", "aligned_stage0_path",
-           "build_aligned_stage0", "build_corpus", "cache_dir", "load_align_settings", "load_stage0_checkpoint",
-           "run", "trifeature_zeroshot"]
+           "build_aligned_stage0", "build_corpus", "cache_dir", "ensure_stage0_checkpoint", "load_align_settings",
+           "load_stage0_checkpoint", "load_stage0_into", "run", "trifeature_zeroshot"]
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -267,20 +267,45 @@ def align_towers(model: PretrainedTowers, corpus: CaptionedCorpus, settings: Ali
         text_cache = _cached(lambda batch: model.text_features(model.tokenize(list(batch))), [str(c) for c in distinct])
     cached = time.perf_counter()
     caption_ids_t = torch.from_numpy(caption_ids.reshape(-1))
+    model.train()
+    with _single_thread():
+        losses = _train_loop(model, suffix, image_cache, text_cache, caption_ids_t, settings, progress)
+    clamp_logit_scale_(model.logit_scale)
+    model.eval()
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"cache_seconds": round(cached - started, 1), "train_seconds": round(time.perf_counter() - cached, 1),
+            "final_loss": round(float(np.mean(tail)), 4), "distinct_captions": len(distinct)}
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """One intra-op thread for the block: steps on cached features are small matrix products, for which
+    a second thread only adds synchronisation (15x slower per step on a busy 2-core machine, measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_loop(model: PretrainedTowers, suffix: Callable[[torch.Tensor], torch.Tensor], image_cache: torch.Tensor,
+                text_cache: torch.Tensor, caption_ids: torch.Tensor, settings: AlignSettings,
+                progress: bool) -> list[float]:
+    """AdamW steps on random batches of the cached features; returns the loss of every step."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, settings))
     loss_fn, generator = CLIPLoss(), torch.Generator().manual_seed(settings.seed)
-    n, batch_size = len(caption_ids_t), min(settings.batch_size, len(caption_ids_t))
+    n, batch_size = len(caption_ids), min(settings.batch_size, len(caption_ids))
     order, position, losses = torch.randperm(n, generator=generator), 0, []
-    model.train()
     for _ in _steps(settings.steps, progress):
         if position + batch_size > n:
             order, position = torch.randperm(n, generator=generator), 0
         rows = order[position:position + batch_size]
         position += batch_size
         clamp_logit_scale_(model.logit_scale)
-        ids = caption_ids_t[rows]
+        ids = caption_ids[rows]
         image_emb = model.image_projection(suffix(image_cache[rows]))
         text_emb = model.text_projection(text_cache[ids])
         loss = loss_fn(image_emb, text_emb, model.logit_scale, caption_ids=ids)
@@ -288,12 +313,8 @@ def align_towers(model: PretrainedTowers, corpus: CaptionedCorpus, settings: Ali
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
-    clamp_logit_scale_(model.logit_scale)
-    model.eval()
-    tail = losses[-max(1, len(losses) // 10):]
-    return {"cache_seconds": round(cached - started, 1), "train_seconds": round(time.perf_counter() - cached, 1),
-            "final_loss": round(float(np.mean(tail)), 4), "distinct_captions": len(distinct)}
+        losses.append(float(loss.detach()))
+    return losses
 
 
 def _steps(steps: int, progress: bool) -> Iterator[int]:
@@ -311,7 +332,7 @@ def trifeature_zeroshot(model: nn.Module, n: int = 1000, image_size: int = 32, s
     Prompts are :func:`~mcl.data.captions.zeroshot_prompts` (what ``mcl eval`` uses), images drawn with
     a seed of their own, so none is in the alignment corpus (``corpus_seed``).
     """
-    from mcl.evaluation.zeroshot import zeroshot_accuracy
+    from mcl.evaluation.zeroshot import zeroshot_predict
 
     images, _, names = captioned_trifeature_arrays(n, image_size, seed)
     accuracies = {}
@@ -319,7 +340,8 @@ def trifeature_zeroshot(model: nn.Module, n: int = 1000, image_size: int = 32, s
         values = TRIFEATURE_VALUES[attribute]
         labels = np.array([values.index(v) for v in names[attribute]])
         prompts = [zeroshot_prompts(attribute, value) for value in values]
-        accuracies[attribute] = round(zeroshot_accuracy(model, images, labels, prompts), 4)
+        predictions = zeroshot_predict(model, images, prompts).numpy()
+        accuracies[attribute] = round(float((predictions == labels).mean()), 4)
     return accuracies
 
 
@@ -386,6 +408,41 @@ def load_stage0_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
     return tensors, json.loads(raw[METADATA_KEY])
 
 
+def ensure_stage0_checkpoint(path_or_name: str | os.PathLike = ALIGNED, settings: AlignSettings | None = None,
+                             progress: bool = False) -> Path:
+    """The checkpoint file of ``path_or_name``, built first (under a file lock) when it is missing."""
+    path = aligned_stage0_path(path_or_name, settings)
+    if not path.is_file():
+        with _file_lock(path):
+            if not path.is_file():  # another process may have built it while this one waited
+                build_aligned_stage0(settings, path, progress)
+    return path
+
+
+def load_stage0_into(model: nn.Module, path_or_name: str | os.PathLike = ALIGNED,
+                     settings: AlignSettings | None = None, progress: bool = False) -> dict[str, Any]:
+    """Load the aligned stage 0 into a :class:`PretrainedTowers` built from a run's config; returns its metadata.
+
+    The checkpoint is built first when missing. ``embed_dim``, ``image_resolution`` and
+    ``context_length`` of ``model`` must be the checkpoint's (a :class:`ConfigError` names the
+    ``multimodal.*`` key otherwise). What ``multimodal.stage0_checkpoint`` does for a run.
+    """
+    path = ensure_stage0_checkpoint(path_or_name, settings, progress)
+    state, metadata = load_stage0_checkpoint(path)
+    if not isinstance(model, PretrainedTowers):
+        raise ConfigError(f"config key 'multimodal.stage0_checkpoint': {path} holds a 'pretrained-towers' model; "
+                          f"multimodal.model builds {type(model).__name__}")
+    expected = metadata["model_kwargs"]
+    actual = {"embed_dim": model.embed_dim, "image_resolution": model.preprocess.size,
+              "context_length": model.context_length}
+    for key, value in actual.items():
+        if expected.get(key) != value:
+            raise ConfigError(f"config key 'multimodal.{key}': {value!r}, but the stage-0 checkpoint {path} was "
+                              f"aligned with {key}={expected.get(key)!r}; set it to that")
+    model.load_state_dict(state)
+    return metadata
+
+
 def aligned_stage0(path_or_name: str | os.PathLike = ALIGNED, settings: AlignSettings | None = None,
                    progress: bool = False, build: bool = True) -> PretrainedTowers:
     """The aligned stage-0 model of ``path_or_name`` (a file, or :data:`ALIGNED` for the cached default).
@@ -395,12 +452,9 @@ def aligned_stage0(path_or_name: str | os.PathLike = ALIGNED, settings: AlignSet
     eval mode with every parameter trainable: lock it as the recipe says.
     """
     path = aligned_stage0_path(path_or_name, settings)
-    if not path.is_file():
-        if not build:
-            raise RunDirError(f"{path}: aligned stage-0 checkpoint not found; build it with `mcl align --out {path}`")
-        with _file_lock(path):
-            if not path.is_file():  # another process may have built it while this one waited
-                build_aligned_stage0(settings, path, progress)
+    if not path.is_file() and not build:
+        raise RunDirError(f"{path}: aligned stage-0 checkpoint not found; build it with `mcl align --out {path}`")
+    path = ensure_stage0_checkpoint(path, settings, progress)
     state, metadata = load_stage0_checkpoint(path)
     if metadata.get("model") != "pretrained-towers":
         raise RunDirError(f"{path}: stage-0 model {metadata.get('model')!r}; expected 'pretrained-towers'")

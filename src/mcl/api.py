@@ -158,7 +158,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool
         raise DataError(f"{where}: no attribute columns to evaluate")
     rows = modality.evaluate(run, config, train_rows, test_rows, lambda member: load_member(run.root, member, config))
     result: dict[str, Any] = {"kind": modality.name, "data": config.data.path, "train_rows": len(train_rows),
-                              "test_rows": len(test_rows), "rows": rows}
+                              "test_rows": len(test_rows), "rows": rows,
+                              "attribute_classes": {a: len(v) for a, v in table.attribute_values.items()}}
     if unfinished:
         result["unfinished_stages"] = unfinished
         logger.warning("scored the finished stages only: stages %s are not trained yet", unfinished)

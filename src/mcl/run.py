@@ -77,6 +77,13 @@ class Representation:
     name: str
     members: tuple[str, ...]
 
+    @property
+    def stages(self) -> tuple[int, ...] | None:
+        """The stage numbers it integrates (``mcl-3`` -> ``(1, 2, 3)``); None when it holds ensemble members."""
+        if any(not member.startswith("stage-") for member in self.members):
+            return None
+        return tuple(int(member.removeprefix("stage-")) for member in self.members)
+
 
 def _training_values(config: Config) -> dict[str, Any]:
     """The config keys that change what training computes, as a nested dict."""

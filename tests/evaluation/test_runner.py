@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import mcl
-from mcl.api import load_table_for, read_run_config
+from mcl.api import load_member, load_table_for, read_run_config
 from mcl.cli import main
 from mcl.evaluation.runner import representations
+from mcl.run import RunDirectory
 
 TINY = [
     "--quiet", "--set", "data.n_train=96", "--set", "data.n_test=48", "--set", "data.image_size=16",
@@ -24,7 +25,8 @@ def test_mcl_rows_are_the_loaded_encoders_features(tmp_path, mode):
     config.data.path = str(tmp_path / "data")
     table = load_table_for(config, progress=False)
     test_images = table.subset("test").images
-    features = representations(tmp_path, config, table.subset("train").images, test_images)
+    features = representations(RunDirectory(tmp_path), config, table.subset("train").images, test_images,
+                               lambda member: load_member(tmp_path, member, config))
     encoder = mcl.load(tmp_path)
     assert np.allclose(features["mcl-2"][1].numpy(), encoder.embed(test_images), atol=1e-6)
     assert np.allclose(features["stage-2"][1].numpy(), encoder.embed(test_images, stages=[2]), atol=1e-6)

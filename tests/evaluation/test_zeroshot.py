@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from mcl.data.table import ImageTable
-from mcl.evaluation.zeroshot import (
-    class_embeddings,
-    encode_images,
-    images_to_tensor,
-    retrieval_recall,
-    zeroshot_accuracy,
-    zeroshot_attributes,
-)
-from mcl.models.clip import TwoTowerModel
+from mcl.embedding import encode_images, images_to_tensor
+from mcl.evaluation.zeroshot import class_embeddings, retrieval_recall, zeroshot_attributes, zeroshot_predict
+from mcl.models.two_tower import TwoTowerModel
 
 WORDS = ("red", "green", "blue")
 PIXELS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "purple": (100, 0, 200)}
@@ -76,7 +70,8 @@ def test_zeroshot_accuracy_and_attributes() -> None:
     colors = ["red", "green", "blue", "purple"]
     prompts = [[f"a photo of a {w} thing"] for w in WORDS]
     # purple (100, 0, 200) is closest to blue, so labelling it red costs one of four.
-    assert zeroshot_accuracy(ColorModel(), _images(colors), [0, 1, 2, 0], prompts) == pytest.approx(0.75)
+    predictions = zeroshot_predict(ColorModel(), _images(colors), prompts)
+    assert (predictions == torch.tensor([0, 1, 2, 0])).float().mean().item() == pytest.approx(0.75)
     table = ImageTable(
         images=_images(["red", "green", "blue", "red"]),
         split=np.array(["test"] * 4),
@@ -124,8 +119,8 @@ def test_small_clip_learns_captions_end_to_end(tmp_path: Path) -> None:
     """A few CLIP steps on captioned Trifeature, then every evaluator runs on the trained model."""
     from mcl.data.captions import generate_captioned_trifeature
     from mcl.data.table import load_table
-    from mcl.evaluation.mmvp import evaluate_paired_benchmark
-    from mcl.models.clip import SmallCLIP
+    from mcl.evaluation.mmvp import build_paired_benchmark, score_pairs
+    from mcl.models.two_tower import SmallCLIP
     from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
 
     torch.manual_seed(0)
@@ -149,4 +144,6 @@ def test_small_clip_learns_captions_end_to_end(tmp_path: Path) -> None:
     assert set(zeroshot_attributes(model, test)) == {"shape", "texture", "color"}
     assert set(retrieval_recall(model, test.images, test.captions)) == {
         "image_to_text_R@1", "text_to_image_R@1", "image_to_text_R@5", "text_to_image_R@5"}
-    assert set(evaluate_paired_benchmark(model, test, n_pairs=4)["categories"]) == {"shape", "texture", "color"}
+    for attribute in ("shape", "texture", "color"):
+        benchmark = build_paired_benchmark(test, attribute, 4, seed=0)
+        assert score_pairs(model, benchmark.images, benchmark.statements).dtype == torch.bool

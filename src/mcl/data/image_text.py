@@ -11,6 +11,9 @@
 Both load into an :class:`~mcl.data.table.ImageTable` (split ``train``, no attributes, ``paths``
 holding the sample keys), with images centre-cropped to a square and resized to ``image_size``.
 
+For shards that do not fit in memory (ids, splits and attributes from ``KEY.json``, single-group
+batches streamed under bounded memory) use :mod:`mcl.data.webdataset` and :mod:`mcl.data.stream`.
+
 Example:
     >>> table = load_img2dataset("cc3m/", image_size=64)
     >>> table = load_webdataset("shards/data-{000..009}.tar", image_size=64, limit=10_000)

@@ -322,19 +322,3 @@ def _pairs_in_group(rows: np.ndarray, codes: np.ndarray, rng: np.random.Generato
         if partner is not None:
             pairs.append((int(first), int(unused.pop(partner))))
     return pairs
-
-
-def evaluate_paired_benchmark(model: nn.Module, table: ImageTable, attributes: Sequence[str] | None = None,
-                              n_pairs: int | None = 500, seed: int = 0, batch_size: int = 256) -> dict[str, object]:
-    """MMVP-style score of each attribute on ``table`` (e.g. the Trifeature test split).
-
-    Returns ``{"average", "pair_accuracy", "n_pairs", "categories": {attribute: score}}`` like
-    :func:`evaluate_mmvp`, with one category per attribute.
-    """
-    categories: list[str] = []
-    solved = []
-    for name in attributes if attributes is not None else table.attribute_names():
-        benchmark = build_paired_benchmark(table, name, n_pairs, seed)
-        solved.append(score_pairs(model, benchmark.images, benchmark.statements, batch_size))
-        categories += [name] * len(benchmark.statements)
-    return _summarise(categories, torch.cat(solved))

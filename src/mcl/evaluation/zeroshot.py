@@ -46,13 +46,6 @@ def zeroshot_predict(model: nn.Module, images: ImageBatch, prompts_per_class: Se
     return (encode_images(model, images, batch_size) @ classes.T).argmax(1)
 
 
-def zeroshot_accuracy(model: nn.Module, images: ImageBatch, labels: Sequence[int] | np.ndarray | torch.Tensor,
-                      prompts_per_class: Sequence[Sequence[str]], batch_size: int = 256) -> float:
-    """Top-1 accuracy of zero-shot classification with ensembled prompts."""
-    predictions = zeroshot_predict(model, images, prompts_per_class, batch_size)
-    return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
-
-
 def zeroshot_attributes(model: nn.Module, table: ImageTable, attributes: Sequence[str] | None = None,
                         templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES,
                         batch_size: int = 256, image_embeddings: torch.Tensor | None = None) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,7 @@ def decode_all(
     workers = min(8, os.cpu_count() or 1)
     with (
         ThreadPoolExecutor(workers) as pool,
-        tqdm(total=n, disable=not progress, unit="img", desc=f"decoding {root.name}") as bar,
+        tqdm(total=n, disable=not (progress and sys.stderr.isatty()), unit="img", desc=f"decoding {root.name}") as bar,
     ):
         for start in range(0, n, _DECODE_CHUNK):
             for result in pool.map(decode, range(start, min(n, start + _DECODE_CHUNK))):

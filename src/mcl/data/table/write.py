@@ -3,6 +3,13 @@
 ``write_table(dir, images, {"shape": [...]}, ["train", ...])`` writes ``dir/images/000000.png ...``
 then ``dir/labels.csv`` (atomically, last), and primes the decode cache for square images so that
 the first :func:`~mcl.data.table.load.load_table` at the written size decodes nothing.
+
+``format`` chooses the layout: ``png`` (default, lossless), ``jpeg`` (``images/000000.jpg``, quality
+``quality``; no cache priming, decoding is lossy) or ``webdataset``: ``dir/shard-000000.tar ...`` of
+``shard_size`` samples each, sample ``KEY`` (the row, ``000000``) as ``KEY.jpg`` + ``KEY.json``
+(``{"split": ..., <attribute>: <value>, ...}``) + ``KEY.txt`` (when there are captions); no
+``labels.csv``. Each shard is written atomically, then ``shards.json`` (``{"samples": N, "shards": [names]}``)
+last, so its presence marks a complete set; stale ``shard-*.tar`` files are removed first.
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
+import sys
+import tarfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,23 +45,74 @@ def write_table(
     captions: list[str] | None = None,
     *,
     progress: bool = False,
+    format: str = "png",
+    shard_size: int = 1000,
+    quality: int = 95,
 ) -> Path:
     """Write ``images`` (uint8 ``(N, H, W, 3)``) as an image table and return its directory.
 
-    PNGs go to ``directory/images/000000.png ...``; ``labels.csv`` is written last (atomically), so
-    an interrupted write leaves no table. Square images also prime the decode cache for size ``H``.
+    PNGs (or JPEGs) go to ``directory/images/000000.png ...``; ``labels.csv`` is written last
+    (atomically), so an interrupted write leaves no table. Square PNG images also prime the decode
+    cache for size ``H``. ``format='webdataset'`` writes tar shards instead (see the module docstring).
     """
     n = _check_write_args(images, attributes, split, captions)
+    if format not in FORMATS:
+        raise ConfigError(f"format: got {format!r}; expected one of {', '.join(FORMATS)}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise ConfigError(f"shard_size: got {shard_size!r}; expected a positive integer")
     root = Path(directory)
+    if format == "webdataset":
+        _write_shards(root, images, attributes, split, captions, shard_size, quality, progress)
+        return root
     (root / "images").mkdir(parents=True, exist_ok=True)
     labels_path = root / LABELS_FILE
     labels_path.unlink(missing_ok=True)  # a table being rewritten must not look complete before it is
-    paths = [f"images/{row:06d}.png" for row in range(n)]
-    _write_pngs(root, paths, images, progress)
+    suffix = "png" if format == "png" else "jpg"
+    paths = [f"images/{row:06d}.{suffix}" for row in range(n)]
+    _write_images(root, paths, images, progress, quality)
     write_bytes(labels_path, _labels_csv(paths, split, captions, attributes))
-    if images.shape[1] == images.shape[2]:
+    if format == "png" and images.shape[1] == images.shape[2]:
         _prime_cache(root, images)
     return root
+
+
+FORMATS = ("png", "jpeg", "webdataset")
+SHARDS_FILE = "shards.json"  # written last by format='webdataset': the set is complete
+
+
+def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image), "RGB").save(buffer, format=fmt, quality=quality)
+    return buffer.getvalue()
+
+
+def _write_shards(root: Path, images: np.ndarray, attributes: dict[str, list[str]], split: Sequence[str],
+                  captions: Sequence[str] | None, shard_size: int, quality: int, progress: bool) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / SHARDS_FILE).unlink(missing_ok=True)  # a set being rewritten must not look complete before it is
+    for stale in root.glob("shard-*.tar"):
+        stale.unlink()
+    names: list[str] = []
+    n = len(images)
+    bar = tqdm(total=n, disable=not (progress and sys.stderr.isatty()), unit="img", desc=f"writing {root.name}")
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool, bar:
+        for shard, start in enumerate(range(0, n, shard_size)):
+            rows = range(start, min(n, start + shard_size))
+            encoded = list(pool.map(lambda row: _encode(images[row], "JPEG", quality), rows))
+            names.append(f"shard-{shard:06d}.tar")
+            with atomic_open(root / names[-1]) as handle, tarfile.open(fileobj=handle, mode="w") as tar:
+                for row, jpeg in zip(rows, encoded, strict=True):
+                    meta = {"split": split[row], **{name: column[row] for name, column in attributes.items()}}
+                    members = [("jpg", jpeg), ("json", json.dumps(meta).encode())]
+                    if captions is not None:
+                        members.append(("txt", captions[row].encode()))
+                    for extension, data in members:
+                        info = tarfile.TarInfo(f"{row:06d}.{extension}")
+                        info.size, info.mode, info.mtime = len(data), 0o644, 0
+                        tar.addfile(info, io.BytesIO(data))
+            bar.update(len(rows))
+    write_bytes(root / SHARDS_FILE, (json.dumps({"samples": n, "shards": names}) + "\n").encode())
 
 
 def _check_write_args(
@@ -78,9 +139,9 @@ def _check_write_args(
     return n
 
 
-def _write_pngs(root: Path, paths: list[str], images: np.ndarray, progress: bool) -> None:
+def _write_images(root: Path, paths: list[str], images: np.ndarray, progress: bool, quality: int) -> None:
     def write(row: int) -> None:
-        Image.fromarray(np.ascontiguousarray(images[row]), "RGB").save(root / paths[row])
+        Image.fromarray(np.ascontiguousarray(images[row]), "RGB").save(root / paths[row], quality=quality)
 
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
@@ -89,7 +150,7 @@ def _write_pngs(root: Path, paths: list[str], images: np.ndarray, progress: bool
             tqdm(
                 pool.map(write, range(len(paths))),
                 total=len(paths),
-                disable=not progress,
+                disable=not (progress and sys.stderr.isatty()),
                 unit="img",
                 desc=f"writing {root.name}",
             )
