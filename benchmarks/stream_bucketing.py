@@ -12,7 +12,8 @@ cached under ``--data``), indexes it, and then:
    with 0, 1 and 2 workers (decode included), beside the random-access path (``ShardDataset`` +
    ``ClusterBatchSampler`` + ``DatasetLoader``, 0 workers).
 3. **Reader**: MB/s of reading every image's bytes with our offset reader vs :mod:`tarfile` stream
-   mode (what the ``webdataset`` package does internally), interleaved.
+   mode (what the ``webdataset`` package does internally) and, when it is importable, the ``webdataset``
+   package itself, interleaved (images' bytes over seconds; the package also reads the .json members).
 
     python benchmarks/stream_bucketing.py [--quick] [--n 10000] [--data /tmp/mcl-stream-bench]
 """
@@ -113,8 +114,18 @@ def readers(index: ShardIndex, repeats: int) -> list[list[object]]:
                     if handle is not None:
                         handle.read()
 
-    seconds = interleaved({"offset reader (ours)": ours, "tarfile stream mode (webdataset's way)": tar_stream},
-                          repeats)
+    candidates = {"offset reader (ours)": ours, "tarfile stream mode (webdataset's way)": tar_stream}
+    try:  # measured when importable (e.g. PYTHONPATH=/path/to/webdataset); not a dependency
+        import webdataset
+
+        def package() -> None:
+            for _ in webdataset.WebDataset([str(p) for p in index.shards], shardshuffle=False, empty_check=False):
+                pass
+
+        candidates[f"webdataset {getattr(webdataset, '__version__', '')} package (all members)"] = package
+    except ImportError:
+        pass
+    seconds = interleaved(candidates, repeats)
     return [[name, total / median(values) / 1e6, median(values)] for name, values in seconds.items()]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import types
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import torch
 from mcl.align import (
     ALIGNED,
     CACHE_ENV,
+    METADATA_KEY,
     AlignSettings,
     _lr_factor,
-    _split_image_tower,
     add_parser,
     aligned_stage0,
     aligned_stage0_path,
@@ -22,6 +23,7 @@ from mcl.align import (
     load_align_settings,
     load_stage0_checkpoint,
     load_stage0_into,
+    split_image_tower,
 )
 from mcl.errors import ConfigError, RunDirError
 from mcl.io import save_tensors
@@ -39,8 +41,11 @@ def test_packaged_settings_load_and_overrides_are_checked(tmp_path: Path) -> Non
         load_align_settings(overrides={"stpes": 10})
     with pytest.raises(ConfigError, match="'lr'.*expected > 0"):
         load_align_settings(overrides={"lr": 0})
-    with pytest.raises(ConfigError, match="'steps'.*expected a number"):
+    with pytest.raises(ConfigError, match="'steps'.*expected an integer"):
         load_align_settings(overrides={"steps": "many"})
+    with pytest.raises(ConfigError, match="'steps'.*expected an integer"):
+        load_align_settings(overrides={"steps": 1.5})
+    assert load_align_settings(overrides={"lr": 1, "image_resolution": None}).image_resolution is None
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="bad.yaml: expected a mapping"):
@@ -82,19 +87,19 @@ def test_warmup_then_cosine() -> None:
     assert _lr_factor(110, settings) == pytest.approx(0.0)
 
 
-@pytest.mark.parametrize("unlocked", [0, 1, 3, 9])
-def test_cached_prefix_then_suffix_is_the_tower(unlocked: int) -> None:
+def test_cached_prefix_then_suffix_is_the_tower() -> None:
     torch.manual_seed(0)
     tower = efficientnet_lite0(pretrained=False, num_classes=0).eval()
     model = types.SimpleNamespace(image_tower=tower,
                                   preprocess=ImagePreprocess(efficientnet_lite.MEAN, efficientnet_lite.STD, 32))
     images = torch.rand(2, 3, 24, 24)
-    prefix, suffix = _split_image_tower(model, unlocked)  # type: ignore[arg-type]
     with torch.no_grad():
         expected = tower.forward_features(model.preprocess(images))
-        assert torch.allclose(suffix(prefix(images)), expected, atol=1e-5)
+        for unlocked in (0, 1, 3, 9):
+            prefix, suffix = split_image_tower(model, unlocked)  # type: ignore[arg-type]
+            assert torch.allclose(suffix(prefix(images)), expected, atol=1e-5), unlocked
     with pytest.raises(ConfigError, match="unlocked_image_groups"):
-        _split_image_tower(model, 10)  # type: ignore[arg-type]
+        split_image_tower(model, 10)  # type: ignore[arg-type]
 
 
 def test_cli_parser() -> None:
@@ -102,6 +107,19 @@ def test_cli_parser() -> None:
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["align", "--out", "x.safetensors", "--set", "steps=5", "--force"])
     assert args.out == "x.safetensors" and args.overrides == ["steps=5"] and args.force and callable(args.func)
+
+
+def test_cli_keeps_an_existing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "stage0.safetensors"
+    save_tensors(path, {"w": torch.zeros(1)}, metadata={METADATA_KEY: json.dumps({"final_loss": 0.5})})
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["align", "--out", str(path), "--set", "steps=5"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "exists" in out and '"final_loss": 0.5' in out
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        args.func(parser.parse_args(["align", "--out", str(path), "--set", "steps"]))
 
 
 @pytest.mark.slow

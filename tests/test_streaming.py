@@ -91,3 +91,28 @@ def test_auto_residency_follows_the_budget(caplog: pytest.LogCaptureFixture) -> 
     assert choose_residency("auto", 1001, 32, 1000 * one_image / 1e9, torch.device("cpu")) == "stream"
     assert choose_residency("stream", 10, 32, None, torch.device("cpu")) == "stream"
     assert "data residency: stream (auto: decoded set" in caplog.text
+
+
+@pytest.mark.slow
+def test_webdataset_shards_train_like_the_same_jpeg_table(tmp_path: Path) -> None:
+    """The same JPEGs as a table and as shards, resident and streamed: identical stages, identical eval rows."""
+    from mcl.cli import main
+
+    options = ["--n-train", "96", "--n-test", "32", "--image-size", "16", "--quiet"]
+    assert main(["generate", "trifeature", "--out", str(tmp_path / "jpeg"), "--format", "jpeg", *options]) == 0
+    assert main(["generate", "trifeature", "--out", str(tmp_path / "shards"), "--format", "webdataset",
+                 "--shard-size", "40", *options]) == 0
+    runs = {}
+    for name, data, residency in (("table", "jpeg", "memory"), ("shards-memory", "shards", "memory"),
+                                  ("shards-stream", "shards", "stream")):
+        config = {**TINY, "data": {"source": "table", "path": str(tmp_path / data), "image_size": 16,
+                                   "residency": residency, "workers": 0}}
+        mcl.train(config, out=tmp_path / name, progress=False)
+        runs[name] = tmp_path / name
+    for member in ("stage-1", "stage-2"):
+        reference = load_tensors(runs["table"] / member / "encoder.safetensors")
+        for name in ("shards-memory", "shards-stream"):
+            other = load_tensors(runs[name] / member / "encoder.safetensors")
+            assert all(torch.equal(reference[k], other[k]) for k in reference), (name, member)
+    rows = mcl.evaluate(runs["shards-stream"], progress=False)["rows"]
+    assert rows == mcl.evaluate(runs["table"], progress=False)["rows"]

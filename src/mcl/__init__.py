@@ -32,7 +32,10 @@ _EXPORTS = {
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mcl' has no attribute {name!r}")
+    try:  # a subpackage, e.g. mcl.data after a plain `import mcl`
+        return importlib.import_module(f"mcl.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'mcl' has no attribute {name!r}") from None
 
 
 def __dir__() -> list[str]:

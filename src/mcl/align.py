@@ -73,7 +73,7 @@ TRIFEATURE_VALUES = {"shape": SHAPES, "texture": TEXTURES, "color": tuple(COLORS
 
 __all__ = ["ALIGNED", "AlignSettings", "CaptionedCorpus", "add_parser", "aligned_stage0", "aligned_stage0_path",
            "build_aligned_stage0", "build_corpus", "cache_dir", "ensure_stage0_checkpoint", "load_align_settings",
-           "load_stage0_checkpoint", "load_stage0_into", "run", "trifeature_zeroshot"]
+           "load_stage0_checkpoint", "load_stage0_into", "run", "split_image_tower", "trifeature_zeroshot"]
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -99,15 +99,17 @@ class AlignSettings:
     weight_decay: float = 0.0001
     warmup_steps: int = 100
     seed: int = 0
-    eval_trifeature: int = 1000
+    eval_trifeature: int = 500
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name == "image_resolution" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"align setting {field.name!r}: got {value!r}; expected a number")
+            integer = str(field.type).startswith("int")
+            if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+                raise ConfigError(f"align setting {field.name!r}: got {value!r}; expected "
+                                  f"{'an integer' if integer else 'a number'}")
         positive = ("embed_dim", "image_size", "context_length", "steps", "batch_size", "lr")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -215,9 +217,14 @@ def _image_groups(tower: nn.Module) -> list[Callable[[torch.Tensor], torch.Tenso
     return groups
 
 
-def _split_image_tower(model: PretrainedTowers, unlocked: int
+def split_image_tower(model: PretrainedTowers, unlocked: int
                        ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
-    """(locked prefix: float images -> activations, trainable suffix: activations -> pooled features)."""
+    """(locked prefix: float images -> activations, trainable suffix: activations -> pooled features).
+
+    ``suffix(prefix(images)) == model.image_features(images)``; the prefix is the image tower up to
+    its last ``unlocked`` groups (preprocessing included). With those groups locked and no image
+    augmentation, ``prefix`` outputs can be computed once and reused by every step.
+    """
     groups = _image_groups(model.image_tower)
     if not 0 <= unlocked <= len(groups):
         raise ConfigError(f"align setting 'unlocked_image_groups': got {unlocked}; the image tower has "
@@ -260,7 +267,7 @@ def align_towers(model: PretrainedTowers, corpus: CaptionedCorpus, settings: Ali
     started = time.perf_counter()
     model.lock_text(0)
     model.lock_image(settings.unlocked_image_groups)
-    prefix, suffix = _split_image_tower(model, settings.unlocked_image_groups)
+    prefix, suffix = split_image_tower(model, settings.unlocked_image_groups)
     distinct, caption_ids = np.unique(np.asarray(corpus.captions, dtype=str), return_inverse=True)
     with evaluating(model):
         image_cache = _cached(lambda batch: prefix(images_to_tensor(batch)), corpus.images)

@@ -137,14 +137,13 @@ def kmeans(
         return _kmeans_faiss(points, clusters, restarts, iterations, seed, spherical, sample_per_cluster)
     if backend != "torch":
         raise ValueError(f"unknown k-means backend {backend!r} (expected auto, torch or faiss)")
-    data = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points)
-    data = data.to(device or data.device, torch.float32).contiguous()
     sample_size = default_sample_size(clusters) if sample_size is None else max(clusters, sample_size)
     if n_points <= sample_size:
+        data = _float_rows(points, slice(None), device).contiguous()
         fit = _kmeans_torch(data, clusters, restarts, iterations, seed, spherical, tolerance, sample_per_cluster)
-    else:
-        fit = _kmeans_sampled(data, clusters, restarts if sample_restarts is None else sample_restarts, iterations,
-                              seed, spherical, tolerance, sample_per_cluster, sample_size, chunk_size)
+    else:  # points stay as given (e.g. a float16 memory map): only the sample and one chunk become float32
+        fit = _kmeans_sampled(points, clusters, restarts if sample_restarts is None else sample_restarts, iterations,
+                              seed, spherical, tolerance, sample_per_cluster, sample_size, chunk_size, device)
     return _result(fit, clusters, "torch")
 
 
@@ -324,14 +323,26 @@ def _kmeans_faiss(points: np.ndarray | torch.Tensor, clusters: int, restarts: in
     return _result(fit, clusters, "faiss")
 
 
-def _kmeans_sampled(data: torch.Tensor, clusters: int, restarts: int, iterations: int, seed: int, spherical: bool,
-                    tolerance: float, sample_per_cluster: int, sample_size: int, chunk_size: int) -> _Fit:
+def _float_rows(points: np.ndarray | torch.Tensor, rows: slice | np.ndarray,
+                device: str | torch.device | None) -> torch.Tensor:
+    """``points[rows]`` as a float32 tensor on ``device`` (default: where the points are)."""
+    if torch.is_tensor(points):
+        index = rows if isinstance(rows, slice) else torch.from_numpy(rows).to(points.device)
+        block = points[index]
+    else:
+        block = torch.from_numpy(np.ascontiguousarray(points[rows]))
+    return block.to(device or block.device, torch.float32)
+
+
+def _kmeans_sampled(points: np.ndarray | torch.Tensor, clusters: int, restarts: int, iterations: int, seed: int,
+                    spherical: bool, tolerance: float, sample_per_cluster: int, sample_size: int, chunk_size: int,
+                    device: str | torch.device | None = None) -> _Fit:
     """Fit on a seeded sample, then one pass over all points: assign, and move each centroid to its points' mean."""
-    rows = np.sort(np.random.default_rng([seed, 1]).choice(data.shape[0], sample_size, replace=False))
-    sample = data[torch.from_numpy(rows).to(data.device)]
+    rows = np.sort(np.random.default_rng([seed, 1]).choice(points.shape[0], sample_size, replace=False))
+    sample = _float_rows(points, rows, device)
     fit = _kmeans_torch(sample, clusters, restarts, iterations, seed, spherical, max(tolerance, SAMPLE_TOLERANCE),
                         sample_per_cluster)
-    labels, distances, sums, counts = _assign_chunks(data, fit.centroids, chunk_size)
+    labels, distances, sums, counts = _assign_chunks(points, fit.centroids, chunk_size, sample.device)
     # One Lloyd update on all points: the mean of a cluster's points minimises its squared distances,
     # so the partition's inertia w.r.t. the new centroids b can only drop. It follows from the sums S,
     # without a second pass: sum ||x - b||^2 = sum ||x - a||^2 + 2 (a - b) . (S - n a) + n ||a - b||^2
@@ -346,16 +357,16 @@ def _kmeans_sampled(data: torch.Tensor, clusters: int, restarts: int, iterations
     return _Fit(centroids.to(torch.float32), labels, distances, 1, total=max(inertia, 0.0))
 
 
-def _assign_chunks(data: torch.Tensor, centroids: torch.Tensor,
-                   chunk_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _assign_chunks(points: np.ndarray | torch.Tensor, centroids: torch.Tensor, chunk_size: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearest centroid and squared distance of every row, plus per-cluster row sums and counts, chunk by chunk."""
-    clusters = centroids.shape[0]
-    labels = torch.empty(data.shape[0], dtype=torch.long, device=data.device)
-    distances = torch.empty(data.shape[0], dtype=torch.float32, device=data.device)
-    sums = torch.zeros(clusters, data.shape[1], dtype=torch.float32, device=data.device)
-    counts = torch.zeros(clusters, dtype=torch.long, device=data.device)
-    for start in range(0, data.shape[0], chunk_size):
-        chunk = data[start : start + chunk_size]
+    clusters, n_points = centroids.shape[0], points.shape[0]
+    labels = torch.empty(n_points, dtype=torch.long, device=device)
+    distances = torch.empty(n_points, dtype=torch.float32, device=device)
+    sums = torch.zeros(clusters, points.shape[1], dtype=torch.float32, device=device)
+    counts = torch.zeros(clusters, dtype=torch.long, device=device)
+    for start in range(0, n_points, chunk_size):
+        chunk = _float_rows(points, slice(start, start + chunk_size), device)
         chunk_labels, chunk_distances = assign(chunk, centroids)
         labels[start : start + len(chunk)], distances[start : start + len(chunk)] = chunk_labels, chunk_distances
         chunk_sums, chunk_counts = centroid_sums(chunk, chunk_labels, clusters)

@@ -48,7 +48,7 @@ def _encode_batched(model: nn.Module, items: ImageBatch | Sequence[str], batch_s
     device, out = _device(model), []
     with evaluating(model):
         for start in range(0, len(items), batch_size):
-            out.append(l2_normalize(encode(items[start:start + batch_size], device)).cpu())
+            out.append(l2_normalize(encode(items[start:start + batch_size], device).float()).cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 

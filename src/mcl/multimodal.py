@@ -154,7 +154,10 @@ class ImageTextTask:
         images = self.augment(to_float_images(batch["image"]))
         captions, pair_caption = torch.unique(self.caption_ids[batch["index"]], return_inverse=True)
         image_emb, caption_emb = model(images, select_tokens(self.tokens, captions))
-        return self.objective(image_emb, caption_emb[pair_caption], inner.logit_scale, pseudo_labels)
+        # Identical captions are not negatives of each other (many repeat inside a pseudo-label group).
+        same_caption = self.caption_ids[batch["index"]] if self.config.multimodal.mask_duplicate_captions else None
+        return self.objective(image_emb, caption_emb[pair_caption], inner.logit_scale, pseudo_labels,
+                              caption_ids=same_caption)
 
     def embed(self, model: nn.Module) -> torch.Tensor:
         """L2-normalised image embeddings of the un-augmented training images (what is clustered)."""

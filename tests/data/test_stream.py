@@ -175,3 +175,28 @@ def test_bad_image_in_the_stream(tmp_path: Path) -> None:
     stream = GroupBucketingStream(index, index.ids(), image_size=8, batch_size=4, on_bad_image="skip")
     batches = epoch_batches(stream, 0)
     assert sorted(torch.cat(batches).tolist()) == [0, 2, 3] and stream.stats.decode.skipped == [f"{tmp_path}/a.tar#k1"]
+
+
+def test_the_trainer_runs_on_a_stream_with_pseudo_labels(index: ShardIndex, labels: np.ndarray,
+                                                         tmp_path: Path) -> None:
+    from mcl.config import TrainConfig
+    from mcl.io import read_jsonl
+    from mcl.training import METRICS, train
+
+    groups_seen: list[int] = []
+
+    def loss(model: torch.nn.Module, batch: dict, batch_labels: torch.Tensor | None) -> torch.Tensor:
+        assert batch_labels is not None and bool((batch_labels == batch_labels[0]).all())
+        groups_seen.append(int(batch_labels[0]))
+        return model(batch["image"].float().mean(dim=(1, 2)) / 255).pow(2).mean()
+
+    stream = GroupBucketingStream(index, index.ids("train"), image_size=8, batch_size=16, pseudo_labels=labels)
+    loader = StreamLoader(stream, "cpu")
+    train(torch.nn.Linear(3, 2), loss, loader, TrainConfig(epochs=2, batch_size=16, lr=0.01), tmp_path,
+          torch.as_tensor(labels), progress=False)
+    steps = [record["steps"] for record in read_jsonl(tmp_path / METRICS)]
+    expected = []
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        expected.append(len(stream))
+    assert steps == expected and len(groups_seen) == sum(steps)  # len() was exact: the LR schedule's steps

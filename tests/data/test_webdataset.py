@@ -20,6 +20,7 @@ from mcl.data.table import load_table, write_table
 from mcl.data.table.decode import decode_image as table_decode
 from mcl.data.webdataset import (
     ShardDataset,
+    ShardIndex,
     ShardReader,
     decode_bytes,
     index_shards,
@@ -91,6 +92,17 @@ def test_index_pass_ids_keys_splits_attributes_captions(shards: Path) -> None:
     # The same shards through a brace pattern and a list give the same index.
     pattern = index_shards(str(shards / "shard-{000000..000006}.tar"))
     assert pattern.keys == index.keys and pattern.fingerprint == index.fingerprint
+
+
+def test_index_save_and_load(shards: Path, tmp_path: Path) -> None:
+    index = index_shards(shards)
+    index.save(tmp_path / "index.npz")
+    loaded = ShardIndex.load(tmp_path / "index.npz", fingerprint=index.fingerprint)
+    assert loaded is not None and loaded.keys == index.keys and loaded.captions == index.captions
+    assert loaded.attributes == index.attributes and loaded.shards == index.shards
+    assert all(np.array_equal(getattr(loaded, a), getattr(index, a)) for a in ("shard", "offset", "size", "split"))
+    assert ShardIndex.load(tmp_path / "index.npz", fingerprint="other") is None
+    assert ShardIndex.load(tmp_path / "missing.npz") is None
 
 
 def test_reading_by_offset_keeps_pixels_with_their_ids(shards: Path) -> None:

@@ -69,3 +69,16 @@ def test_loss_is_finite_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = NTXentLoss(0.1)(Z_A * 1e-6, Z_B * 1e-6, LABELS)
     assert torch.isfinite(value)
+
+
+def test_numpy_pseudo_labels_equal_tensor_ones() -> None:
+    """combine_cluster_labels returns numpy: the loss takes it as it is."""
+    import numpy as np
+
+    from mcl.objectives import NTXentLoss
+
+    generator = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    loss = NTXentLoss(temperature=0.5)
+    assert torch.equal(loss(z_a, z_b, labels), loss(z_a, z_b, torch.as_tensor(labels)))

@@ -19,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=["png", "jpeg", "webdataset"], default="png",
+                        help="png/jpeg image table (labels.csv), or WebDataset tar shards (trifeature, overlay)")
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (--format webdataset)")
     add_quiet(parser)
     parser.set_defaults(func=run)
 
@@ -27,6 +30,7 @@ def run(args: argparse.Namespace) -> None:
     """Generate ``args.kind`` into ``args.out``."""
     from mcl.data import GENERATORS
 
+    options = {} if args.format == "png" else {"format": args.format, "shard_size": args.shard_size}
     path = GENERATORS[args.kind](Path(args.out), n_train=args.n_train, n_test=args.n_test,
-                                 image_size=args.image_size, seed=args.seed, progress=not args.quiet)
+                                 image_size=args.image_size, seed=args.seed, progress=not args.quiet, **options)
     print(f"wrote the {args.kind} image table to {path}")

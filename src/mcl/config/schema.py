@@ -146,6 +146,7 @@ class MultimodalConfig:
     unlocked_image_groups: int = 0  # with lock_image: the last N image layer groups stay trainable
     lock_text: bool = False
     unlocked_text_groups: int = 0
+    mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives
     init_temperature: float = 0.07
     context_length: int = 32
     image_resolution: int | None = None  # pretrained-towers: resize images to this size (None: keep)

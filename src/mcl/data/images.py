@@ -94,6 +94,42 @@ class DiskImages:
         return int(np.prod(self.shape))
 
 
+class ShardImages(DiskImages):
+    """:class:`DiskImages` of WebDataset samples: row ``i`` is sample ``i`` of a :class:`ShardIndex`, read at
+    its recorded offset (seekable shards) and decoded. Each process opens its own shard handles."""
+
+    def __init__(self, index: Any, size: int, rows: np.ndarray | None = None) -> None:
+        self.index, self.size = index, int(size)
+        self.paths = index.keys
+        self.rows = np.arange(len(index), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+        self._reader: Any = None
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)):
+            return self.decode(int(self.rows[key]))
+        if torch.is_tensor(key):
+            key = key.cpu().numpy()
+        return ShardImages(self.index, self.size, self.rows[key])
+
+    def decode(self, row: int) -> np.ndarray:
+        """Sample ``row`` as uint8 ``(size, size, 3)``; a bad image is a one-line DataError naming shard and key."""
+        from mcl.data.table.decode import failure_reason
+        from mcl.data.webdataset import ShardReader, decode_bytes
+
+        if self._reader is None:
+            self._reader = ShardReader(self.index)
+        data = self._reader.read(row)
+        try:
+            return decode_bytes(data, self.size)
+        except DataError:
+            raise
+        except Exception as exc:  # Pillow raises many unrelated types for corrupt files
+            raise DataError(f"{self.index.where(row)}: cannot be decoded ({failure_reason(exc)})") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_reader": None}  # open files stay with the process that opened them
+
+
 class _DecodedBatches:
     """Batched map-style data set for :class:`DatasetLoader`: ``ds[indices] -> {"image": uint8 (B, H, W, 3)}``."""
 

@@ -178,6 +178,8 @@ def generate_overlay(
     image_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    format: str = "png",
+    shard_size: int = 1000,
 ) -> Path:
     """Write a garment+digit image table (attributes ``garment``, ``digit``) and return its directory.
 
@@ -206,7 +208,8 @@ def generate_overlay(
 
     names = {"garment": [GARMENTS[i] for i in garment], "digit": [DIGITS[i] for i in digit]}
     captions = [f"a {g} with the digit {d}" for g, d in zip(names["garment"], names["digit"], strict=True)]
-    return write_table(out_dir, images, names, split_column(n_train, n_test), captions, progress=progress)
+    return write_table(out_dir, images, names, split_column(n_train, n_test), captions, progress=progress,
+                       format=format, shard_size=shard_size)
 
 
 def _split_rows(n_train: int, n_test: int) -> tuple[slice, slice]:

@@ -1,4 +1,9 @@
-"""Opening a data directory whatever its layout: an image table (``labels.csv``) or an ImageFolder.
+"""Opening a data source whatever its layout: an image table (``labels.csv``), an ImageFolder, or WebDataset shards.
+
+WebDataset: a ``.tar`` file, a brace pattern ``DIR/shard-{000000..000099}.tar``, or a directory of
+``.tar`` files without ``labels.csv`` (:mod:`mcl.data.webdataset`): the shards are indexed once per
+process (headers and ``.txt``/``.json`` members only), sample ids are shard order then member order,
+and images are read at their offsets when needed (:class:`~mcl.data.images.ShardImages`).
 
 :func:`open_source` reads ``DIR/labels.csv`` when it exists (:func:`~mcl.data.table.load_table`),
 else the ``DIR/<class>/<image>`` layout (:func:`~mcl.data.folder.load_folder`); both give the same
@@ -13,21 +18,55 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from mcl.data.folder import load_folder, read_folder
 from mcl.data.table import LABELS_FILE, ImageTable, load_table
 from mcl.errors import DataError
 
-_EXPECTED = "expected a directory with labels.csv (an image table) or DIR/<class>/<image> folders (an image folder)"
+_EXPECTED = ("expected a directory with labels.csv (an image table), DIR/<class>/<image> folders (an image "
+             "folder), or WebDataset .tar shards (a directory of them, one file, or DIR/shard-{000000..000009}.tar)")
+_INDEXES: dict[tuple[str, str], Any] = {}  # (source, fingerprint) -> ShardIndex, so a process indexes once
 
 
 def source_kind(path: str | os.PathLike) -> str:
-    """``'table'`` when ``path/labels.csv`` exists, else ``'folder'``; a missing directory is a DataError."""
+    """``'table'`` (labels.csv), ``'webdataset'`` (tar shards) or ``'folder'``; nothing there is a DataError."""
+    text = str(path)
     root = Path(path)
+    if "{" in text or (root.is_file() and root.suffix == ".tar"):
+        return "webdataset"
     if not root.is_dir():
         what = "not a directory" if root.exists() else "not found"
         raise DataError(f"{root}: {what}; {_EXPECTED}")
-    return "table" if (root / LABELS_FILE).exists() else "folder"
+    if (root / LABELS_FILE).exists():
+        return "table"
+    return "webdataset" if any(root.glob("*.tar")) else "folder"
+
+
+def shard_index(path: str | os.PathLike) -> Any:
+    """The :class:`~mcl.data.webdataset.ShardIndex` of a WebDataset source (indexed once per process)."""
+    from mcl.data.webdataset import index_shards, resolve_shards, shards_fingerprint
+
+    key = (str(path), shards_fingerprint(resolve_shards(path)))
+    if key not in _INDEXES:
+        _INDEXES[key] = index_shards(path)
+    return _INDEXES[key]
+
+
+def _open_shards(path: str | os.PathLike, image_size: int, stream: bool) -> ImageTable:
+    from mcl.data.images import ShardImages
+
+    index = shard_index(path)
+    if len(index) == 0:
+        raise DataError(f"{path}: no samples with an image in the shards")
+    attributes, values = index.attribute_codes()
+    images = ShardImages(index, image_size)
+    root = Path(path) if Path(path).is_dir() else Path(index.shards[0]).parent
+    return ImageTable(images=images if stream else np.asarray(images), split=np.asarray(index.split, dtype=str),
+                      attributes=attributes, attribute_values=values, paths=list(index.keys),
+                      captions=index.captions, root=root)
 
 
 def open_source(
@@ -43,7 +82,10 @@ def open_source(
 
     ``stream``: decode nothing now; ``images`` decodes rows when read (:class:`mcl.data.images.DiskImages`).
     """
-    load = load_table if source_kind(path) == "table" else load_folder
+    kind = source_kind(path)
+    if kind == "webdataset":
+        return _open_shards(path, image_size, stream)
+    load = load_table if kind == "table" else load_folder
     return load(path, image_size, on_bad_image, cache, progress, allow_outside_paths=allow_outside_paths,
                 stream=stream)
 
@@ -51,7 +93,10 @@ def open_source(
 def source_digest(path: str | os.PathLike) -> str:
     """sha256 (hex) of ``labels.csv``'s bytes, or of an image folder's sorted listing."""
     root = Path(path)
-    if source_kind(root) == "table":
+    kind = source_kind(root)
+    if kind == "webdataset":
+        return hashlib.sha256(shard_index(path).fingerprint.encode()).hexdigest()
+    if kind == "table":
         try:
             return hashlib.sha256((root / LABELS_FILE).read_bytes()).hexdigest()
         except OSError as exc:
@@ -62,7 +107,10 @@ def source_digest(path: str | os.PathLike) -> str:
 def count_rows(path: str | os.PathLike) -> int:
     """How many images ``path`` lists (labels.csv rows or folder images), without opening any."""
     root = Path(path)
-    if source_kind(root) == "table":
+    kind = source_kind(root)
+    if kind == "webdataset":
+        return len(shard_index(path))
+    if kind == "table":
         from mcl.data.table.labels import read_labels
 
         return len(read_labels(root).paths)

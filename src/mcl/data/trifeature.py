@@ -355,8 +355,12 @@ def generate_trifeature(
     image_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    format: str = "png",
+    shard_size: int = 1000,
 ) -> Path:
     """Write a Trifeature image table (attributes ``shape``, ``texture``, ``color``) and return its directory.
+
+    ``format``: ``png`` (default), ``jpeg`` or ``webdataset`` (tar shards of ``shard_size`` samples).
 
     Each attribute is drawn independently of the others and balanced within each split. The output
     is fully determined by ``seed``. Captions read "a <color> <shape> with <texture> texture".
@@ -366,4 +370,5 @@ def generate_trifeature(
         f"a {c} {s} with {t} texture"
         for s, t, c in zip(names["shape"], names["texture"], names["color"], strict=True)
     ]
-    return write_table(out_dir, images, names, split, captions, progress=progress)
+    return write_table(out_dir, images, names, split, captions, progress=progress, format=format,
+                       shard_size=shard_size)

@@ -59,6 +59,7 @@ from mcl.data.image_text import expand_shards
 from mcl.data.table import SPLITS, check_load_options
 from mcl.data.table.decode import to_rgb
 from mcl.errors import DataError, one_line
+from mcl.io import atomic_open
 
 logger = logging.getLogger("mcl")
 
@@ -170,6 +171,34 @@ class ShardIndex:
     def where(self, sample: int) -> str:
         """``shard-000003.tar#KEY``: how messages name a sample."""
         return f"{self.shards[self.shard[sample]]}#{self.keys[sample]}"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index as one ``.npz`` (no pickles), e.g. rank 0 indexes and the other ranks :meth:`load`."""
+        arrays = {"shards": np.asarray([str(p) for p in self.shards]), "keys": np.asarray(self.keys, dtype=str),
+                  "shard": self.shard, "offset": self.offset, "size": self.size, "split": self.split.astype(str),
+                  "fingerprint": np.asarray(self.fingerprint),
+                  "attribute_names": np.asarray(list(self.attributes), dtype=str)}
+        arrays.update({f"attribute_{i}": np.asarray(v, dtype=str) for i, v in enumerate(self.attributes.values())})
+        if self.captions is not None:
+            arrays["captions"] = np.asarray(self.captions, dtype=str)
+        with atomic_open(path) as handle:
+            np.savez(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, fingerprint: str | None = None) -> ShardIndex | None:
+        """An index :meth:`save` wrote; None when absent, unreadable, or its fingerprint is not ``fingerprint``."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if fingerprint is not None and str(data["fingerprint"]) != fingerprint:
+                    return None
+                names = [str(n) for n in data["attribute_names"]]
+                return cls(shards=[Path(str(p)) for p in data["shards"]], keys=data["keys"].tolist(),
+                           shard=data["shard"], offset=data["offset"], size=data["size"], split=data["split"],
+                           attributes={n: data[f"attribute_{i}"].tolist() for i, n in enumerate(names)},
+                           captions=data["captions"].tolist() if "captions" in data else None,
+                           fingerprint=str(data["fingerprint"]))
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.objectives.core import info_nce, l2_normalize, same_group_mask, upcast
+from mcl.objectives.core import as_labels, info_nce, l2_normalize, same_group_mask, upcast
 
 MAX_LOGIT_SCALE = 100.0
 """Upper bound of the multiplier ``exp(logit_scale)`` (CLIP, Radford et al. 2021, Sec. 2.5)."""
@@ -79,6 +79,7 @@ class CLIPLoss(nn.Module):
         if image_emb.shape[0] != text_emb.shape[0]:
             raise ValueError(f"got {image_emb.shape[0]} image and {text_emb.shape[0]} text embeddings")
         local_rows, device = image_emb.shape[0], image_emb.device
+        pseudo_labels, caption_ids = as_labels(pseudo_labels, device), as_labels(caption_ids, device)
         if caption_ids is not None and caption_ids.shape != (local_rows,):
             raise ValueError(f"caption_ids must have shape ({local_rows},), got {tuple(caption_ids.shape)}")
         # Normalised once (the gathered rows are unit too), in float32 at least and float64 when given.

@@ -7,6 +7,9 @@ MoCo) honours it the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -46,6 +49,13 @@ def info_nce(
         return logits.sum() * 0.0
     losses = torch.logsumexp(masked[has_negative], dim=1) - positives[has_negative]
     return losses.mean()
+
+
+def as_labels(labels: torch.Tensor | np.ndarray | Sequence[int] | None, device: torch.device) -> torch.Tensor | None:
+    """Pseudo-labels (or caption ids) as an int64 tensor on ``device``: numpy arrays and lists are accepted too."""
+    if labels is None:
+        return None
+    return torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels, device=device).long()
 
 
 def same_group_mask(anchor_groups: torch.Tensor | None, candidate_groups: torch.Tensor | None,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.objectives.core import info_nce, l2_normalize, same_group_mask, upcast
+from mcl.objectives.core import as_labels, info_nce, l2_normalize, same_group_mask, upcast
 from mcl.objectives.registry import register_objective
 
 
@@ -61,6 +61,7 @@ class NTXentLoss(nn.Module):
     ) -> torch.Tensor:
         """Loss of the local anchors against the (global) two-view batch."""
         local_rows, device = z_a.shape[0], z_a.device
+        pseudo_labels = as_labels(pseudo_labels, device)  # numpy arrays (e.g. from combine_cluster_labels) too
         z_a, z_b = upcast(z_a), upcast(z_b)  # float32 at least, float64 kept
         # Anchors and candidates are normalised separately (not one shared tensor): the autograd graph,
         # and so every result, stays bit for bit what earlier versions computed.
