@@ -45,14 +45,14 @@ demo: install
 	$(BIN)/mcl demo --out runs/demo
 
 test: install-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
 test-zoo: install-zoo
 	$(ZOO_BIN)/python -m pytest tests/zoo -q
 
 lint: install-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) $(ZOO_VENV) runs .pytest_cache

@@ -69,7 +69,8 @@ def main() -> None:
         stages.append(model)
         print(f"stage {stage}: loss {loss.item():.3f}, {labeller.info['groups']} pseudo-label groups")
 
-    for name, encoder in (("stage-1", MultistageEncoder(stages[:1])), (f"mcl-{len(stages)}", MultistageEncoder(stages))):
+    representations = {"stage-1": MultistageEncoder(stages[:1]), f"mcl-{len(stages)}": MultistageEncoder(stages)}
+    for name, encoder in representations.items():
         train_x, test_x = torch.from_numpy(encoder.embed(train.images)), torch.from_numpy(encoder.embed(test.images))
         scores = {a: linear_probe(train_x, train.attributes[a], test_x, test.attributes[a])
                   for a in table.attribute_names()}

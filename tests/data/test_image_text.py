@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mcl.data.image_text import (
+    _webdataset_samples,
     expand_shards,
-    iter_webdataset,
     load_img2dataset,
     load_webdataset,
     scan_img2dataset,
@@ -100,7 +100,8 @@ def shards(tmp_path: Path) -> Path:
 
 def test_iter_webdataset_groups_members_by_key(shards: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="mcl"):
-        pairs = list(iter_webdataset(str(shards / "data-{000..001}.tar")))
+        pairs = [(image, caption) for _, image, caption in
+                 _webdataset_samples(expand_shards(str(shards / "data-{000..001}.tar")), None, "error")]
     assert [caption for _, caption in pairs] == ["zero", "caf\u00e9 one", "three"]
     assert pairs[0][0].shape == (12, 20, 3)  # original size without image_size
     assert "skipped 1 sample(s) without both an image and a caption" in caplog.text and "'s/002'" in caplog.text

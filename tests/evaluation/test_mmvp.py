@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from evaluation.mmvp_fixture import write_mmvp_fixture
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
 from mcl.evaluation.mmvp import (
@@ -22,7 +23,6 @@ from mcl.evaluation.mmvp import (
     score_embedded_pairs,
     score_mmvp,
     score_pairs,
-    write_mmvp_fixture,
 )
 from mcl.models.two_tower import TwoTowerModel
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import mcl
+from evaluation.mmvp_fixture import write_mmvp_fixture
 from mcl.api import evaluate as evaluate_run
 from mcl.api import load_member, load_table_for, read_run_config
 from mcl.cli.demo import run_multimodal as cmd_demo_multimodal
 from mcl.cli.mmvp import run as cmd_eval_mmvp
-from mcl.evaluation.mmvp import write_mmvp_fixture
 from mcl.evaluation.tables import compare
 from mcl.evaluation.zeroshot import zeroshot_attributes
 from mcl.io import read_json

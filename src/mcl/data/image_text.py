@@ -236,18 +236,6 @@ def _webdataset_samples(shards: list[Path], image_size: int | None,
         _report_unpaired(shard, "unreadable image(s)", unreadable)
 
 
-def iter_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int | None = None,
-                    on_bad_image: str = "error") -> Iterator[tuple[np.ndarray, str]]:
-    """Stream ``(image uint8 (H, W, 3), caption)`` pairs from WebDataset tar shards.
-
-    A sample needs an image (``jpg``/``jpeg``/``png``/``webp``) and a non-empty ``txt``; others are
-    skipped and logged per shard. With ``image_size`` images are centre-cropped and resized.
-    """
-    check_load_options(image_size, on_bad_image, size_optional=True)
-    for _, image, caption in _webdataset_samples(expand_shards(shards), image_size, on_bad_image):
-        yield image, caption
-
-
 def load_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int,
                     limit: int | None = None, on_bad_image: str = "error") -> ImageTable:
     """Materialise (the first ``limit`` pairs of) WebDataset shards into an :class:`ImageTable`.
