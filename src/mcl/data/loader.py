@@ -29,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -113,14 +113,7 @@ class DatasetLoader:
                  seed: int = 0, prefetch: int = 2) -> None:
         self.batch_sampler = batch_sampler
         self.device = torch.device(device)
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-        options: dict[str, Any] = {"num_workers": workers, "worker_init_fn": _seed_worker, "generator": generator,
-                                   "pin_memory": self.device.type == "cuda"}
-        if workers > 0:
-            options.update(prefetch_factor=prefetch, persistent_workers=False)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=_Batches(batch_sampler),
-                                                  **options)
+        self.loader = batch_dataloader(dataset, self.device, workers, seed, prefetch, _Batches(batch_sampler))
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle the batch sampler for ``epoch``."""
@@ -130,5 +123,26 @@ class DatasetLoader:
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            yield {name: value.to(self.device, non_blocking=True) for name, value in batch.items()}
+        return to_device(self.loader, self.device)
+
+
+def batch_dataloader(dataset: Any, device: torch.device, workers: int, seed: int, prefetch: int = 2,
+                     sampler: torch.utils.data.Sampler | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader whose items are whole batches (``batch_size=None``), with reproducible worker seeds.
+
+    Its own generator (seeded with ``seed``) draws the worker seeds, so the global torch RNG (which
+    the augmentations use) is never touched; pinned memory on CUDA.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    options: dict[str, Any] = {"num_workers": workers, "worker_init_fn": _seed_worker, "generator": generator,
+                               "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        options.update(prefetch_factor=prefetch, persistent_workers=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=sampler, **options)
+
+
+def to_device(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
+    """Every tensor of every batch moved to ``device`` (asynchronously from pinned memory)."""
+    for batch in batches:
+        yield {name: value.to(device, non_blocking=True) for name, value in batch.items()}

@@ -61,18 +61,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
+from mcl.data.loader import Batch, batch_dataloader, to_device
 from mcl.data.webdataset import DecodeStats, ShardIndex, ShardReader, decode_samples
 from mcl.errors import ConfigError
 from mcl.sampling import split_sizes
 
 logger = logging.getLogger("mcl")
-
-Batch = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -317,14 +315,6 @@ class GroupBucketingStream(torch.utils.data.IterableDataset):
         return {"index": torch.from_numpy(positions[keep]), "image": torch.from_numpy(images[keep])}
 
 
-def _seed_worker(worker_id: int) -> None:
-    import random
-
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 class StreamLoader:
     """The loader interface (:mod:`mcl.data.loader`) over a :class:`GroupBucketingStream`.
 
@@ -337,13 +327,7 @@ class StreamLoader:
                  seed: int = 0, prefetch: int = 2) -> None:
         self.stream = stream
         self.device = torch.device(device)
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-        options: dict[str, Any] = {"num_workers": workers, "worker_init_fn": _seed_worker, "generator": generator,
-                                   "pin_memory": self.device.type == "cuda"}
-        if workers > 0:
-            options.update(prefetch_factor=prefetch, persistent_workers=False)
-        self.loader = torch.utils.data.DataLoader(stream, batch_size=None, **options)
+        self.loader = batch_dataloader(stream, self.device, workers, seed, prefetch)
 
     def set_epoch(self, epoch: int) -> None:
         """Plan ``epoch`` (workers receive the plan when the next iteration starts them)."""
@@ -353,5 +337,4 @@ class StreamLoader:
         return len(self.stream)
 
     def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            yield {name: value.to(self.device, non_blocking=True) for name, value in batch.items()}
+        return to_device(self.loader, self.device)
