@@ -63,3 +63,18 @@ def test_evaluating_an_unfinished_run_names_the_stages(tmp_path: Path) -> None:
     partial = mcl.evaluate(tmp_path / "run", progress=False, allow_unfinished=True)
     assert partial["unfinished_stages"] == [2, 3]
     assert {r["representation"] for r in partial["rows"]} >= {"stage-1", "random-init"}
+
+
+def test_finetune_baseline_takes_the_steps_of_the_stages(tmp_path: Path) -> None:
+    from mcl.io import read_jsonl
+    from mcl.stages import stage_steps
+
+    data = _table(tmp_path / "t", ["train"] * 40 + ["test"] * 8)
+    config = {**_config(data), "eval": {"ensemble": False, "finetune_baseline": True, "linear_max_iter": 50}}
+    mcl.train(config, out=tmp_path / "run", progress=False)
+    run_dir = tmp_path / "run"
+    for k in (1, 2):
+        steps = sum(r["steps"] for r in read_jsonl(run_dir / f"finetune-{k}" / "metrics.jsonl"))
+        assert steps == stage_steps(mcl.run.RunDirectory(run_dir), k) > 0
+    names = {r["representation"] for r in mcl.evaluate(run_dir, progress=False)["rows"]}
+    assert {"finetune-1", "finetune-2", "mcl-2"} <= names

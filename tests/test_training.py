@@ -233,3 +233,12 @@ def test_every_rank_resumes_its_own_rng_stream(tmp_path):
     for draw in draws:
         assert torch.equal(draw["expected"], draw["resumed"])
     assert not torch.equal(draws[0]["expected"], draws[1]["expected"])
+
+
+def test_constant_schedule_after_warm_up() -> None:
+    from mcl.training import learning_rate
+
+    rates = [learning_rate(step, 100, 10, 1e-3, "constant") for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(rate == 1e-3 for rate in rates[10:])
+    assert learning_rate(99, 100, 10, 1e-3, "cosine") < 1e-5

@@ -26,7 +26,7 @@ from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.io import write_json
 from mcl.modalities import modality_of
 from mcl.run import EVAL_FILE, RunDirectory
-from mcl.stages import StageHistory, run_stages, train_ensemble
+from mcl.stages import StageHistory, run_stages, train_ensemble, train_finetune_baseline
 from mcl.tasks import load_model_weights
 from mcl.training import Fit, resolve_device
 from mcl.training import train as default_fit
@@ -99,6 +99,8 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit)
     if config.eval.ensemble:
         train_ensemble(task, config, run, progress, fit=fit)
+    if config.eval.finetune_baseline:
+        train_finetune_baseline(task, config, run, progress, fit=fit)
     return Run(run_dir, config, modality.integrate(history.models, config, stage0), history)
 
 

@@ -16,6 +16,7 @@ ensemble members a run holds (:meth:`RunDirectory.finished_stages`, :meth:`RunDi
         metrics.jsonl        one line per epoch: loss, lr, throughput
         checkpoint.*         last epoch checkpoint while the stage is running (resume)
       ensemble-2/ ...        extra seeds of single-stage training for the ensemble-k baseline
+      finetune-1/ ...        the finetune-k baseline (eval.finetune_baseline): plain fine-tuning, same steps
       stage-0/               (runs that cluster an initial model first) its weights and clusters
       tokenizer.json         (small two-tower models) the word vocabulary every stage shares
       eval.json              ``mcl eval``: one row per representation, attribute and probe
@@ -198,7 +199,12 @@ class RunDirectory:
             for k in self.finished_ensemble_members(config):
                 members += (f"ensemble-{k}",)
                 out.append(Representation(f"ensemble-{k}", members))
+        out += [Representation(f"finetune-{k}", (f"finetune-{k}",)) for k in self.finished_finetune_members(config)]
         return out
+
+    def finished_finetune_members(self, config: Config) -> list[int]:
+        """``finetune-k`` baseline members (k = 1, 2, ...) with final weights, up to the first unfinished one."""
+        return list(range(1, 1 + self._leading_finished([f"finetune-{k}" for k in range(1, config.mcl.stages + 1)])))
 
     def _leading_finished(self, members: list[str]) -> int:
         count = 0

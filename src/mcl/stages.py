@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from mcl.clustering import KMeansResult
 from mcl.config import Config
 from mcl.data.loader import BatchSampler
 from mcl.errors import RunDirError
-from mcl.io import load_arrays, read_json, save_arrays, write_json
+from mcl.io import load_arrays, read_json, read_jsonl, save_arrays, write_json
 from mcl.logging_utils import phase, record_time
 from mcl.models import unwrap_model
 from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
@@ -41,6 +41,7 @@ from mcl.run import (
     CLUSTERS_FILE,
     CLUSTERS_INFO_FILE,
     ENCODER_FILE,
+    METRICS_FILE,
     PSEUDO_LABELS_FILE,
     PSEUDO_LABELS_INFO_FILE,
     RunDirectory,
@@ -102,9 +103,14 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
 
 def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory: Path, seed: int,
                   pseudo_labels: np.ndarray | None, previous: nn.Module | None, name: str,
-                  progress: bool = True, fit: Fit = train) -> nn.Module:
-    """One stage's encoder: reloaded if finished, else trained by ``fit`` (resuming from its checkpoint)."""
+                  progress: bool = True, fit: Fit = train, start_from: nn.Module | None = None) -> nn.Module:
+    """One stage's encoder: reloaded if finished, else trained by ``fit`` (resuming from its checkpoint).
+
+    ``start_from``: weights to start from whatever ``mcl.init`` says (the fine-tuning baseline's chain).
+    """
     model = task.build_model(seed, previous)
+    if start_from is not None:
+        model.load_state_dict(unwrap_model(start_from).state_dict())
 
     def compute() -> nn.Module:
         directory.mkdir(parents=True, exist_ok=True)
@@ -212,4 +218,30 @@ def train_ensemble(task: StageTask, config: Config, run: RunDirectory, progress:
         seed = stage_seed(config, 100 + member)
         members.append(train_or_load(task, config, run, run.ensemble_dir(member), seed, None, None,
                                      f"ensemble-{member}", progress, fit))
+    return members
+
+
+def stage_steps(run: RunDirectory, stage: int) -> int:
+    """Optimiser steps stage ``stage`` took (from its recorded per-epoch metrics)."""
+    return sum(int(record["steps"]) for record in read_jsonl(run.stage_dir(stage) / METRICS_FILE))
+
+
+def train_finetune_baseline(task: StageTask, config: Config, run: RunDirectory, progress: bool = True,
+                            fit: Fit = train) -> list[nn.Module]:
+    """The ``finetune-k`` baseline: plain fine-tuning, the same budget as MCL's first k stages.
+
+    ``finetune-1`` starts where stage 1 starts (stage 0's weights with ``multimodal.init: pretrained``)
+    and ``finetune-k`` continues from ``finetune-(k-1)``; each trains with ordinary random batches, the
+    same locks, learning rate, schedule and data, for exactly as many optimiser steps as stage k took,
+    so ``finetune-k`` has seen as many steps as ``stage-1..k`` together. It answers "did MCL help, or
+    would more fine-tuning have done the same?".
+    """
+    members: list[nn.Module] = []
+    for k in range(1, config.mcl.stages + 1):
+        seed = stage_seed(config, 200 + k)
+        steps = stage_steps(run, k)
+        per_epoch = len(batch_sampler(task.num_samples, None, config, seed))
+        budget = replace(config, train=replace(config.train, max_steps=steps, epochs=max(1, -(-steps // per_epoch))))
+        members.append(train_or_load(task, budget, run, run.member_dir(f"finetune-{k}"), seed, None, None,
+                                     f"finetune-{k}", progress, fit, start_from=members[-1] if members else None))
     return members

@@ -63,10 +63,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up, then cosine decay to zero."""
+def learning_rate(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to zero (``cosine``) or the base rate (``constant``: the paper's CLIP runs)."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -272,7 +274,8 @@ class _StageTrainer:
         self.total_steps = len(loader) * config.epochs
         if config.max_steps is not None:  # a per-stage cap (quick runs on large sets): the schedule ends there
             self.total_steps = min(self.total_steps, config.max_steps)
-        self.warmup_steps = int(config.warmup_epochs * len(loader))
+        self.warmup_steps = (config.warmup_steps if config.warmup_steps is not None
+                             else int(config.warmup_epochs * len(loader)))
 
     def run_epoch(self, epoch: int, state: TrainState) -> dict[str, Any]:
         """Train one epoch (advancing ``state.step``); returns its metrics record."""
@@ -284,7 +287,7 @@ class _StageTrainer:
         for batch in bar:
             if state.step >= self.total_steps:  # train.max_steps reached inside this epoch
                 break
-            lr = learning_rate(state.step, self.total_steps, self.warmup_steps, self.config.lr)
+            lr = learning_rate(state.step, self.total_steps, self.warmup_steps, self.config.lr, self.config.schedule)
             loss = self._step(batch, lr, epoch, state.step)
             state.step += 1
             steps += 1

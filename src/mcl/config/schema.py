@@ -82,6 +82,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = 1.0
+    warmup_steps: int | None = None  # overrides warmup_epochs (e.g. the paper's 600 steps)
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up: cosine decay to 0, or the constant train.lr
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: Literal["off", "bf16", "fp16"] = "off"
     compile: bool = False
@@ -116,6 +118,7 @@ class EvalConfig:
     linear_max_iter: int = 1000
     linear_c: float = 1.0
     ensemble: bool = True  # train the ensemble-k baseline
+    finetune_baseline: bool = False  # train the finetune-k baseline: plain fine-tuning with MCL's step budget
     references: bool = True  # random-init encoder and raw pixels
     paired_pairs: int = 500  # multimodal paired benchmark: image pairs per attribute
 
