@@ -98,3 +98,19 @@ def test_finished_run_is_not_recomputed(reference):
     assert result.returncode == 0, result.stderr
     assert "epoch" not in result.stderr and "k-means" not in result.stderr
     assert {p: p.stat().st_mtime_ns for p in reference.glob("stage-*/*.safetensors")} == before
+
+
+@pytest.mark.slow
+def test_streamed_run_killed_and_resumed_equals_the_resident_reference(data, reference, tmp_path):
+    """Streaming (DataLoader workers decoding from disk) resumes bit for bit like the resident path."""
+    out = tmp_path / "stream"
+    command = ["configs/demo.yaml", "--data", str(data), "--out", str(out), *TINY, "--set", "data.residency=stream",
+               "--set", "data.workers=2"]
+    for kill_at in ("step:5", "embed:2"):
+        result = mcl_train(command, kill_at)
+        assert result.returncode == -signal.SIGKILL, f"{kill_at} did not kill the run: {result.stderr}"
+    result = mcl_train(command)
+    assert result.returncode == 0, result.stderr
+    for name in FILES:
+        ours, theirs = load_tensors(out / name), load_tensors(reference / name)
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name

@@ -91,6 +91,8 @@ def _training_values(config: Config) -> dict[str, Any]:
     values = config.to_dict()
     values["train"].pop("threads", None)  # parallelism does not change the result's meaning
     values["train"].pop("device", None)
+    for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
+        values["data"].pop(key, None)
     values.pop("eval", None)
     return values
 
