@@ -120,6 +120,12 @@ class ImageTextTask:
         self.tokenizer = run_tokenizer(config, table.captions, run)
         torch.manual_seed(stage_seed(config, 0))
         self.initial = build_two_tower_from_config(config.multimodal, self.tokenizer).to(device)
+        # An aligned stage 0 (built and cached when missing); a run that recorded stage 0 reloads it from
+        # its own stage-0/ (initial_stage), so resuming never depends on the cache.
+        if config.multimodal.stage0_checkpoint and not run.has_stage0():
+            from mcl.align import load_stage0_into
+
+            load_stage0_into(self.initial, config.multimodal.stage0_checkpoint)
         distinct, caption_ids = np.unique(np.asarray(table.captions, dtype=str), return_inverse=True)
         self.caption_ids = torch.from_numpy(caption_ids.reshape(-1)).to(device)
         self.tokens = tokens_to(self.initial.tokenize([str(c) for c in distinct]), device)  # one row per caption

@@ -19,13 +19,14 @@ import argparse
 import os
 import sys
 
+from mcl import align
 from mcl.cli import cluster, demo, embed, evaluate, generate, mmvp, report, train
 from mcl.cli.common import setup_logging
 from mcl.errors import MCLError, one_line
 from mcl.io import DISK_FULL_ERRNOS
 
 # `mcl <name>` modules in the order --help lists them.
-COMMANDS = (demo, train, evaluate, embed, report, generate, mmvp, cluster)
+COMMANDS = (demo, train, evaluate, embed, report, generate, mmvp, cluster, align)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -119,6 +119,7 @@ class EvalConfig:
     linear_c: float = 1.0
     ensemble: bool = True  # train the ensemble-k baseline
     finetune_baseline: bool = False  # train the finetune-k baseline: plain fine-tuning with MCL's step budget
+    clip_blind_pairs: int = 100  # multimodal: CLIP-blind test pairs per attribute, mined with stage 0 (0: off)
     references: bool = True  # random-init encoder and raw pixels
     paired_pairs: int = 500  # multimodal paired benchmark: image pairs per attribute
 
@@ -144,6 +145,8 @@ class MultimodalConfig:
     embed_dim: int = 128  # small and pretrained-towers (the adapters keep their own)
     init: Literal["pretrained", "previous", "scratch"] = "pretrained"
     stage0: bool = False
+    # the initial model's weights: "aligned" (the cached `mcl align` model, built when missing) or a checkpoint path
+    stage0_checkpoint: str | None = None
     integrate_stage0: bool = False  # the integrated model (mcl-k, mcl.load) also includes stage 0
     lock_image: bool = False
     unlocked_image_groups: int = 0  # with lock_image: the last N image layer groups stay trainable

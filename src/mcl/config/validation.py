@@ -52,6 +52,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.linear_max_iter": (lambda v: v >= 1, "a positive integer"),
     "eval.linear_c": (lambda v: v > 0, "a positive number"),
     "eval.paired_pairs": (lambda v: v >= 1, "a positive integer"),
+    "eval.clip_blind_pairs": (lambda v: v >= 0, "a non-negative integer"),
     "multimodal.embed_dim": (lambda v: v >= 1, "a positive integer"),
     "multimodal.unlocked_image_groups": (lambda v: v >= 0, "a non-negative integer"),
     "multimodal.unlocked_text_groups": (lambda v: v >= 0, "a non-negative integer"),
@@ -121,6 +122,9 @@ def _check_multimodal(config: Config) -> None:
     needed = {"open_clip": "arch", "hf-clip": "pretrained"}.get(multimodal.model)
     if multimodal.enabled and needed and not getattr(multimodal, needed):
         raise ConfigError(f"config key 'multimodal.{needed}': required for multimodal.model={multimodal.model!r}")
+    if multimodal.stage0_checkpoint and multimodal.model != "pretrained-towers":
+        raise ConfigError("config key 'multimodal.stage0_checkpoint': only for multimodal.model: pretrained-towers "
+                          "(open_clip and hf-clip models load their own weights)")
     if multimodal.integrate_stage0 and not multimodal.stage0:
         raise ConfigError("config key 'multimodal.integrate_stage0': needs multimodal.stage0: true")
 

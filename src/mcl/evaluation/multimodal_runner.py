@@ -29,6 +29,7 @@ import torch
 from mcl.config import Config
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
+from mcl.evaluation.clip_blind import mine_clip_blind_pairs, score_clip_blind
 from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
 from mcl.evaluation.zeroshot import retrieval_recall, zeroshot_attributes
@@ -102,13 +103,26 @@ def score_representation(name: str, model: MultistageTwoTower, train: ImageTable
     return rows
 
 
+def clip_blind_pairs(representations: dict[str, MultistageTwoTower], test: ImageTable,
+                     config: Config) -> dict:
+    """CLIP-blind test pairs per attribute: most alike for the initial model (stage 0, else 1), one attribute apart."""
+    reference = representations.get("stage-0") or representations.get("stage-1")
+    if not config.eval.clip_blind_pairs or reference is None or not test.attribute_names():
+        return {}
+    return mine_clip_blind_pairs(encode_images(reference, test.images), test, config.eval.clip_blind_pairs)
+
+
 def evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, test: ImageTable,
                         load_member: Callable[[str], MultistageTwoTower]) -> list[dict[str, Any]]:
     """Every row (zero-shot, paired, linear, retrieval) of every representation of a multimodal run."""
     benchmarks = paired_benchmarks(test, config) if test.attribute_names() else {}
+    representations = two_tower_representations(run, config, load_member)
+    blind = clip_blind_pairs(representations, test, config)
     rows = []
-    for name, model in two_tower_representations(run, config, load_member).items():
+    for name, model in representations.items():
         model_rows = score_representation(name, model, train, test, config, benchmarks)
+        model_rows += [row(name, a, "clip-blind", v) for a, v in score_clip_blind(model, test, blind).items()
+                       if v == v]  # NaN: no such pair
         logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
                                                for r in model_rows))
         rows += model_rows
