@@ -32,8 +32,8 @@ for path in runs:
     rows = json.loads(path.read_text())
     rows = rows["rows"] if isinstance(rows, dict) else rows
     acc = {(r["representation"], r["attribute"]): 100 * r["accuracy"] for r in rows if r["probe"] == probe}
-    reps = sorted({r for r, _ in acc}, key=lambda r: (r.split("-")[0], r))
-    attrs = sorted({a for _, a in acc})
+    reps = list(dict.fromkeys(r for r, _ in acc))  # as mcl eval lists them: stages, mcl-k, ensemble-k, references
+    attrs = list(dict.fromkeys(a for _, a in acc))
     time_txt = (path.parent / "time.txt").read_text()
     times = dict(re.findall(r"(train_s|eval_s): (\d+)", time_txt))
     loads = re.findall(r"load average: ([\d.]+)", time_txt)

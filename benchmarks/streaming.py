@@ -16,10 +16,11 @@
    (target >= 0.8). Beside it the loaders alone (no model): how fast each can deliver batches.
 
 Data sets are generated once under ``--data-dir`` (``mcl generate trifeature --format jpeg``) and
-reused. Example (the sizes used for the README; ~25 min on 2 shared cores, mostly generation
-and the large set's two embedding passes)::
+reused. Example (what the README's tables ran; on 2 shared cores the large set's two embedding passes
+dominate: ~8 min for 3k vs 30k, ~25 min for 3k vs 100k, ~4 min for the throughput part)::
 
-    python benchmarks/streaming.py --sizes 10000,100000 --max-steps 2
+    python benchmarks/streaming.py --sizes 3000,100000 --max-steps 2 --skip throughput
+    python benchmarks/streaming.py --sizes 3000,30000 --skip memory --steps 3 --repeats 2
     python benchmarks/streaming.py --quick          # 1000 vs 5000 images, smoke run
 """
 
@@ -123,7 +124,7 @@ PHASES = {"train s": r"trained in ([\d.]+) s", "embed s": r"embed done in ([\d.]
 
 
 def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: int) -> dict[str, float]:
-    """One ``mcl train`` subprocess under the memory poller: peaks (MiB), wall and phase seconds (summed over stages)."""
+    """One ``mcl train`` subprocess under the memory poller: peaks (MiB), wall and phase seconds (both stages)."""
     shutil.rmtree(out, ignore_errors=True)
     log = out.with_suffix(".log")
     command = [*mcl_command(), "train", str(DEMO), "--data", str(data), "--out", str(out), "--quiet",
@@ -147,17 +148,18 @@ def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: in
     return result
 
 
-def memory_table(sets: dict[int, Path], work: Path, max_steps: int, workers: int) -> str:
+def memory_table(sets: dict[int, Path], work: Path, max_steps: int, workers: int,
+                 residencies: tuple[str, ...] = ("stream", "memory")) -> str:
     """Part 1: peaks per residency and N, and the large/small ratios."""
     small, large = sorted(sets)
     results: dict[tuple[str, int], dict[str, float]] = {}
-    for residency in ("stream", "memory"):
+    for residency in residencies:
         for size in (small, large):
             results[residency, size] = train_run(sets[size], work / f"run-{residency}-{size}", residency,
                                                  max_steps, workers)
             print(f"# {residency} N={size}: {results[residency, size]}", flush=True)
     rows = []
-    for residency in ("stream", "memory"):
+    for residency in residencies:
         first, second = results[residency, small], results[residency, large]
         for size, result in ((small, first), (large, second)):
             rows.append([residency, f"{size:,}", result["main peak RSS"], result["tree peak PSS"],
@@ -244,6 +246,7 @@ def main() -> None:
     options.add_argument("--workers", type=int, default=2, help="data.workers of the memory runs")
     options.add_argument("--steps", type=int, default=3, help="timed training steps per block (throughput)")
     options.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput loop")
+    options.add_argument("--residencies", default="stream,memory", help="residencies of the memory runs")
     options.add_argument("--skip", choices=["memory", "throughput"], default=None, help="leave one part out")
     args = options.parse_args()
     small, large = (1000, 5000) if args.quick else sorted(int(part) for part in args.sizes.split(","))
@@ -257,7 +260,8 @@ def main() -> None:
         print(f"# set N={size}: {sets[size]} ({'reused' if seconds is None else f'generated in {seconds:.0f} s'})",
               flush=True)
     parts: list[tuple[str, Callable[[], str]]] = [
-        ("memory", lambda: memory_table(sets, work, 2 if args.quick else args.max_steps, args.workers)),
+        ("memory", lambda: memory_table(sets, work, 2 if args.quick else args.max_steps, args.workers,
+                                                tuple(args.residencies.split(",")))),
         ("throughput", lambda: throughput_table(sets[small], 64 if args.quick else args.batch_size,
                                                 2 if args.quick else args.steps, rounds, args.threads))]
     for name, part in parts:

@@ -121,7 +121,7 @@ def _evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, t
 def _format_image_text(result: dict[str, Any]) -> str:
     from mcl.evaluation.tables import format_tables
 
-    return format_tables(result, ("zeroshot", "paired", "linear"))
+    return format_tables(result, ("zeroshot", "paired", "clip-blind", "linear"))
 
 
 IMAGE_TEXT = Modality(
