@@ -50,3 +50,12 @@ def test_int_accepted_for_float_but_not_bool_for_int():
     assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
     with pytest.raises(ConfigError):
         config_from_dict({"train": {"epochs": True}})
+
+
+@pytest.mark.parametrize(("name", "backbone"), [("demo-vit", "vit"), ("demo-resnet18", "resnet18"),
+                                                ("multimodal-finetune", "convnet")])
+def test_shipped_configs_load(name: str, backbone: str) -> None:
+    from mcl.config import load_config
+
+    config = load_config(f"configs/{name}.yaml")
+    assert config.model.backbone == backbone
