@@ -49,7 +49,7 @@ test: install-dev
 	$(BIN)/python -m pytest
 
 test-zoo: install-zoo
-	$(ZOO_BIN)/python -m pytest tests/zoo -q
+	$(ZOO_BIN)/python -m pytest tests/zoo
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks examples

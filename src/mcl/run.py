@@ -218,8 +218,9 @@ class RunDirectory:
 
     def latest_weights_time(self) -> float:
         """Modification time of the newest recorded member weights (0 when none): what results must be newer than."""
+        recorded = self.read_manifest()["files"]
         times = [path.stat().st_mtime for path in self.root.glob(f"*/{ENCODER_FILE}")
-                 if str(path.relative_to(self.root)) in self.read_manifest()["files"]]
+                 if str(path.relative_to(self.root)) in recorded]
         return max(times, default=0.0)
 
     # ---- phases: load what finished, else compute, save and record it
