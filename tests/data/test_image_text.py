@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from data.shards import write_tar
 from mcl.data.image_text import (
     _webdataset_samples,
     expand_shards,
@@ -78,23 +78,17 @@ def test_img2dataset_errors(tmp_path: Path, img2dataset_dir: Path) -> None:
     assert len(load_img2dataset(img2dataset_dir, image_size=8, on_bad_image="skip")) == 2
 
 
-def _write_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+
 
 
 @pytest.fixture
 def shards(tmp_path: Path) -> Path:
-    _write_shard(tmp_path / "data-000.tar", [
+    write_tar(tmp_path / "data-000.tar", [
         ("s/000.jpg", _image_bytes(0)), ("s/000.txt", b"zero"), ("s/000.json", b"{}"),
         ("s/001.png", _image_bytes(100, "PNG")), ("s/001.txt", "caf\u00e9 one".encode()),
         ("s/002.jpg", _image_bytes(200)),  # no caption
     ])
-    _write_shard(tmp_path / "data-001.tar", [("003.txt", b"three"), ("003.jpg", _image_bytes(60))])
+    write_tar(tmp_path / "data-001.tar", [("003.txt", b"three"), ("003.jpg", _image_bytes(60))])
     return tmp_path
 
 
@@ -122,7 +116,7 @@ def test_webdataset_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.tar").write_bytes(b"garbage" * 100)
     with pytest.raises(DataError, match="not a readable tar shard"):
         load_webdataset(tmp_path / "bad.tar", image_size=4)
-    _write_shard(tmp_path / "text-only.tar", [("a.txt", b"hello")])
+    write_tar(tmp_path / "text-only.tar", [("a.txt", b"hello")])
     with pytest.raises(DataError, match="no image/caption samples"):
         load_webdataset(tmp_path / "text-only.tar", image_size=4)
 

@@ -11,24 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from data.shards import decode_ids, id_images
 from mcl.data.stream import GroupBucketingStream, StreamLoader, plan_epoch
 from mcl.data.table import write_table
 from mcl.data.webdataset import ShardIndex, index_shards
 from mcl.errors import DataError
 
 N_TRAIN = 150
-
-
-def id_images(n: int, size: int = 16) -> np.ndarray:
-    """Solid images whose colour encodes their row (survives JPEG), as in test_webdataset.py."""
-    rows = np.arange(n)
-    colours = np.stack([8 + 16 * (rows % 16), 8 + 16 * ((rows // 16) % 16), np.full(n, 128)], axis=1)
-    return np.broadcast_to(colours[:, None, None, :], (n, size, size, 3)).astype(np.uint8).copy()
-
-
-def decode_ids(images: np.ndarray) -> np.ndarray:
-    mean = np.asarray(images, dtype=np.float64).mean(axis=(1, 2))
-    return (np.rint((mean[:, 0] - 8) / 16) + 16 * np.rint((mean[:, 1] - 8) / 16)).astype(np.int64)
 
 
 def write_id_shards(root: Path, n: int, shard_size: int, n_test: int) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data.shards import decode_ids, id_images, write_tar
 from mcl.data.table import load_table, write_table
 from mcl.data.table.decode import decode_image as table_decode
 from mcl.data.webdataset import (
@@ -30,32 +31,13 @@ from mcl.data.webdataset import (
 from mcl.errors import ConfigError, DataError
 
 
-def id_images(n: int, size: int = 16) -> np.ndarray:
-    """Solid images whose colour encodes their row (survives JPEG): see :func:`decode_ids`."""
-    rows = np.arange(n)
-    colours = np.stack([8 + 16 * (rows % 16), 8 + 16 * ((rows // 16) % 16), np.full(n, 128)], axis=1)
-    return np.broadcast_to(colours[:, None, None, :], (n, size, size, 3)).astype(np.uint8).copy()
-
-
-def decode_ids(images: np.ndarray) -> np.ndarray:
-    """The row each image of :func:`id_images` encodes."""
-    mean = np.asarray(images, dtype=np.float64).mean(axis=(1, 2))
-    return (np.rint((mean[:, 0] - 8) / 16) + 16 * np.rint((mean[:, 1] - 8) / 16)).astype(np.int64)
-
-
 def write_id_shards(root: Path, n: int = 100, shard_size: int = 16, n_test: int = 20) -> Path:
     split = ["train"] * (n - n_test) + ["test"] * n_test
     return write_table(root, id_images(n), {"parity": [str(i % 2) for i in range(n)]}, split,
                        [f"caption {i}" for i in range(n)], format="webdataset", shard_size=shard_size)
 
 
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+
 
 
 def jpeg(value: int) -> bytes:
