@@ -171,13 +171,34 @@ def endless(sampler: Iterable) -> Iterator:
         epoch += 1
 
 
+class _OneBatch:
+    """A batch sampler of one fixed batch: lets the task's own loader build that batch."""
+
+    def __init__(self, indices) -> None:
+        self.indices = indices
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to reshuffle."""
+
+    def __iter__(self):
+        return iter([self.indices])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def task_batch(task, indices) -> dict:
+    """The batch ``{"index", "image", ...}`` the task's loader gives for ``indices`` (as the trainer sees it)."""
+    return next(iter(task.loader(_OneBatch(indices))))
+
+
 def train_step(task, model, optimizer, indices, pseudo_labels=None) -> None:
     """One training step as ``mcl.training`` does it: labels -> ``task.loss`` (augment, forward, loss) ->
     backward -> optimizer step. ``pseudo_labels`` is a tensor on the task's device, or None for SimCLR."""
-    import torch
 
-    batch_labels = None if pseudo_labels is None else pseudo_labels[torch.as_tensor(indices, device=task.device)]
-    loss = task.loss(model, indices, batch_labels)
+    batch = task_batch(task, indices)
+    batch_labels = None if pseudo_labels is None else pseudo_labels[batch["index"]]
+    loss = task.loss(model, batch, batch_labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

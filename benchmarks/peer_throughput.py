@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import interleaved, limit_threads, machine, median, parser, table
+from _common import interleaved, limit_threads, machine, median, parser, table, task_batch
 
 from mcl.config import config_from_dict
 from mcl.sampling import RandomBatchSampler
@@ -43,7 +43,7 @@ def mcl_epoch(task: ImageContrastiveTask, workdir: Path) -> Callable[[], None]:
         sampler = RandomBatchSampler(task.num_samples, task.config.train.batch_size, seed=1)
         stage_dir = workdir / f"epoch-{next(calls)}"
         stage_dir.mkdir()
-        train(model, task.loss, sampler, task.config.train, stage_dir, progress=False)
+        train(model, task.loss, task.loader(sampler), task.config.train, stage_dir, progress=False)
 
     return run
 
@@ -57,7 +57,7 @@ def plain_epoch(task: ImageContrastiveTask, loss_fn: Callable[[torch.Tensor, tor
     def run() -> None:
         model.train()
         for indices in RandomBatchSampler(task.num_samples, task.config.train.batch_size, seed=1):
-            z_a, z_b = model(task.views(indices)).chunk(2)
+            z_a, z_b = model(task.views(task_batch(task, indices))).chunk(2)
             loss = loss_fn(z_a, z_b)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
