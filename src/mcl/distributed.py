@@ -7,12 +7,48 @@ ranks: ``reduce_scatter`` on NCCL, ``all_reduce`` on gloo). Each rank then compu
 *local* anchors against the *global* candidates; DDP averages the gradients, which gives exactly the
 gradient of the global-batch loss when the ranks hold equally many anchors (tested in
 ``tests/test_distributed.py``).
+
+:func:`init_process_group` joins torchrun's group so that ``--max-restarts`` restarts work (see there).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger("mcl")
+
+
+def init_process_group(backend: str) -> None:
+    """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR/PORT``).
+
+    torchrun's agent shares its TCPStore with the workers (``TORCHELASTIC_USE_AGENT_STORE``) and keeps it
+    across ``--max-restarts`` restarts, so the failed attempt's process-group keys are still in it: a restarted
+    rank can read a dead peer's address and fail ("Gloo connectFullMesh failed ... Connection refused";
+    pytorch/pytorch#135712). Under one agent (single-node torchrun) every worker of an attempt sees the same
+    ``TORCHELASTIC_RESTART_COUNT``, so the group's keys go under a prefix of it. Agents on several nodes
+    count restarts each on their own, so there the store is used as it is:
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives every restart a fresh store instead.
+    """
+    env = os.environ
+    shared = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if not shared or int(env.get("GROUP_WORLD_SIZE", "1")) > 1:
+        if shared and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and env.get("RANK") == "0":
+            logger.warning("torchrun --max-restarts on several nodes: set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                           "so that restarted workers do not read the failed attempt's addresses")
+        dist.init_process_group(backend)
+        return
+    from torch.distributed.constants import default_pg_timeout
+
+    size = int(env["WORLD_SIZE"])
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), size, is_master=False,
+                          timeout=default_pg_timeout)
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"mcl/restart-{attempt}/default_pg", store),
+                            rank=int(env["RANK"]), world_size=size)
 
 
 def is_distributed() -> bool:

@@ -81,10 +81,12 @@ def init_distributed() -> None:
     import torch
     import torch.distributed as dist
 
+    from mcl import distributed
+
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def format_phase_times(times: Sequence[tuple[str, float]], total: float) -> str:
