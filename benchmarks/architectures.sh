@@ -5,6 +5,7 @@
 #   bash benchmarks/architectures.sh                 # all: vit and resnet18, seeds 0 1 2
 #   bash benchmarks/architectures.sh vit 0           # one architecture, chosen seeds
 #   bash benchmarks/architectures.sh summary [knn]   # the README tables from the finished runs (linear by default)
+#   ARCH_SETS="--set train.threads=1" bash benchmarks/architectures.sh resnet18   # extra overrides for every run
 #
 # Each run goes to runs/arch-<arch>-s<seed>/ (train.txt, eval.txt, eval.json, time.txt: wall seconds of train and
 # eval plus `uptime` before and after, since the 2-core timing depends on what else runs). Runs that finished
@@ -83,7 +84,7 @@ for seed in $seeds; do
       echo "before: $(uptime)"
       t0=$(date +%s)
       nice -n 5 "$mcl" train "src/mcl/configs/demo-$arch.yaml" --out "$out" --quiet \
-        --set seed="$seed" --set data.seed="$seed" > "$out/train.txt" 2>&1 || { echo "train failed"; continue; }
+        --set seed="$seed" --set data.seed="$seed" ${ARCH_SETS:-} >> "$out/train.txt" 2>&1 || { echo "train failed"; continue; }
       t1=$(date +%s)
       nice -n 5 "$mcl" eval "$out" --quiet > "$out/eval.txt" 2>&1 || echo "eval failed"
       t2=$(date +%s)

@@ -1,13 +1,16 @@
-"""Augmentation throughput: mcl's batched kornia pipeline vs the same transforms per sample with PIL.
+"""Augmentation throughput: mcl's batched pipeline (kornia, fused backends) vs the same per sample with PIL.
 
-Both do SimCLR's transforms with mcl's defaults (``AugmentConfig``, plus blur with p=0.5): random
+All three do SimCLR's transforms with mcl's defaults (``AugmentConfig``, plus blur with p=0.5): random
 resized crop (scale 0.2-1), horizontal flip (p=0.5), colour jitter (brightness/contrast/saturation
 0.4, hue 0.1, p=0.8), grayscale (p=0.2), Gaussian blur (sigma 0.1-2, p=0.5), and return a float
 ``(B, 3, H, W)`` tensor in [0, 1] from uint8 ``(B, H, W, 3)`` images. The PIL side is a per-image
 loop as a torchvision-style ``Dataset.__getitem__`` would run it (crop/resize, ``ImageOps.mirror``,
 ``ImageEnhance`` brightness/contrast/colour, hue via HSV, ``ImageOps.grayscale``,
-``ImageFilter.GaussianBlur``), in this one process. Calls alternate; the table shows images/s and
-``ratio = kornia / PIL``.
+``ImageFilter.GaussianBlur``), in this one process. ``kornia`` and ``fused`` are
+``build_augmentation(..., backend=...)``: the same module tree, the fused one with
+:mod:`mcl.augment_fused`'s drop-ins, and the script first checks that a seeded call of each returns the
+same tensor bit for bit. Calls alternate (kornia, fused, PIL, kornia, ...); the table shows images/s and
+the ratios ``fused / kornia``, ``fused / PIL`` and ``kornia / PIL``.
 
     python benchmarks/augment_throughput.py [--quick] [--device cuda] [--batch 256]
 """
@@ -80,11 +83,20 @@ def pil_batch(images: np.ndarray) -> Callable[[], torch.Tensor]:
     return run
 
 
-def kornia_batch(images: np.ndarray, device: str) -> Callable[[], torch.Tensor]:
+def batched(images: np.ndarray, device: str, backend: str) -> Callable[[], torch.Tensor]:
     """mcl's batched augmentation of the whole batch (uint8 on the device, as in training)."""
-    augment = build_augmentation(CONFIG, images.shape[1]).to(device)
+    augment = build_augmentation(CONFIG, images.shape[1], backend=backend).to(device)
     batch = torch.from_numpy(images).to(device)
     return lambda: augment(to_float_images(batch))
+
+
+def same_output(candidates: dict[str, Callable[[], torch.Tensor]]) -> bool:
+    """Whether every candidate returns the same tensor, bit for bit, from the same seed."""
+    outputs = []
+    for run in candidates.values():
+        torch.manual_seed(0)
+        outputs.append(run())
+    return all(torch.equal(outputs[0], other) for other in outputs[1:])
 
 
 def main() -> None:
@@ -99,16 +111,19 @@ def main() -> None:
     rows = []
     for size in (32, 96):
         images = np.random.default_rng(size).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        seconds = interleaved({"kornia": kornia_batch(images, args.device), "pil": pil_batch(images)}, repeats,
-                              args.device)
-        ours, theirs = batch / median(seconds["kornia"]), batch / median(seconds["pil"])
-        rows.append([size, batch, ours, theirs, ours / theirs])
+        ours = {backend: batched(images, args.device, backend) for backend in ("kornia", "fused")}
+        identical = same_output(ours)
+        seconds = interleaved({**ours, "pil": pil_batch(images)}, repeats, args.device)
+        kornia, fused, pil = (batch / median(seconds[name]) for name in ("kornia", "fused", "pil"))
+        rows.append([size, batch, kornia, fused, pil, fused / kornia, fused / pil, kornia / pil,
+                     "yes" if identical else "NO"])
         print(table(HEADER, rows[-1:], with_header=False), flush=True)
     print()
     print(table(HEADER, rows))
 
 
-HEADER = ["px", "batch", "kornia images/s", "PIL images/s", "ratio"]
+HEADER = ["px", "batch", "kornia images/s", "fused images/s", "PIL images/s", "fused / kornia", "fused / PIL",
+          "kornia / PIL", "bit-identical"]
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,8 @@ dominate: ~8 min for 3k vs 30k, ~25 min for 3k vs 100k, ~4 min for the throughpu
     python benchmarks/streaming.py --sizes 3000,100000 --max-steps 2 --skip throughput
     python benchmarks/streaming.py --sizes 3000,30000 --skip memory --steps 3 --repeats 2
     python benchmarks/streaming.py --quick          # 1000 vs 5000 images, smoke run
+    python benchmarks/streaming.py --sizes 30000,300000 --replicate --max-steps 2 --skip throughput \
+        --set model.width=0.125                     # 300k vs 30k: 10 hard-linked replicas, a narrow model
 """
 
 from __future__ import annotations
@@ -123,7 +125,37 @@ PHASES = {"train s": r"trained in ([\d.]+) s", "embed s": r"embed done in ([\d.]
           "k-means s": r"cluster done in ([\d.]+) s"}
 
 
-def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: int) -> dict[str, float]:
+def replicate(source: Path, factor: int, target: Path) -> Path:
+    """``source``'s table with every training row repeated ``factor`` times, as hard links (reused if present).
+
+    For the memory runs only: peak memory depends on the number of files, rows and embeddings, not on
+    whether their pixels differ, and generating 300k JPEGs takes ~15 min here; hard links make each
+    replica a distinct path (decoded, embedded and clustered like any other image) in seconds.
+    """
+    if (target / "labels.csv").exists():
+        return target
+    lines = (source / "labels.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    shutil.rmtree(target, ignore_errors=True)
+    out = [header]
+    for replica in range(factor):
+        folder = target / f"r{replica}"
+        folder.mkdir(parents=True)
+        for row in rows:
+            path, split, rest = row.split(",", 2)
+            if split != "train" and replica:
+                continue  # the test split once
+            link = folder / Path(path).name
+            os.link(source / path, link)
+            out.append(f"{link.relative_to(target)},{split},{rest}")
+    partial = target / "labels.csv.partial"
+    partial.write_text("\n".join(out) + "\n")
+    partial.rename(target / "labels.csv")
+    return target
+
+
+def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: int,
+              overrides: tuple[str, ...] = ()) -> dict[str, float]:
     """One ``mcl train`` subprocess under the memory poller: peaks (MiB), wall and phase seconds (both stages)."""
     shutil.rmtree(out, ignore_errors=True)
     log = out.with_suffix(".log")
@@ -131,6 +163,8 @@ def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: in
                "--set", f"data.image_size={IMAGE_SIZE}", "--set", f"data.residency={residency}",
                "--set", f"data.workers={workers}", "--set", f"train.max_steps={max_steps}",
                "--set", "mcl.stages=2", "--set", "eval.ensemble=false"]
+    for override in overrides:
+        command += ["--set", override]
     started = time.perf_counter()
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
@@ -149,14 +183,14 @@ def train_run(data: Path, out: Path, residency: str, max_steps: int, workers: in
 
 
 def memory_table(sets: dict[int, Path], work: Path, max_steps: int, workers: int,
-                 residencies: tuple[str, ...] = ("stream", "memory")) -> str:
+                 residencies: tuple[str, ...] = ("stream", "memory"), overrides: tuple[str, ...] = ()) -> str:
     """Part 1: peaks per residency and N, and the large/small ratios."""
     small, large = sorted(sets)
     results: dict[tuple[str, int], dict[str, float]] = {}
     for residency in residencies:
         for size in (small, large):
             results[residency, size] = train_run(sets[size], work / f"run-{residency}-{size}", residency,
-                                                 max_steps, workers)
+                                                 max_steps, workers, overrides)
             print(f"# {residency} N={size}: {results[residency, size]}", flush=True)
     rows = []
     for residency in residencies:
@@ -248,6 +282,10 @@ def main() -> None:
     options.add_argument("--batch-size", type=int, default=256, help="batch size of the throughput loop")
     options.add_argument("--residencies", default="stream,memory", help="residencies of the memory runs")
     options.add_argument("--skip", choices=["memory", "throughput"], default=None, help="leave one part out")
+    options.add_argument("--replicate", action="store_true",
+                         help="make the large set from the small one's images as hard links (see replicate())")
+    options.add_argument("--set", dest="overrides", action="append", default=[],
+                         help="extra config override of the memory runs, e.g. model.width=0.125 (repeatable)")
     args = options.parse_args()
     small, large = (1000, 5000) if args.quick else sorted(int(part) for part in args.sizes.split(","))
     rounds = args.repeats or 2
@@ -256,12 +294,20 @@ def main() -> None:
     print(f"# streaming: {machine()}; uptime: {os.popen('uptime').read().strip()}", flush=True)
     sets = {}
     for size in (small, large):
+        if args.replicate and size == large:
+            if large % small:
+                raise SystemExit("--replicate needs the large size to be a multiple of the small one")
+            started = time.perf_counter()
+            sets[size] = replicate(sets[small], large // small, work / f"jpeg-{small}x{large // small}")
+            print(f"# set N={size}: {sets[size]} ({large // small} hard-linked replicas of the N={small} set, "
+                  f"{time.perf_counter() - started:.0f} s)", flush=True)
+            continue
         sets[size], seconds = generate(work, size, n_test=1000 if not args.quick else 200)
         print(f"# set N={size}: {sets[size]} ({'reused' if seconds is None else f'generated in {seconds:.0f} s'})",
               flush=True)
     parts: list[tuple[str, Callable[[], str]]] = [
         ("memory", lambda: memory_table(sets, work, 2 if args.quick else args.max_steps, args.workers,
-                                                tuple(args.residencies.split(",")))),
+                                        tuple(args.residencies.split(",")), tuple(args.overrides))),
         ("throughput", lambda: throughput_table(sets[small], 64 if args.quick else args.batch_size,
                                                 2 if args.quick else args.steps, rounds, args.threads))]
     for name, part in parts:

@@ -162,3 +162,15 @@ def test_small_data_never_takes_the_sampled_path():
     a, b = kmeans(points, 10, seed=5), kmeans(points, 10, seed=5, sample_size=3000)
     assert np.array_equal(a.labels, b.labels) and np.array_equal(a.centroids, b.centroids)
     assert a.iterations == b.iterations and a.iterations > 1  # full-data Lloyd ran
+
+
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_faiss_backend_reads_a_float16_memory_map_in_chunks(tmp_path):
+    points = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16, shape=(3000, 8))
+    centres = np.random.default_rng(1).normal(size=(3, 8)) * 5
+    points[:] = centres[np.arange(3000) % 3] + np.random.default_rng(2).normal(size=(3000, 8))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    result = kmeans(mapped, 3, backend="faiss", seed=0, sample_per_cluster=100, chunk_size=256)
+    assert result.labels.shape == (3000,) and result.backend == "faiss"
+    truth = np.arange(3000) % 3
+    assert len({(t, int(c)) for t, c in zip(truth, result.labels)}) == 3, "the three blobs found on a 300-point sample"

@@ -16,6 +16,7 @@ from mcl.config import apply_overrides, config_from_dict
 from mcl.data import GENERATORS, load_table
 from mcl.data.captions import import_image_text
 from mcl.data.table import ImageTable
+from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import ConfigError, DataError
 from mcl.io import load_arrays, read_json
 from mcl.multimodal import TOKENIZER_FILE, ImageTextTask, MultistageTwoTower, lock_towers
@@ -124,6 +125,9 @@ def test_embed_is_the_normalised_image_embedding_in_eval_mode(tmp_path: Path) ->
         expected = F.normalize(model.encode_image(task.images.resident.permute(0, 3, 1, 2).float() / 255), dim=1)
     assert features.shape == (24, 8)
     torch.testing.assert_close(features, expected)
+    out = EmbeddingFile(tmp_path / "embeddings.npy", 24, "float32")
+    assert task.embed(model, out=out) is None  # the stage loop's path: written chunk by chunk, the same rows
+    assert np.array_equal(open_embeddings(out.path, 24), features.numpy())
 
 
 def test_tokenizer_is_fitted_once_per_run_and_shared(tmp_path: Path) -> None:

@@ -64,6 +64,22 @@ def test_recorded_file_is_finished_until_modified(run):
         run.verify()
 
 
+def test_an_unchanged_file_is_hashed_once_per_process(run, monkeypatch):
+    import mcl.run
+
+    path = run.stage_dir(1) / "encoder.safetensors"
+    write_bytes(path, b"weights" * 100)
+    run.record(path)
+    calls = []
+    real = mcl.run.sha256_file
+    monkeypatch.setattr(mcl.run, "sha256_file", lambda p: calls.append(p) or real(p))
+    assert run.is_finished(path) and run.is_finished(path) and run.is_finished(path)
+    assert len(calls) == 1, "verified once, then remembered by (inode, size, mtime)"
+    write_bytes(path, b"weightz" * 100)  # same size, new file (atomic write: new inode and mtime)
+    with pytest.raises(RunDirError, match="checksum differs"):
+        run.is_finished(path)
+
+
 def test_resume_removes_temporaries_of_interrupted_writes(run):
     stale = run.stage_dir(1) / ".checkpoint.safetensors.abc123.tmp"
     write_bytes(stale, b"half a checkpoint")

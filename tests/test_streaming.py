@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,183 @@ def test_webdataset_shards_train_like_the_same_jpeg_table(tmp_path: Path) -> Non
             assert all(torch.equal(reference[k], other[k]) for k in reference), (name, member)
     rows = mcl.evaluate(runs["shards-stream"], progress=False)["rows"]
     assert rows == mcl.evaluate(runs["table"], progress=False)["rows"]
+
+
+# ---- data.shard_order: sequential (shards read front to back, batches from mcl.data.stream)
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """128 Trifeature JPEGs (96 train, 32 test) in WebDataset shards of 20 samples."""
+    from mcl.cli import main
+
+    out = tmp_path_factory.mktemp("shards") / "s"
+    assert main(["generate", "trifeature", "--out", str(out), "--format", "webdataset", "--shard-size", "20",
+                 "--n-train", "96", "--n-test", "32", "--image-size", "16", "--quiet"]) == 0
+    return out
+
+
+def shard_training_images(shard_dir: Path, order: str, workers: int = 0) -> TrainingImages:
+    from mcl.data.sources import open_source
+
+    table = open_source(shard_dir, 16, stream=True, progress=False).subset("train")
+    return TrainingImages(table.images, torch.device("cpu"), workers=workers, seed=0, shard_order=order)
+
+
+def epoch_indices(loader, epoch: int) -> list[np.ndarray]:
+    loader.set_epoch(epoch)
+    return [batch["index"].numpy() for batch in loader]
+
+
+def test_sequential_shard_order_streams_single_group_batches(shard_dir: Path) -> None:
+    from mcl.data.stream import StreamLoader
+    from mcl.sampling import RandomBatchSampler
+
+    sequential, random = shard_training_images(shard_dir, "sequential"), shard_training_images(shard_dir, "random")
+    labels = np.arange(96) % 5
+    sampler = ClusterBatchSampler(labels, 16, seed=3)
+    loader = sequential.loader(sampler)
+    assert isinstance(loader, StreamLoader)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        assert len(batches) == len(loader) == len(sampler)  # exact len: the LR schedule's steps, as random order's
+        index = np.concatenate([batch["index"].numpy() for batch in batches])
+        assert np.array_equal(np.sort(index), np.arange(96)), "every sample exactly once per epoch"
+        assert all(len(np.unique(labels[batch["index"].numpy()])) == 1 for batch in batches)
+        # "index" is a training-set row: its pixels are that row's (the random-order path decodes the same row)
+        first = batches[0]
+        assert torch.equal(first["image"], next(random.batches(first["index"].numpy())))
+    assert [b.tolist() for b in epoch_indices(loader, 1)] == [b.tolist() for b in epoch_indices(loader, 1)]
+    assert epoch_indices(loader, 0)[0].tolist() != epoch_indices(loader, 1)[0].tolist()  # reshuffled per epoch
+
+    plain = sequential.loader(RandomBatchSampler(96, 32, seed=3))  # stage 1 and mcl.negatives: mask
+    assert len(plain) == len(RandomBatchSampler(96, 32, seed=3)) == 3
+    assert np.array_equal(np.sort(np.concatenate(epoch_indices(plain, 0))), np.arange(96))
+
+
+def test_sequential_shard_order_gives_each_rank_its_slice_of_every_global_batch(shard_dir: Path) -> None:
+    images = shard_training_images(shard_dir, "sequential")
+    labels = np.arange(96) % 3
+    ranks = [epoch_indices(images.loader(ClusterBatchSampler(labels, 16, seed=1, rank=r, world_size=2)), 0)
+             for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(ClusterBatchSampler(labels, 16, seed=1))
+    for a, b in zip(*ranks, strict=True):
+        assert len(np.unique(labels[np.concatenate([a, b])])) == 1  # one group per global step, across ranks
+    assert np.array_equal(np.sort(np.concatenate(ranks[0] + ranks[1])), np.arange(96))
+
+
+def test_sequential_shard_order_needs_streamed_shards(shard_dir: Path, table_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from mcl.cli import main
+    from mcl.config import config_from_dict
+    from mcl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'data.shard_order'.*image table or folder"):
+        TrainingImages(load_table(table_dir, 16, progress=False, stream=True).images, torch.device("cpu"),
+                       shard_order="sequential")
+    with pytest.raises(ConfigError, match="'data.shard_order'.*decoded into memory"):
+        TrainingImages(load_table(table_dir, 16, progress=False).images, torch.device("cpu"), shard_order="sequential")
+    with pytest.raises(ConfigError, match="needs data.residency: stream, got 'auto'"):
+        config_from_dict({"data": {"shard_order": "sequential"}})
+    config_from_dict({"data": {"shard_order": "sequential", "residency": "stream"}})
+    for data, residency in ((shard_dir, "memory"), (table_dir, "stream")):  # refused by the config, then at load
+        assert main(["train", "configs/demo.yaml", "--data", str(data), "--out", str(tmp_path / residency), "--quiet",
+                     "--set", "train.batch_size=32", "--set", "data.shard_order=sequential",
+                     "--set", f"data.residency={residency}"]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith("mcl: error: config key 'data.shard_order': 'sequential'"), error
+
+
+def sequential_config(shard_dir: Path, workers: int) -> dict:
+    return {**TINY, "data": {"source": "table", "path": str(shard_dir), "image_size": 16, "residency": "stream",
+                             "shard_order": "sequential", "workers": workers},
+            "train": {**TINY["train"], "epochs": 2}, "eval": {"ensemble": False, "references": False}}
+
+
+@pytest.fixture(scope="module")
+def sequential_run(shard_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 2-stage, 2-epoch run with shard_order=sequential; its fit records every batch's indices and len(loader)."""
+    from mcl.data.stream import StreamLoader
+    from mcl.training import train
+
+    seen: dict[str, list[np.ndarray]] = {}
+    steps: dict[str, int] = {}
+
+    def recording_fit(model, loss_fn, loader, config, stage_dir, pseudo_labels=None, stage_name="stage",
+                      progress=True, extra_state=None):
+        def loss(model, batch, labels):
+            seen.setdefault(stage_name, []).append(batch["index"].numpy().copy())
+            if labels is not None:
+                assert bool((labels == labels[0]).all()), "a stage-2 batch mixes pseudo-label groups"
+            return loss_fn(model, batch, labels)
+
+        assert isinstance(loader, StreamLoader), "shard_order=sequential trains from the shard stream"
+        steps[stage_name] = len(loader)
+        train(model, loss, loader, config, stage_dir, pseudo_labels, stage_name, progress, extra_state)
+
+    out = tmp_path_factory.mktemp("sequential") / "run"
+    mcl.train(sequential_config(shard_dir, workers=0), out=out, progress=False, fit=recording_fit)
+    return out, seen, steps
+
+
+RUN_FILES = ("stage-1/encoder.safetensors", "stage-1/clusters.safetensors", "stage-2/pseudo_labels.safetensors",
+             "stage-2/encoder.safetensors", "stage-2/clusters.safetensors")
+
+
+def assert_same_files(a: Path, b: Path) -> None:
+    for name in RUN_FILES:
+        ours, theirs = load_tensors(a / name), load_tensors(b / name)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+
+
+@pytest.mark.slow
+def test_sequential_shard_order_trains_every_stage_from_the_stream(sequential_run, shard_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """``mcl train`` on shards with shard_order=sequential: stage 2's batches are single-group, every epoch visits
+    every sample once, and the run is reproducible (0 or 2 workers: the same pseudo-labels and weights)."""
+    out, seen, steps = sequential_run
+    labels = load_tensors(out / "stage-2" / "pseudo_labels.safetensors")["pseudo_labels"].numpy()
+    assert len(np.unique(labels)) > 1
+    for stage in ("stage-1", "stage-2"):
+        batches = seen[stage]
+        assert len(batches) == 2 * steps[stage]  # two epochs of exactly len(loader) steps
+        for epoch in (batches[: steps[stage]], batches[steps[stage] :]):
+            assert np.array_equal(np.sort(np.concatenate(epoch)), np.arange(96)), (stage, "exactly once")
+    assert all(len(np.unique(labels[batch])) == 1 for batch in seen["stage-2"])
+    assert steps["stage-2"] == len(ClusterBatchSampler(labels, 32))  # the same step count as random shard order
+    metrics = read_jsonl(out / "stage-2" / "metrics.jsonl")
+    assert [m["steps"] for m in metrics] == [steps["stage-2"]] * 2
+
+    mcl.train(sequential_config(shard_dir, workers=2), out=tmp_path / "workers", progress=False)
+    assert_same_files(out, tmp_path / "workers")
+
+
+@pytest.mark.slow
+def test_sequential_shard_order_run_killed_and_resumed_is_the_same_run(sequential_run, shard_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    """SIGKILL in stage 1's second epoch and after stage 2's first epoch: the resumed run equals the reference
+    bit for bit (the stream's plan is seeded by (seed, epoch), so the resumed epochs get the same batches)."""
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(sequential_config(shard_dir, workers=0)))
+    out = tmp_path / "run"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    for kill_at in ("step:5", "epoch:2", None):  # 3 steps an epoch: the first kill is in stage 1, epoch 2
+        env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+        env.pop("MCL_TEST_KILL_AT", None)
+        if kill_at:
+            env["MCL_TEST_KILL_AT"] = kill_at
+        result = subprocess.run([sys.executable, "-m", "mcl", "train", str(config), "--out", str(out), "--quiet"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == (-signal.SIGKILL if kill_at else 0), (kill_at, result.stderr)
+    reference = sequential_run[0]
+    assert_same_files(out, reference)
+    for stage in ("stage-1", "stage-2"):
+        ours, theirs = read_jsonl(out / stage / "metrics.jsonl"), read_jsonl(reference / stage / "metrics.jsonl")
+        assert [(r["epoch"], r["loss"]) for r in ours] == [(r["epoch"], r["loss"]) for r in theirs]

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from mcl.config import load_config
+from mcl.embedding_file import open_embeddings
 from mcl.io import load_arrays
-from mcl.run import RunDirectory
+from mcl.run import EMBEDDINGS_FILE, RunDirectory
 from mcl.sampling import ClusterBatchSampler
 from mcl.stages import StageHistory, next_pseudo_labels
 from test_cli import TINY
@@ -54,6 +55,10 @@ def test_every_stage_finished_and_only_rank_0_wrote(torchrun_dir):
         assert torchrun_dir / directory / "encoder.safetensors" in recorded
         assert len(_metrics(torchrun_dir / directory)) == config.train.epochs, "one writer: one line per epoch"
         assert not (torchrun_dir / directory / "checkpoint.safetensors").exists()
+    for stage in ("stage-1", "stage-2"):  # each rank wrote its shard of the embeddings into one recorded file
+        assert torchrun_dir / stage / EMBEDDINGS_FILE in recorded
+        embeddings = open_embeddings(torchrun_dir / stage / EMBEDDINGS_FILE, config.data.n_train)
+        assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5), "every row written (unit norm)"
     leftovers = [p for p in torchrun_dir.rglob("*") if p.is_file() and ".tmp" in p.name]
     assert not leftovers
 
@@ -65,7 +70,7 @@ def test_steps_visit_every_sample_once_and_pseudo_labels_follow_the_clusters(tor
     assert _metrics(torchrun_dir / "stage-1")[0]["steps"] == math.ceil(n_train / config.train.batch_size)
 
     clusters = load_arrays(torchrun_dir / "stage-1" / "clusters.safetensors")
-    assert clusters["labels"].shape == (n_train,), "rank 0 clustered the gathered embeddings of all samples"
+    assert clusters["labels"].shape == (n_train,), "rank 0 clustered both ranks' embeddings of all samples"
     history = StageHistory(cluster_labels=[clusters["labels"]], centroids=[clusters["centroids"]])
     expected, _ = next_pseudo_labels(history, config)
     pseudo_labels = load_arrays(torchrun_dir / "stage-2" / "pseudo_labels.safetensors")["pseudo_labels"]

@@ -13,6 +13,7 @@ ensemble members a run holds (:meth:`RunDirectory.finished_stages`, :meth:`RunDi
         pseudo_labels.safetensors   the pseudo-labels this stage trained with (stage >= 2)
         clusters.safetensors centroids, labels, sizes of k-means on this stage's embeddings
         clusters.json        inertia, sizes, iterations, backend
+        embeddings.npy       (N, D) float32/float16 map of the training set's embeddings that k-means read
         metrics.jsonl        one line per epoch: loss, lr, throughput
         checkpoint.*         last epoch checkpoint while the stage is running (resume)
       ensemble-2/ ...        extra seeds of single-stage training for the ensemble-k baseline
@@ -47,6 +48,9 @@ from mcl.io import read_json, sha256_file, write_json
 
 logger = logging.getLogger("mcl")
 
+# (path, inode, size, mtime_ns, sha256) of files this process has hashed and found intact.
+_VERIFIED: set[tuple[str, int, int, int, str]] = set()
+
 T = TypeVar("T")
 
 # Every file name of the layout above, named once.
@@ -55,6 +59,7 @@ CONFIG_FILE = "config.yaml"
 ENCODER_FILE = "encoder.safetensors"
 CLUSTERS_FILE = "clusters.safetensors"
 CLUSTERS_INFO_FILE = "clusters.json"
+EMBEDDINGS_FILE = "embeddings.npy"
 PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
 PSEUDO_LABELS_INFO_FILE = "pseudo_labels.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -93,6 +98,7 @@ def _training_values(config: Config) -> dict[str, Any]:
     values["train"].pop("device", None)
     for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
         values["data"].pop(key, None)
+    values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
     values.pop("eval", None)
     return values
 
@@ -332,9 +338,16 @@ class RunDirectory:
     def _check(self, path: Path, checksum: str) -> None:
         if not path.exists():
             raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing")
+        # Hashing a ViT-L-sized member on every listing is seconds; a file whose identity, size and mtime are
+        # unchanged since this process verified it is not hashed again (make's and rsync's rule).
+        stat = path.stat()
+        identity = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, checksum)
+        if identity in _VERIFIED:
+            return
         if sha256_file(path) != checksum:
             raise RunDirError(f"{path}: checksum differs from {MANIFEST} (truncated or modified file); restore "
                               f"it, or delete it and its entry in {MANIFEST} to recompute it")
+        _VERIFIED.add(identity)
 
     def is_finished(self, *paths: Path) -> bool:
         """True if every path is recorded and still matches its checksum; raises if one was corrupted."""

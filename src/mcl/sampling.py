@@ -213,6 +213,9 @@ class RandomBatchSampler:
 
     def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self._inner = ClusterBatchSampler(np.zeros(size, dtype=np.int64), batch_size, seed, rank, world_size)
+        # The same public facts as ClusterBatchSampler (mcl.data.loader.BatchSpec), no groups.
+        self.pseudo_labels: np.ndarray | None = None
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's shuffle."""

@@ -7,13 +7,15 @@
     for stage in 1..S:
         model = fresh encoder (seed per stage)           # mcl.init: scratch | previous
         train(model, negatives restricted to pseudo_labels)
-        clusters[stage] = kmeans(embed(model, train set), K)
+        clusters[stage] = kmeans(embed(model, train set), K)  # embeddings: stage-s/embeddings.npy on disk
         pseudo_labels = combine(clusters[1..stage])      # all stages, not only the latest
     representation = concat(stage features)              # mcl.integration
 
 Every phase is one :meth:`RunDirectory.phase <mcl.run.RunDirectory.phase>` call that loads its
 recorded result or computes, saves and records it, so a re-run skips what finished and resumes an
-unfinished stage from its last epoch. ``fit`` (default :func:`mcl.training.train`) is injectable:
+unfinished stage from its last epoch. The embeddings k-means reads are written to disk chunk by chunk
+(:mod:`mcl.embedding_file`) and recorded before k-means starts, so a clustering phase that was killed
+resumes without embedding again. ``fit`` (default :func:`mcl.training.train`) is injectable:
 any function with its signature (:class:`mcl.training.Fit`) trains the stages instead.
 """
 
@@ -32,6 +34,7 @@ from mcl import distributed
 from mcl.clustering import KMeansResult
 from mcl.config import Config
 from mcl.data.loader import BatchSampler
+from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, read_jsonl, save_arrays, write_json
 from mcl.logging_utils import phase, record_time
@@ -40,6 +43,7 @@ from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
 from mcl.run import (
     CLUSTERS_FILE,
     CLUSTERS_INFO_FILE,
+    EMBEDDINGS_FILE,
     ENCODER_FILE,
     METRICS_FILE,
     PSEUDO_LABELS_FILE,
@@ -132,20 +136,41 @@ def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory:
     return run.phase(directory / ENCODER_FILE, compute, save, lambda path: load_model_weights(model, path))
 
 
+def embed_or_reuse(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> Path:
+    """``stage-s/embeddings.npy``: the stage's embeddings of the training set, written and recorded, or reused.
+
+    Each rank writes its shard into the file (``task.embed(model, out=...)``, a collective); the file is
+    recorded before the ``embed`` phase ends, so a run killed during k-means reuses it on resume.
+    """
+    path = run.stage_dir(stage) / EMBEDDINGS_FILE
+    if run.is_finished(path):
+        logger.info("stage-%d: reusing the recorded embeddings %s", stage, path)
+        return path
+    with phase(f"stage-{stage}", "embed", f"embedding {task.num_samples} training samples"):
+        task.embed(model, out=EmbeddingFile(path, task.num_samples, config.mcl.embedding_dtype))
+        if distributed.is_main_process():
+            run.record(path)
+        distributed.barrier()
+    return path
+
+
 def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> KMeansResult:
-    """k-means on the stage's embeddings of the training set (rank 0 clusters, every rank gets the result)."""
+    """k-means on the stage's embeddings of the training set (rank 0 clusters, every rank gets the result).
+
+    k-means reads the embeddings from their memory map (memory: its fit sample plus one chunk).
+    """
     directory = run.stage_dir(stage)
 
     def compute() -> KMeansResult:
-        with phase(f"stage-{stage}", "embed", f"embedding {task.num_samples} training samples"):
-            embeddings = task.embed(model)  # a collective: every rank embeds its shard
+        path = embed_or_reuse(task, model, config, run, stage)
         result = None
         if distributed.is_main_process():
+            embeddings = open_embeddings(path, task.num_samples)
             with phase(f"stage-{stage}", "cluster", f"k-means, K={config.mcl.clusters}"):
                 result = cluster_stage(embeddings, config.mcl.clusters, stage_seed(config, stage),
                                        restarts=config.mcl.kmeans_restarts, iterations=config.mcl.kmeans_iterations,
                                        spherical=config.mcl.spherical, backend=config.mcl.kmeans_backend,
-                                       device=embeddings.device, sample_size=config.mcl.kmeans_sample)
+                                       device=task.device, sample_size=config.mcl.kmeans_sample)
         return distributed.broadcast_object(result)
 
     def save(result: KMeansResult, path: Path) -> None:

@@ -22,6 +22,7 @@ from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, ObjectiveConfig
 from mcl.data.images import DiskImages, TrainingImages
 from mcl.data.loader import Batch, BatchSampler, Loader
+from mcl.embedding_file import EmbeddingFile
 from mcl.io import load_tensors, save_tensors
 from mcl.models import ContrastiveEncoder, build_encoder, evaluating, unwrap_model
 from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
@@ -64,29 +65,47 @@ class StageTask(Protocol):
     def loss(self, model: nn.Module, batch: Batch, pseudo_labels: torch.Tensor | None) -> torch.Tensor:
         """The contrastive loss of one batch (``model`` may be DDP-wrapped: call its ``forward``)."""
 
-    def embed(self, model: nn.Module) -> torch.Tensor:
-        """L2-normalised features of every training sample (eval transform), for clustering."""
+    def embed(self, model: nn.Module, out: EmbeddingFile | None = None) -> torch.Tensor | None:
+        """L2-normalised features of every training sample (eval transform), for clustering.
+
+        A collective: every rank embeds its contiguous shard of rows. With ``out`` (what the stage loop
+        passes) each rank writes its rows into that on-disk map chunk by chunk and None is returned, so
+        no rank ever holds ``(N, D)``; without it the shards are gathered as one ``(N, D)`` float32
+        tensor on every rank (small sets, tests, benchmarks).
+        """
 
     def training_state(self, model: nn.Module) -> nn.Module | None:
         """State the loss keeps besides ``model`` (checkpointed with it), set up for a new stage; or None."""
 
 
-def embed_in_shards(embed_rows, num_samples: int) -> torch.Tensor:
-    """Each rank embeds a contiguous shard; the shards are gathered in order on every rank."""
+def embed_in_shards(embed_chunks: Callable[[np.ndarray], Iterator[torch.Tensor]], num_samples: int,
+                    out: EmbeddingFile | None = None) -> torch.Tensor | None:
+    """Each rank embeds a contiguous shard, ``embed_chunks(rows)`` yielding ``(B, D)`` blocks in row order.
+
+    With ``out`` every rank writes its blocks into the file as they come (memory: one block) and None
+    is returned; without it the shards are gathered in order on every rank as one ``(N, D)`` tensor.
+    """
     shard = np.array_split(np.arange(num_samples), distributed.world_size())[distributed.rank()]
-    return distributed.gather_no_grad(embed_rows(shard))
+    if out is not None:
+        out.write_shard(shard, embed_chunks(shard))
+        return None
+    return distributed.gather_no_grad(torch.cat(list(embed_chunks(shard))))
 
 
-def embed_images(model: nn.Module, images: TrainingImages,
-                 encode: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """L2-normalised ``encode(float images)`` of every training image, ``model`` in eval mode (sharded over ranks)."""
+def embed_images(model: nn.Module, images: TrainingImages, encode: Callable[[torch.Tensor], torch.Tensor],
+                 out: EmbeddingFile | None = None) -> torch.Tensor | None:
+    """L2-normalised ``encode(float images)`` of every training image, ``model`` in eval mode (sharded over ranks).
 
-    def rows(shard: np.ndarray) -> torch.Tensor:
-        out = [encode(to_float_images(batch)) for batch in images.batches(shard)]
-        return torch.nn.functional.normalize(torch.cat(out).float(), dim=1)
+    Written into ``out`` chunk by chunk, or returned as one gathered ``(N, D)`` float32 tensor (see
+    :func:`embed_in_shards`). Rows are normalised per chunk: the same values as normalising them all at once.
+    """
+
+    def chunks(shard: np.ndarray) -> Iterator[torch.Tensor]:
+        for batch in images.batches(shard):
+            yield torch.nn.functional.normalize(encode(to_float_images(batch)).float(), dim=1)
 
     with evaluating(model):
-        return embed_in_shards(rows, images.num_samples)
+        return embed_in_shards(chunks, images.num_samples, out)
 
 
 def objective_kwargs(config: ObjectiveConfig) -> dict[str, float | int]:
@@ -111,7 +130,8 @@ class ImageContrastiveTask:
         self.config = config
         self.device = device
         self.num_samples = len(images)
-        self.images = TrainingImages(images, device, config.data.workers, config.seed)
+        self.images = TrainingImages(images, device, config.data.workers, config.seed,
+                                     config.data.shard_order)
         self.augment = build_augmentation(config.augment, self.images.image_size).to(device)
         self.objective = build_objective(config.objective.name, **objective_kwargs(config.objective)).to(device)
         self.key_encoder = MomentumEncoder(config.objective.momentum) if isinstance(self.objective, MoCoLoss) else None
@@ -172,9 +192,9 @@ class ImageContrastiveTask:
         self.objective.enqueue(k_b, pseudo_labels, index)
         return loss
 
-    def embed(self, model: nn.Module) -> torch.Tensor:
-        """Backbone features of the un-augmented training images, L2-normalised."""
-        return embed_images(model, self.images, model.features)
+    def embed(self, model: nn.Module, out: EmbeddingFile | None = None) -> torch.Tensor | None:
+        """Backbone features of the un-augmented training images, L2-normalised (into ``out``, or returned)."""
+        return embed_images(model, self.images, model.features, out)
 
 
 def save_model(model: nn.Module, path, metadata: dict[str, str] | None = None) -> None:

@@ -35,6 +35,10 @@ class DataConfig:
     residency: Literal["auto", "memory", "stream"] = "auto"
     memory_budget_gb: float | None = None
     workers: int = 2  # DataLoader processes decoding streamed images (0: in the training process)
+    # WebDataset shards streamed (residency: stream): random = the batch sampler's batches, each sample read at
+    # its offset; sequential = shards in a seeded order read front to back, single-group batches bucketed
+    # from the stream (mcl.data.stream); another run than random's, the same number of steps
+    shard_order: Literal["random", "sequential"] = "random"
 
 
 @dataclass
@@ -70,6 +74,9 @@ class AugmentConfig:
     color_jitter_prob: float = 0.8
     grayscale: float = 0.2
     blur: float = 0.0
+    # which code computes it, never what: fused = mcl.augment_fused (same output bit for bit, faster on CPU);
+    # auto = fused on the device types where it measured faster (mcl.augment.AUTO_FUSED_DEVICES), else kornia
+    backend: Literal["kornia", "fused", "auto"] = "auto"
 
 
 @dataclass
@@ -108,6 +115,9 @@ class MCLConfig:
     # k-means fits on a seeded sample of this many points, then assigns all in chunks; None: max(64 K, 8192)
     kmeans_sample: int | None = None
     spherical: bool = False
+    # each stage's embeddings of the training set, stage-s/embeddings.npy (k-means reads it as a memory map):
+    # auto = float32 up to a 1 GiB float32 map (small runs keep their exact values), else float16 (half the disk)
+    embedding_dtype: Literal["auto", "float16", "float32"] = "auto"
 
 
 @dataclass
@@ -153,6 +163,9 @@ class MultimodalConfig:
     lock_text: bool = False
     unlocked_text_groups: int = 0
     mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives
+    # pretrained-towers with the text tower and all but the last image groups locked and at most a flip as
+    # augmentation: auto = compute the locked parts' outputs once and train on them (mcl.multimodal); off = never
+    cache_locked_features: Literal["auto", "off"] = "auto"
     init_temperature: float = 0.07
     context_length: int = 32
     image_resolution: int | None = None  # pretrained-towers: resize images to this size (None: keep)

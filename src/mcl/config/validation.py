@@ -77,6 +77,7 @@ def check_config(config: Config) -> None:
             raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
     _check_registered(config)
     _check_multimodal(config)
+    _check_shard_order(config)
 
 
 def _check_registered(config: Config) -> None:
@@ -98,6 +99,15 @@ def _check_name(key: str, name: str, known: list[str]) -> None:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ConfigError(f"config key '{key}': unknown name {name!r}{hint}; registered: {', '.join(sorted(known))}")
 
+
+
+def _check_shard_order(config: Config) -> None:
+    """``data.shard_order: sequential`` needs ``data.residency: stream``; that the data are shards is checked
+    when they are loaded (``--data DIR`` may still replace the source), by :class:`mcl.data.images.TrainingImages`."""
+    data = config.data
+    if data.shard_order == "sequential" and data.residency != "stream":
+        raise ConfigError(f"config key 'data.shard_order': 'sequential' streams WebDataset shards and needs "
+                          f"data.residency: stream, got {data.residency!r}")
 
 
 def _check_multimodal(config: Config) -> None:

@@ -14,6 +14,16 @@ Residency (``data.residency``):
 :class:`TrainingImages` gives a task both ways through one interface: ``loader(batch_sampler)`` for
 training and ``batches(rows)`` for embedding the training set (same chunks either way).
 
+Shard order (``data.shard_order``, streamed WebDataset shards only):
+
+- ``random`` (default): the batch sampler's batches, each sample read at its offset
+  (:class:`ShardImages`: random access over all shards).
+- ``sequential``: the training batches come from :class:`~mcl.data.stream.GroupBucketingStream`
+  built from the sampler's :class:`~mcl.data.loader.BatchSpec` (pseudo-labels or none, batch size,
+  seed, rank, world size): shards in a seeded shuffled order, each read front to back, single-group
+  batches routed by pseudo-label, every sample exactly once per epoch, the same number of steps.
+  Other batches than ``random``'s, so another run; the embedding pass is the same either way.
+
 Example:
     >>> images = training_images(table.images, device, workers=2, seed=1)
     >>> for batch in images.loader(sampler): ...        # {"index", "image"} on the device
@@ -30,12 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcl.data.loader import BatchSampler, DatasetLoader, Loader, TensorLoader
-from mcl.errors import DataError
+from mcl.data.loader import BatchSampler, BatchSpec, DatasetLoader, Loader, TensorLoader
+from mcl.errors import ConfigError, DataError
 
 logger = logging.getLogger("mcl")
 
 RESIDENCIES = ("auto", "memory", "stream")
+SHARD_ORDERS = ("random", "sequential")
 EMBED_CHUNK = 1024  # rows per forward pass when embedding the training set
 
 
@@ -166,15 +177,27 @@ def embed_chunks(rows: np.ndarray) -> list[np.ndarray]:
 
 
 class TrainingImages:
-    """A task's training images, resident on the device or streamed from disk (see the module docstring)."""
+    """A task's training images, resident on the device or streamed from disk (see the module docstring).
+
+    ``shard_order='sequential'`` needs streamed shards (:class:`ShardImages`); anything else is a
+    one-line ConfigError naming ``data.shard_order``.
+    """
 
     def __init__(self, images: np.ndarray | DiskImages, device: torch.device, workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, shard_order: str = "random") -> None:
         self.device = device
         self.num_samples = len(images)
         self.image_size = int(images.shape[1])
         self.workers, self.seed = workers, seed
         self.streamed = isinstance(images, DiskImages)
+        if shard_order not in SHARD_ORDERS:
+            raise ConfigError(f"config key 'data.shard_order': expected one of {list(SHARD_ORDERS)}, "
+                              f"got {shard_order!r}")
+        if shard_order == "sequential" and not isinstance(images, ShardImages):
+            what = "an image table or folder" if self.streamed else "decoded into memory"
+            raise ConfigError(f"config key 'data.shard_order': 'sequential' reads WebDataset shards streamed "
+                              f"(data.residency: stream, data.path: shards); these training images are {what}")
+        self.shard_order = shard_order
         if self.streamed:
             self.disk = images
         else:
@@ -182,10 +205,30 @@ class TrainingImages:
             self.resident = torch.from_numpy(np.array(images, copy=True)).to(device)
 
     def loader(self, batch_sampler: BatchSampler) -> Loader:
-        """Training batches ``{"index", "image"}`` in the order ``batch_sampler`` draws them."""
+        """Training batches ``{"index", "image"}`` in the order ``batch_sampler`` draws them.
+
+        With ``shard_order='sequential'`` the batches are the shard stream's, made from the sampler's
+        :class:`~mcl.data.loader.BatchSpec` (see the module docstring).
+        """
+        if self.shard_order == "sequential":
+            return self._sequential_loader(batch_sampler)
         if self.streamed:
             return DatasetLoader(_DecodedBatches(self.disk), batch_sampler, self.device, self.workers, self.seed)
         return TensorLoader({"image": self.resident}, batch_sampler, self.device)
+
+    def _sequential_loader(self, batch_sampler: BatchSampler) -> Loader:
+        from mcl.data.stream import GroupBucketingStream, StreamLoader
+
+        if not isinstance(batch_sampler, BatchSpec):
+            raise TypeError(f"data.shard_order: sequential needs a batch sampler with the BatchSpec facts "
+                            f"(pseudo_labels, batch_size, seed, rank, world_size); got {type(batch_sampler).__name__}")
+        assert isinstance(self.disk, ShardImages)  # checked in __init__
+        # ShardImages' rows are the training samples' ids in the index (increasing): the stream's
+        # batch "index" is a position among them, i.e. a training-set row, as the sampler's would be.
+        stream = GroupBucketingStream(self.disk.index, self.disk.rows, self.image_size, batch_sampler.batch_size,
+                                      batch_sampler.pseudo_labels, batch_sampler.seed, rank=batch_sampler.rank,
+                                      world_size=batch_sampler.world_size)
+        return StreamLoader(stream, self.device, self.workers, self.seed)
 
     def batches(self, rows: np.ndarray) -> Iterator[torch.Tensor]:
         """uint8 image batches of ``rows`` (in order, cut by :func:`embed_chunks`) on the device."""

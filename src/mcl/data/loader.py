@@ -30,7 +30,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -44,6 +44,24 @@ class BatchSampler(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
     def __iter__(self) -> Iterator[np.ndarray]: ...
     def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class BatchSpec(Protocol):
+    """What a batch sampler's batches are made of, for a loader that forms the batches itself.
+
+    :class:`~mcl.sampling.ClusterBatchSampler` and :class:`~mcl.sampling.RandomBatchSampler` expose it;
+    a loader that reads shards in its own order (``data.shard_order: sequential``,
+    :class:`~mcl.data.stream.GroupBucketingStream`) builds the same kind of batches from these facts:
+    single-group batches of ``pseudo_labels`` (None: plain shuffled ones) of global size ``batch_size``,
+    seeded by ``(seed, epoch)``, rank ``rank`` taking its slice of each.
+    """
+
+    pseudo_labels: np.ndarray | None
+    batch_size: int
+    seed: int
+    rank: int
+    world_size: int
 
 
 class Loader(Protocol):

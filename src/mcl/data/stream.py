@@ -42,7 +42,9 @@ execute the plan:
   ``R`` of its samples behind (it grows by up to ``R - 1`` instead), so every slice is non-empty;
   a group smaller than ``R`` is a ValueError (raise ``mcl.min_group_size``).
 
-Use :class:`StreamLoader` (the loader interface of :mod:`mcl.data.loader`) to train from it.
+Use :class:`StreamLoader` (the loader interface of :mod:`mcl.data.loader`) to train from it; ``mcl train``
+does with ``data.shard_order: sequential`` (:class:`mcl.data.images.TrainingImages` builds the stream from
+the stage's batch sampler: its pseudo-labels or none, batch size, seed, rank and world size).
 
 Example::
 
