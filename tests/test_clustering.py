@@ -173,4 +173,5 @@ def test_faiss_backend_reads_a_float16_memory_map_in_chunks(tmp_path):
     result = kmeans(mapped, 3, backend="faiss", seed=0, sample_per_cluster=100, chunk_size=256)
     assert result.labels.shape == (3000,) and result.backend == "faiss"
     truth = np.arange(3000) % 3
-    assert len({(t, int(c)) for t, c in zip(truth, result.labels)}) == 3, "the three blobs found on a 300-point sample"
+    pairs = {(t, int(c)) for t, c in zip(truth, result.labels, strict=True)}
+    assert len(pairs) == 3, "the three blobs found from a 300-point sample"

@@ -59,3 +59,10 @@ def test_shipped_configs_load(name: str, backbone: str) -> None:
 
     config = load_config(f"configs/{name}.yaml")
     assert config.model.backbone == backbone
+
+
+def test_bare_yaml_off_means_the_choice_off(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\nmultimodal:\n  cache_locked_features: off\n")
+    config = load_config(path)
+    assert config.train.amp == "off" and config.multimodal.cache_locked_features == "off"

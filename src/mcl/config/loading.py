@@ -39,6 +39,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
+        # YAML 1.1 reads a bare off/on as false/true: where "off"/"on" is a choice, that is what was meant.
+        if isinstance(value, bool) and ("on" if value else "off") in typing.get_args(tp):
+            return "on" if value else "off"
     elif origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
             try:
