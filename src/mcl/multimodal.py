@@ -87,6 +87,8 @@ def lock_towers(model: TwoTowerModel, config: MultimodalConfig) -> None:
             getattr(model, f"lock_{tower}")(unlocked)
         except ConfigError as exc:
             raise ConfigError(f"config key 'multimodal.unlocked_{tower}_groups': {exc}") from None
+    if config.freeze_bn_stats:
+        model.freeze_image_bn_stats()
 
 
 def run_tokenizer(config: Config, captions: Sequence[str], run: RunDirectory) -> WordTokenizer | None:

@@ -92,6 +92,20 @@ def test_lock_image_tower_keeps_last_groups_and_bn_stats() -> None:
         _small().lock_image(unlocked_groups=99)
 
 
+def test_freeze_image_bn_stats_keeps_unlocked_groups_statistics_but_trains_them() -> None:
+    model = _small()
+    model.lock_image(unlocked_groups=len(model.image_layer_groups()))  # everything trainable
+    model.freeze_image_bn_stats()
+    model.train()
+    norms = [m for m in model.image_backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(m.training for m in norms)
+    before = [m.running_mean.clone() for m in norms]
+    loss = model.encode_image(torch.rand(4, 3, 16, 16)).square().sum()
+    loss.backward()
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before, strict=True)), "statistics kept"
+    assert all(m.weight.grad is not None for m in norms), "affine parameters still train"
+
+
 def test_lock_text_tower() -> None:
     model = _small()
     model.lock_text(unlocked_groups=1)

@@ -160,6 +160,9 @@ class MultimodalConfig:
     integrate_stage0: bool = False  # the integrated model (mcl-k, mcl.load) also includes stage 0
     lock_image: bool = False
     unlocked_image_groups: int = 0  # with lock_image: the last N image layer groups stay trainable
+    # every image-tower BatchNorm keeps its running statistics (unlocked groups too): single-group MCL batches
+    # would otherwise pull them towards one group's statistics (open_clip: --lock-image-freeze-bn-stats)
+    freeze_bn_stats: bool = False
     lock_text: bool = False
     unlocked_text_groups: int = 0
     mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives

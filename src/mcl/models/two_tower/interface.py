@@ -185,6 +185,19 @@ class TwoTowerModel(nn.Module):
                 self._eval_groups.append(group)
                 group.eval()
 
+    def freeze_image_bn_stats(self) -> None:
+        """Keep every BatchNorm of the image tower in eval mode, unlocked groups included.
+
+        Fine-tuning then updates the layers' weights and BatchNorm's affine parameters but keeps the
+        pretrained running statistics. Under MCL a batch holds one pseudo-label group, whose statistics
+        are not the data's: updating running statistics from them shifts every feature at eval time.
+        """
+        for group in self.image_layer_groups():
+            for module in group.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    self._eval_groups.append(module)
+                    module.eval()
+
     def train(self, mode: bool = True) -> TwoTowerModel:
         """Set train/eval mode, keeping locked groups (see ``lock_*``) in eval mode."""
         super().train(mode)
