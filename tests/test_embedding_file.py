@@ -167,3 +167,64 @@ def test_two_ranks_write_their_shards_into_one_file(tmp_path):
     expected = task.embed(task.build_model(seed=1)).numpy()
     assert np.array_equal(open_embeddings(tmp_path / "embeddings.npy", N), expected)
     assert not temporary_path(tmp_path / "embeddings.npy").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rows_read_with_pread_equal_the_memory_map(tmp_path, dtype):
+    path = tmp_path / "embeddings.npy"
+    data = np.random.default_rng(3).normal(size=(301, 7)).astype(dtype)
+    np.save(path, data)
+    rows, mapped = open_embeddings(path, 301), np.load(path, mmap_mode="r")
+    assert rows.shape == (301, 7) and rows.dtype == dtype and len(rows) == 301
+    picks = np.random.default_rng(4).choice(301, 50, replace=False)
+    for key in (slice(None), slice(5, 77), slice(290, 400), slice(10, 3), slice(1, 200, 7), 0, -1, 300,
+                np.sort(picks), picks, np.array([], np.int64), np.array([4, 4, 2]), picks % 2 == 0):
+        key = np.arange(301) % 3 == 0 if isinstance(key, np.ndarray) and key.dtype == bool else key
+        got = rows[key]
+        assert got.flags.writeable and np.array_equal(got, mapped[key]), key
+    assert np.array_equal(np.asarray(rows), data) and np.array_equal(rows[3, 2:4], data[3, 2:4])
+    with pytest.raises(IndexError):
+        rows[301]
+    with pytest.raises(IndexError):
+        rows[np.array([0, 301])]
+
+
+def test_gathers_across_read_blocks(tmp_path, monkeypatch):
+    import mcl.embedding_file as embedding_file
+
+    monkeypatch.setattr(embedding_file, "READ_BLOCK_BYTES", 3 * 4 * 4)  # three rows of 4 float32 per block
+    path = tmp_path / "embeddings.npy"
+    data = np.arange(40 * 4, dtype=np.float32).reshape(40, 4)
+    np.save(path, data)
+    picks = np.array([39, 0, 1, 2, 3, 7, 8, 20, 21, 22, 23, 38])
+    assert np.array_equal(open_embeddings(path, 40)[picks], data[picks])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_kmeans_over_the_file_equals_kmeans_over_the_map(tmp_path, dtype):
+    from mcl.clustering import kmeans
+
+    path = tmp_path / "embeddings.npy"
+    np.save(path, np.random.default_rng(5).normal(size=(3000, 8)).astype(dtype))
+    for sample_size in (None, 500):  # all points in one fit; a sampled fit then the chunked pass
+        by_map = kmeans(np.load(path, mmap_mode="c"), 6, restarts=2, seed=1, sample_size=sample_size, chunk_size=256)
+        by_rows = kmeans(open_embeddings(path, 3000), 6, restarts=2, seed=1, sample_size=sample_size,
+                         chunk_size=256)
+        assert np.array_equal(by_map.labels, by_rows.labels)
+        assert np.array_equal(by_map.centroids, by_rows.centroids) and by_map.inertia == by_rows.inertia
+
+
+def _rss_file_kib():
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc")
+def test_reading_every_row_does_not_charge_the_file_to_rss(tmp_path):
+    path = tmp_path / "embeddings.npy"
+    np.save(path, np.ones((8192, 1024), np.float32))  # 32 MiB
+    rows = open_embeddings(path, 8192)
+    before = _rss_file_kib()
+    total = sum(float(rows[start:start + 512].sum()) for start in range(0, 8192, 512))  # chunked, as k-means reads
+    assert total == 8192 * 1024
+    assert _rss_file_kib() - before < 8 * 1024, "a map would add the whole 32 MiB of file pages"

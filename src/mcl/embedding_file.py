@@ -1,9 +1,10 @@
-"""A stage's embeddings of the training set as an on-disk ``(N, D)`` ``.npy`` memory map, filled shard by shard.
+"""A stage's embeddings of the training set as an on-disk ``(N, D)`` ``.npy``, filled shard by shard.
 
 After each stage the whole training set is embedded (:meth:`mcl.tasks.StageTask.embed`) and
 clustered. Instead of an ``(N, D)`` tensor gathered on every rank, :class:`EmbeddingFile` writes the
-rows to disk as they are computed, and k-means reads them back through a memory map
-(:func:`open_embeddings`; :func:`mcl.clustering.kmeans` converts one chunk at a time):
+rows to disk as they are computed, and k-means reads them back by row ranges and row samples
+(:func:`open_embeddings` gives an :class:`EmbeddingRows`; :func:`mcl.clustering.kmeans` converts one
+chunk at a time):
 
 1. once the first chunk gives the width ``D``, rank 0 creates the temporary ``.<name>.tmp`` next to
    the target with :func:`numpy.lib.format.open_memmap` (the header, then ``N x D`` zeros: a sparse
@@ -13,8 +14,10 @@ rows to disk as they are computed, and k-means reads them back through a memory 
 3. rank 0 renames the file to its final name, so that name only ever holds a complete map (an
    interrupted pass leaves the temporary, which a resumed run removes); barrier.
 
-Memory: one chunk per rank. Rows go through ``os.pwrite``, not through a mapping, because pages
-written through a mapping count in the process's RSS until the kernel writes them back.
+Memory: one chunk per rank. Rows go through ``os.pwrite`` and come back through ``os.pread``, not
+through a mapping, because file pages touched through a mapping count in the process's RSS (written
+ones until the kernel writes them back, read ones for as long as the map lives): a k-means pass over a
+map of ``N x D`` would add all of it to the RSS.
 
 ``dtype`` (``mcl.embedding_dtype``): ``float32``, ``float16`` or ``auto`` (:func:`choose_dtype`:
 float32 while the float32 map is at most 1 GiB, so small runs keep their exact values; above it
@@ -23,7 +26,8 @@ float16, which halves disk and I/O at a relative rounding error of at most 2^-11
 Example:
     >>> out = EmbeddingFile(Path("stage-1/embeddings.npy"), num_rows=N, dtype="auto")
     >>> out.write_shard(shard, chunks)             # collective: each rank its rows, as (B, D) tensors
-    >>> embeddings = open_embeddings(out.path, N)  # (N, D) float32 or float16 memory map
+    >>> embeddings = open_embeddings(out.path, N)  # (N, D) float32 or float16 rows, read on indexing
+    >>> embeddings[0:1024], embeddings[np.array([3, 17])]    # ndarrays read from the file
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +48,7 @@ from mcl.io import _fsync_dir, crash_point, disk_full_error
 
 logger = logging.getLogger("mcl")
 
+READ_BLOCK_BYTES = 8 << 20  # span of rows one gather reads at once
 FLOAT32_MAX_BYTES = 1 << 30  # ``auto`` keeps float32 up to a 1 GiB map (every run of the demo's size)
 DTYPES = ("auto", "float16", "float32")
 
@@ -146,14 +152,11 @@ def _prepend(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torc
     yield from rest
 
 
-def open_embeddings(path: str | os.PathLike, num_rows: int) -> np.memmap:
-    """The ``(num_rows, D)`` float32/float16 map at ``path``, memory-mapped (nothing is read up front).
-
-    Copy-on-write mode: ``torch.from_numpy`` warns on read-only arrays, and nothing is ever written back.
-    """
+def open_embeddings(path: str | os.PathLike, num_rows: int) -> EmbeddingRows:
+    """The ``(num_rows, D)`` float32/float16 embeddings at ``path`` as an :class:`EmbeddingRows` (header read only)."""
     path = Path(path)
     try:
-        array = np.load(path, mmap_mode="c", allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header: shape, dtype and data offset
     except FileNotFoundError:
         raise RunDirError(f"{path}: file not found") from None
     except ValueError as exc:
@@ -161,4 +164,98 @@ def open_embeddings(path: str | os.PathLike, num_rows: int) -> np.memmap:
     if array.ndim != 2 or array.shape[0] != num_rows or array.dtype not in (np.float16, np.float32):
         raise RunDirError(f"{path}: {array.shape} {array.dtype} embeddings, expected ({num_rows}, D) float16 or "
                           "float32")
-    return array
+    if not array.dtype.isnative or not array.flags.c_contiguous:
+        raise RunDirError(f"{path}: {array.dtype.str} embeddings, Fortran order {np.isfortran(array)}; expected "
+                          "native byte order and C order (what EmbeddingFile writes)")
+    rows = EmbeddingRows(path, int(array.offset), array.dtype, (int(array.shape[0]), int(array.shape[1])))
+    del array
+    return rows
+
+
+class EmbeddingRows:
+    """Read-only ``(N, D)`` rows of an embeddings ``.npy``, read with ``os.pread`` at their byte offsets.
+
+    Indexing like the array it stands for: ``rows[a:b]``, ``rows[i]`` and ``rows[indices]`` (any int
+    array; sorted is fastest) return fresh, writable ndarrays; ``np.asarray(rows)`` reads all of it.
+    Why not a memory map: the file pages a map has touched count in the process's RSS for as long as
+    it is mapped (a k-means pass touches all ``N x D``), while ``pread`` copies them out of the page
+    cache, which the kernel reclaims as it needs. Memory: what is returned plus one block of
+    :data:`READ_BLOCK_BYTES` for gathers.
+    """
+
+    ndim = 2
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, int]) -> None:
+        self.path, self.offset, self.dtype, self.shape = Path(path), offset, np.dtype(dtype), shape
+        self._row_bytes = shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all rows."""
+        return self.shape[0] * self._row_bytes
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self._read(0, self.shape[0])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):  # rows[r, c]: rows first, then the rest on the (small) result
+            first = self[key[0]]
+            return first[key[1:]] if first.ndim == 1 else first[(slice(None), *key[1:])]
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            row = int(key) + n if key < 0 else int(key)
+            if not 0 <= row < n:
+                raise IndexError(f"row {int(key)} out of range for {n} embeddings")
+            return self._read(row, row + 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                return self._read(start, max(start, stop))
+            key = np.arange(start, stop, step)
+        return self._gather(np.asarray(key))
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        if rows.dtype == np.bool_:
+            rows = np.flatnonzero(rows)
+        if rows.size and not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"embedding rows must be integers, got {rows.dtype}")
+        rows = rows.astype(np.int64).reshape(-1)
+        n = self.shape[0]
+        rows = np.where(rows < 0, rows + n, rows)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"embedding rows out of range for {n} embeddings")
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        span = max(1, READ_BLOCK_BYTES // max(1, self._row_bytes))
+        with open(self.path, "rb", buffering=0) as handle:
+            i = 0
+            while i < len(ordered):
+                first = int(ordered[i])
+                j = int(np.searchsorted(ordered, first + span, side="left"))
+                block = self._read(first, int(ordered[j - 1]) + 1, handle.fileno())
+                out[order[i:j]] = block[ordered[i:j] - first]
+                i = j
+        return out
+
+    def _read(self, start: int, stop: int, fd: int | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` as a new ``(stop - start, D)`` array."""
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        if fd is None:
+            with open(self.path, "rb", buffering=0) as handle:
+                return self._read(start, stop, handle.fileno())
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        position = self.offset + start * self._row_bytes
+        while view:  # pread may return less than asked
+            count = os.preadv(fd, [view], position)
+            if count == 0:
+                raise RunDirError(f"{self.path}: truncated ({position} bytes, rows up to {stop} expected)")
+            view, position = view[count:], position + count
+        return out
+
+    def __repr__(self) -> str:
+        return f"EmbeddingRows({str(self.path)!r}, shape={self.shape}, dtype={self.dtype.name})"

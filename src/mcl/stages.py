@@ -157,7 +157,7 @@ def embed_or_reuse(task: StageTask, model: nn.Module, config: Config, run: RunDi
 def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> KMeansResult:
     """k-means on the stage's embeddings of the training set (rank 0 clusters, every rank gets the result).
 
-    k-means reads the embeddings from their memory map (memory: its fit sample plus one chunk).
+    k-means reads the embeddings from their file in chunks (pread; memory: its fit sample plus one chunk).
     """
     directory = run.stage_dir(stage)
 

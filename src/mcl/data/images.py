@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from mcl.data.loader import BatchSampler, BatchSpec, DatasetLoader, Loader, TensorLoader
+from mcl.data.table.strings import StringColumn
 from mcl.errors import ConfigError, DataError
 
 logger = logging.getLogger("mcl")
@@ -56,6 +57,10 @@ class DiskImages:
     Behaves like the ``(N, size, size, 3)`` uint8 array it stands for (``len``, ``shape``, ``dtype``,
     integer and slice/array indexing), so code written for resident arrays works unchanged when it
     touches a batch at a time.
+
+    ``paths`` is a :class:`~mcl.data.table.strings.StringColumn` (bytes plus offsets, shared by every
+    view and every forked worker; a list of ``str`` would cost an object per row, copied into each
+    worker as soon as it is touched).
     """
 
     dtype = np.dtype(np.uint8)
@@ -64,7 +69,7 @@ class DiskImages:
     def __init__(self, root: str | os.PathLike, paths: Sequence[str], size: int,
                  rows: np.ndarray | None = None) -> None:
         self.root = Path(root)
-        self.paths = list(paths)
+        self.paths: Sequence[str] = StringColumn.from_strings(paths)
         self.size = int(size)
         self.rows = np.arange(len(self.paths), dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
 

@@ -65,7 +65,7 @@ def _open_shards(path: str | os.PathLike, image_size: int, stream: bool) -> Imag
     images = ShardImages(index, image_size)
     root = Path(path) if Path(path).is_dir() else Path(index.shards[0]).parent
     return ImageTable(images=images if stream else np.asarray(images), split=np.asarray(index.split, dtype=str),
-                      attributes=attributes, attribute_values=values, paths=list(index.keys),
+                      attributes=attributes, attribute_values=values, paths=index.keys,
                       captions=index.captions, root=root)
 
 

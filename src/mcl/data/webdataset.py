@@ -58,6 +58,7 @@ from PIL import Image, ImageOps
 from mcl.data.image_text import expand_shards
 from mcl.data.table import SPLITS, check_load_options
 from mcl.data.table.decode import to_rgb
+from mcl.data.table.strings import StringColumn
 from mcl.errors import DataError, one_line
 from mcl.io import atomic_open
 
@@ -132,17 +133,19 @@ class ShardIndex:
     ``shard[i]`` is the position in ``shards`` of sample ``i``'s shard, ``offset[i]``/``size[i]`` where
     its image bytes lie in that shard's (uncompressed) tar stream. ``attributes`` maps each JSON field
     seen to one string per sample (``""`` where a sample lacks it); ``captions`` is None when no sample
-    has a ``.txt``. ``skipped`` maps a reason to the ``shard#key`` names skipped for it.
+    has a ``.txt``. ``keys`` and ``captions`` are :class:`~mcl.data.table.strings.StringColumn` s (bytes,
+    no object per sample, shared by forked DataLoader workers). ``skipped`` maps a reason to the
+    ``shard#key`` names skipped for it.
     """
 
     shards: list[Path]
-    keys: list[str]
+    keys: Sequence[str]
     shard: np.ndarray
     offset: np.ndarray
     size: np.ndarray
     split: np.ndarray
     attributes: dict[str, list[str]]
-    captions: list[str] | None
+    captions: Sequence[str] | None
     fingerprint: str
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
@@ -192,10 +195,10 @@ class ShardIndex:
                 if fingerprint is not None and str(data["fingerprint"]) != fingerprint:
                     return None
                 names = [str(n) for n in data["attribute_names"]]
-                return cls(shards=[Path(str(p)) for p in data["shards"]], keys=data["keys"].tolist(),
+                return cls(shards=[Path(str(p)) for p in data["shards"]], keys=StringColumn.from_strings(data["keys"]),
                            shard=data["shard"], offset=data["offset"], size=data["size"], split=data["split"],
                            attributes={n: data[f"attribute_{i}"].tolist() for i, n in enumerate(names)},
-                           captions=data["captions"].tolist() if "captions" in data else None,
+                           captions=StringColumn.from_strings(data["captions"]) if "captions" in data else None,
                            fingerprint=str(data["fingerprint"]))
         except (OSError, ValueError, KeyError):
             return None
@@ -355,11 +358,11 @@ def index_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> Sha
         examples = ", ".join(repr(w) for w in where[:_EXAMPLES])
         logger.warning("%s: skipped %d %s (first: %s)", shards[0].parent, len(where), reason, examples)
     index = ShardIndex(
-        shards=shards, keys=keys, shard=np.asarray(columns["shard"], dtype=np.int32),
+        shards=shards, keys=StringColumn.from_strings(keys), shard=np.asarray(columns["shard"], dtype=np.int32),
         offset=np.asarray(columns["offset"], dtype=np.int64), size=np.asarray(columns["size"], dtype=np.int64),
         split=np.asarray([meta.get("split", "train") for meta in metas]),
         attributes={name: [meta.get(name, "") for meta in metas] for name in names},
-        captions=None if all(t is None for t in texts) else [t or "" for t in texts],
+        captions=None if all(t is None for t in texts) else StringColumn.from_strings(t or "" for t in texts),
         fingerprint=shards_fingerprint(shards), skipped=skipped)
     logger.info("%s: indexed %d samples in %d shard(s) (%d train, %d test)", shards[0].parent, len(index),
                 len(shards), int((index.split == "train").sum()), int((index.split == "test").sum()))

@@ -14,11 +14,13 @@ costs one ``lstat`` per image on top of that.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mcl.data.table.strings import StringColumn
 from mcl.errors import ConfigError, DataError
 
 LABELS_FILE = "labels.csv"
@@ -30,14 +32,18 @@ ON_BAD_IMAGE = ("error", "skip")
 
 @dataclass
 class ImageTable:
-    """Decoded images of an image table with their split, attributes and captions (row-aligned)."""
+    """Decoded images of an image table with their split, attributes and captions (row-aligned).
+
+    ``paths`` and ``captions`` are sequences of str: a :class:`~mcl.data.table.strings.StringColumn`
+    when loaded from a table or folder (bytes, no object per row), else whatever the maker passed.
+    """
 
     images: np.ndarray
     split: np.ndarray
     attributes: dict[str, np.ndarray]
     attribute_values: dict[str, list[str]]
-    paths: list[str]
-    captions: list[str] | None
+    paths: Sequence[str]
+    captions: Sequence[str] | None
     root: Path
 
     def __post_init__(self) -> None:
@@ -69,10 +75,17 @@ class ImageTable:
             split=self.split[rows],
             attributes={name: codes[rows] for name, codes in self.attributes.items()},
             attribute_values={name: list(values) for name, values in self.attribute_values.items()},
-            paths=[self.paths[i] for i in rows],
-            captions=None if self.captions is None else [self.captions[i] for i in rows],
+            paths=take_strings(self.paths, rows),
+            captions=None if self.captions is None else take_strings(self.captions, rows),
             root=self.root,
         )
+
+
+def take_strings(strings: Sequence[str], rows: np.ndarray) -> Sequence[str]:
+    """``strings`` at ``rows``: a :class:`StringColumn` stays one (no per-row objects), a list stays a list."""
+    if isinstance(strings, StringColumn):
+        return strings[rows]
+    return [strings[i] for i in rows]
 
 
 def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
@@ -89,17 +102,18 @@ class Rows:
     """The samples of one source in order, before decoding.
 
     ``origin`` is what error messages name (``labels.csv`` or the image folder); ``digest`` identifies
-    the listing for the decode cache; ``lines`` holds the ``labels.csv`` line of each row (None for a
+    the listing for the decode cache; ``paths`` and ``captions`` are lists or (``labels.csv``)
+    :class:`~mcl.data.table.strings.StringColumn` s; ``lines`` holds the ``labels.csv`` line of each row (None for a
     folder, whose rows are named by their path alone).
     """
 
     origin: Path
     digest: str
-    paths: list[str]
-    split: list[str]
-    captions: list[str] | None
-    attributes: dict[str, list[str]]
-    lines: list[int] | None = None
+    paths: Sequence[str]
+    split: Sequence[str]
+    captions: Sequence[str] | None
+    attributes: dict[str, Sequence[str]]
+    lines: Sequence[int] | None = None
 
     def where(self, row: int) -> str:
         """The message prefix that locates ``row``: ``labels.csv line 7: column 'path'`` or the folder."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from mcl.data.table.core import LABELS_FILE, RESERVED_COLUMNS, SPLITS, Rows
+from mcl.data.table.strings import StringBuilder
 from mcl.errors import DataError
 
 
@@ -34,14 +36,15 @@ def read_labels(root: Path) -> Rows:
     except OSError as exc:
         raise DataError(f"{csv_path}: cannot be read ({exc.strerror})") from None
     try:
-        text = raw.decode("utf-8-sig")
+        raw.decode("utf-8-sig")  # checked whole, so a bad byte is named by its line; the reader decodes again
     except UnicodeDecodeError as exc:
         # exc.object is the decoded input (after any BOM), so its newlines count the lines before the bad byte.
         line = exc.object.count(b"\n", 0, exc.start) + 1
         raise DataError(
             f"{csv_path} line {line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8"
         ) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # Decoded in chunks while parsing: a StringIO of the whole text would hold up to 4 bytes a character.
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", newline=""))
     try:
         header = [name.strip() for name in next(reader, [])]
         _check_header(csv_path, header)
@@ -73,29 +76,39 @@ class _CsvReader(Protocol):
 
 
 def _read_rows(reader: _CsvReader, header: list[str], rows: Rows) -> None:
-    assert rows.lines is not None
+    # Built while reading, so no per-row Python object outlives its CSV line: paths and captions go
+    # into byte columns, line numbers into an int64 array, split and attribute values are interned
+    # (one str per distinct value; the lists hold pointers).
     attribute_names = [name for name in header if name not in RESERVED_COLUMNS]
-    rows.attributes = {name: [] for name in attribute_names}
-    if "caption" in header:
-        rows.captions = []
+    attributes: dict[str, list[str]] = {name: [] for name in attribute_names}
+    distinct: dict[str, dict[str, str]] = {name: {} for name in attribute_names}
+    paths, captions = StringBuilder(), StringBuilder() if "caption" in header else None
+    lines, split_column = array("q"), []
+    interned_splits = {name: name for name in SPLITS}
+    positions = {name: header.index(name) for name in header}
+    path_at, split_at, caption_at = positions["path"], positions.get("split"), positions.get("caption")
     for row in reader:
         line = reader.line_num
         if not row:
             continue  # blank line
-        where = f"{rows.origin} line {line}"
         if len(row) != len(header):
+            where = f"{rows.origin} line {line}"
             raise DataError(f"{where}: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
-        cells = dict(zip(header, row, strict=True))
-        path = cells["path"].strip()
+        path = row[path_at].strip()
         if not path:
-            raise DataError(f"{where}: column 'path' is empty")
-        split = cells.get("split", "train").strip().lower()
-        if split not in SPLITS:
-            raise DataError(f"{where}: column 'split' is {cells['split']!r}; expected 'train' or 'test'")
-        rows.lines.append(line)
-        rows.paths.append(path)
-        rows.split.append(split)
-        if rows.captions is not None:
-            rows.captions.append(cells["caption"])
+            raise DataError(f"{rows.origin} line {line}: column 'path' is empty")
+        split = interned_splits.get(row[split_at].strip().lower() if split_at is not None else "train")
+        if split is None:
+            raise DataError(f"{rows.origin} line {line}: column 'split' is {row[split_at]!r}; "
+                            "expected 'train' or 'test'")
+        lines.append(line)
+        paths.append(path)
+        split_column.append(split)
+        if captions is not None:
+            captions.append(row[caption_at])
         for name in attribute_names:
-            rows.attributes[name].append(cells[name].strip())
+            value = row[positions[name]].strip()
+            attributes[name].append(distinct[name].setdefault(value, value))
+    rows.lines, rows.paths, rows.split = lines, paths.finish(), split_column
+    rows.captions = None if captions is None else captions.finish()
+    rows.attributes = attributes

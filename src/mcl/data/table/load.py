@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mcl.data.table.cache import load_images
-from mcl.data.table.core import ImageTable, Rows, check_inside, check_load_options
+from mcl.data.table.core import ImageTable, Rows, check_inside, check_load_options, take_strings
 from mcl.data.table.decode import BadImage
 from mcl.data.table.labels import read_labels
+from mcl.data.table.strings import StringColumn
 from mcl.errors import ConfigError, DataError
 
 logger = logging.getLogger("mcl")
@@ -76,15 +78,15 @@ def load_rows(
         bad = check_headers(root, rows, fail_fast=on_bad_image == "error")
         if bad:
             _report_bad(rows, bad, on_bad_image)
-        dropped = {entry.row for entry in bad}
-        kept = [path for row, path in enumerate(rows.paths) if row not in dropped]
-        return _build_table(root, rows, DiskImages(root, kept, image_size), dropped)
+        keep = _kept_rows(len(rows.paths), bad)
+        paths = take_strings(StringColumn.from_strings(rows.paths), keep)
+        return _build_table(root, rows, DiskImages(root, paths, image_size), keep, paths)
     images, bad, sizes = load_images(root, rows, image_size, cache, progress, fail_fast=on_bad_image == "error")
     if bad:
         _report_bad(rows, bad, on_bad_image)
     if sizes is not None:
         sizes.log(rows.origin, image_size)
-    return _build_table(root, rows, images, {entry.row for entry in bad})
+    return _build_table(root, rows, images, _kept_rows(len(rows.paths), bad))
 
 
 def check_headers(root: Path, rows: Rows, fail_fast: bool) -> list[BadImage]:
@@ -126,20 +128,42 @@ def _report_bad(rows: Rows, bad: list[BadImage], on_bad_image: str) -> None:
     logger.warning("%s: skipped %d unreadable image(s): %s", rows.origin, len(bad), examples)
 
 
-def _build_table(root: Path, rows: Rows, images: np.ndarray, dropped: set[int]) -> ImageTable:
-    keep = [row for row in range(len(rows.paths)) if row not in dropped]
+def _kept_rows(n: int, bad: list[BadImage]) -> np.ndarray:
+    keep = np.ones(n, dtype=bool)
+    keep[[entry.row for entry in bad]] = False
+    return np.flatnonzero(keep)
+
+
+def _build_table(root: Path, rows: Rows, images: np.ndarray, keep: np.ndarray,
+                 paths: Sequence[str] | None = None) -> ImageTable:
+    # Column by column over int64 row indices: no Python object per row survives (paths and captions
+    # stay byte columns; split and attributes become numpy arrays straight from their few distinct values).
     attributes: dict[str, np.ndarray] = {}
     attribute_values: dict[str, list[str]] = {}
     for name, column in rows.attributes.items():
-        values, codes = np.unique(np.array([column[row] for row in keep], dtype=str), return_inverse=True)
-        attributes[name] = codes.reshape(-1).astype(np.int64)
-        attribute_values[name] = [str(value) for value in values]
+        codes, values = _codes(column, keep)
+        attributes[name], attribute_values[name] = codes, values
+    split_codes, split_values = _codes(rows.split, keep)
     return ImageTable(
         images=images,
-        split=np.array([rows.split[row] for row in keep], dtype=str),
+        split=np.array(split_values, dtype=str)[split_codes] if len(split_values) else np.array([], dtype=str),
         attributes=attributes,
         attribute_values=attribute_values,
-        paths=[rows.paths[row] for row in keep],
-        captions=None if rows.captions is None else [rows.captions[row] for row in keep],
+        paths=take_strings(StringColumn.from_strings(rows.paths), keep) if paths is None else paths,
+        captions=None if rows.captions is None else take_strings(StringColumn.from_strings(rows.captions), keep),
         root=root,
     )
+
+
+def _codes(column: Sequence[str], keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """int64 codes of ``column[keep]`` over its sorted distinct values (what ``np.unique`` of the strings gives)."""
+    ids: dict[str, int] = {}
+    first = np.fromiter((ids.setdefault(value, len(ids)) for value in column), dtype=np.int64, count=len(column))
+    first = first[keep]
+    present = np.unique(first)  # values of dropped rows only are not values of the table
+    by_id = list(ids)
+    values = sorted(by_id[i] for i in present.tolist())
+    order = {value: code for code, value in enumerate(values)}
+    remap = np.full(len(by_id), -1, dtype=np.int64)
+    remap[present] = [order[by_id[i]] for i in present.tolist()]
+    return remap[first], values
