@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +301,40 @@ def test_sequential_shard_order_run_killed_and_resumed_is_the_same_run(sequentia
     for stage in ("stage-1", "stage-2"):
         ours, theirs = read_jsonl(out / stage / "metrics.jsonl"), read_jsonl(reference / stage / "metrics.jsonl")
         assert [(r["epoch"], r["loss"]) for r in ours] == [(r["epoch"], r["loss"]) for r in theirs]
+
+
+@pytest.mark.slow
+def test_image_folder_trains_and_evaluates_alike_streamed_and_in_memory(table_dir: Path, tmp_path: Path) -> None:
+    """``mcl train --data DIR`` on an ImageFolder layout (the table's images filed by shape, links, not copies):
+    streamed and resident runs are the same run, and ``mcl eval`` scores the folder's ``class`` attribute."""
+    folder = tmp_path / "folder"
+    with open(table_dir / "labels.csv", newline="") as handle:
+        for record in csv.DictReader(handle):
+            target = folder / record["split"] / record["shape"] / Path(record["path"]).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(table_dir / record["path"], target)
+    root = Path(__file__).resolve().parents[1]
+    runs = {}
+    for residency in ("memory", "stream"):
+        out = tmp_path / residency
+        settings = ["data.image_size=16", f"data.residency={residency}", "data.workers=0", "model.width=0.25",
+                    "model.projection_dim=16", "model.hidden_dim=32", "train.epochs=1", "train.batch_size=32",
+                    "mcl.stages=2", "mcl.clusters=3", "mcl.min_group_size=8", "mcl.kmeans_restarts=1",
+                    "eval.ensemble=false", "eval.linear_max_iter=50"]
+        command = [sys.executable, "-m", "mcl", "train", "configs/demo.yaml", "--data", str(folder), "--out", str(out),
+                   "--quiet", *[arg for setting in settings for arg in ("--set", setting)]]
+        env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+        trained = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr[-2000:]
+        evaluated = subprocess.run([sys.executable, "-m", "mcl", "eval", str(out), "--quiet"], cwd=root, env=env,
+                                   capture_output=True, text=True, timeout=300)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        runs[residency] = out
+    for member in ("stage-1", "stage-2"):
+        a = load_tensors(runs["memory"] / member / "encoder.safetensors")
+        b = load_tensors(runs["stream"] / member / "encoder.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), member
+    rows = {residency: json.loads((runs[residency] / "eval.json").read_text())["rows"] for residency in runs}
+    assert rows["memory"] == rows["stream"]
+    assert {r["attribute"] for r in rows["stream"]} == {"class"}
+    assert {r["representation"] for r in rows["stream"]} >= {"stage-1", "stage-2", "mcl-2"}
