@@ -51,6 +51,12 @@ logger = logging.getLogger("mcl")
 # (path, inode, size, mtime_ns, sha256) of files this process has hashed and found intact.
 _VERIFIED: set[tuple[str, int, int, int, str]] = set()
 
+
+def _identity(path: Path) -> tuple[str, int, int, int]:
+    """(resolved path, inode, size, mtime_ns): what changes when a file is rewritten or modified."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
+
 T = TypeVar("T")
 
 # Every file name of the layout above, named once.
@@ -326,7 +332,10 @@ class RunDirectory:
         """Mark finished files in the manifest with their sha256 (after they were written atomically)."""
         manifest = self.read_manifest()
         for path in paths:
-            manifest["files"][str(Path(path).relative_to(self.root))] = sha256_file(path)
+            identity = _identity(Path(path))
+            checksum = sha256_file(path)
+            manifest["files"][str(Path(path).relative_to(self.root))] = checksum
+            _VERIFIED.add((*identity, checksum))  # just hashed: the next check of the unchanged file need not
         write_json(self.manifest_path, manifest)
 
     def verify(self, manifest: dict[str, Any] | None = None) -> None:
@@ -339,9 +348,8 @@ class RunDirectory:
         if not path.exists():
             raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing")
         # Hashing a ViT-L-sized member on every listing is seconds; a file whose identity, size and mtime are
-        # unchanged since this process verified it is not hashed again (make's and rsync's rule).
-        stat = path.stat()
-        identity = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, checksum)
+        # unchanged since this process hashed it (verified or recorded) is not hashed again (make's and rsync's rule).
+        identity = (*_identity(path), checksum)
         if identity in _VERIFIED:
             return
         if sha256_file(path) != checksum:
