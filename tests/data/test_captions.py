@@ -16,6 +16,7 @@ from mcl.data.captions import (
     fashion_caption,
     fix_articles,
     generate_captioned_trifeature,
+    generate_marked_trifeature,
     render_template,
     trifeature_captions,
     zeroshot_prompts,
@@ -103,6 +104,38 @@ def test_captioned_trifeature_keeps_images_and_primed_cache(tmp_path: Path, monk
     assert captioned.captions is not None and len(captioned.captions) == 16
 
 
+def test_marked_trifeature_adds_a_visible_corner_mark_named_by_every_caption(tmp_path: Path) -> None:
+    from mcl.data.table import load_table
+    from mcl.data.trifeature import BACKGROUND, MARK_CORNERS
+
+    plain = load_table(generate_captioned_trifeature(tmp_path / "plain", 300, 100, 32, seed=3), 32, progress=False)
+    marked = load_table(generate_marked_trifeature(tmp_path / "marked", 300, 100, 32, seed=3), 32, progress=False)
+    assert marked.attribute_names() == ["shape", "texture", "color", "mark"]
+    marks = [marked.attribute_values["mark"][code] for code in marked.attributes["mark"]]
+    # corners balanced within each split
+    for rows in (slice(0, 300), slice(300, 400)):
+        counts = np.bincount(np.asarray(marked.attributes["mark"])[rows], minlength=4)
+        assert counts.max() - counts.min() <= 1
+    side = 4  # 32 px / 8
+    touched = 0
+    for plain_image, image, mark, caption in zip(plain.images, marked.images, marks, marked.captions, strict=True):
+        top = 1 if mark.startswith("top") else 32 - 1 - side
+        left = 1 if mark.endswith("left") else 32 - 1 - side
+        box = (slice(top, top + side), slice(left, left + side))
+        touched += int((plain_image[box] != BACKGROUND).any())  # a shape's tip in the corner: rare
+        assert (image[box] == 0).all()
+        outside = np.ones(image.shape[:2], bool)
+        outside[box] = False
+        assert np.array_equal(image[outside], plain_image[outside])  # nothing else changed
+        assert mark in caption and caption.startswith(("a", "an"))
+    assert set(marks) == set(MARK_CORNERS) and touched <= 4
+    dropped = load_table(generate_marked_trifeature(tmp_path / "dropped", 40, 10, 16, seed=3,
+                                                    drop_prob={"mark": 1.0}), 16, progress=False)
+    assert not any("corner" in c or "black square" in c for c in dropped.captions)
+    with pytest.raises(ConfigError, match="drop_prob"):
+        generate_marked_trifeature(tmp_path / "bad", 4, 4, 16, drop_prob={"mark": 2.0})
+
+
 def test_fashion_captions() -> None:
     rng = np.random.default_rng(0)
     assert all("a sneaker" in fashion_caption("Sneaker", rng) for _ in range(10))
@@ -110,6 +143,10 @@ def test_fashion_captions() -> None:
     assert any("an ankle boot" in c for c in captions)
     assert any("pair of trousers" in c for c in captions)
     assert not any(" a ankle" in c or c.startswith("a ankle") for c in captions)
+
+
+def test_zeroshot_prompts_name_the_mark_corner() -> None:
+    assert all("top-left" in prompt for prompt in zeroshot_prompts("mark", "top-left"))
 
 
 def test_zeroshot_prompts() -> None:

@@ -19,7 +19,7 @@ class DataConfig:
     """Where the images come from: a generator or an image-table directory."""
 
     source: Literal["trifeature", "overlay", "table", "captioned-trifeature", "captioned-fashion-mnist",
-                    "img2dataset", "webdataset"] = "trifeature"
+                    "captioned-trifeature-marked", "img2dataset", "webdataset"] = "trifeature"
     # image-table directory (source=table), where a generator writes, or the img2dataset folder /
     # WebDataset shard pattern (those are imported once into RUN_DIR/data as an image table)
     path: str | None = None

@@ -122,10 +122,12 @@ def _check_multimodal(config: Config) -> None:
     if config.data.source in WEB_SOURCES and not config.data.path:
         raise ConfigError(f"config key 'data.path': required for data.source={config.data.source!r} "
                           "(the img2dataset folder or the WebDataset shard pattern)")
-    unknown = sorted(set(multimodal.caption_drop_prob) - set(TRIFEATURE_ATTRIBUTES))
+    named = (*TRIFEATURE_ATTRIBUTES, "mark") if config.data.source == "captioned-trifeature-marked" \
+        else TRIFEATURE_ATTRIBUTES
+    unknown = sorted(set(multimodal.caption_drop_prob) - set(named))
     if unknown:
         raise ConfigError(f"config key 'multimodal.caption_drop_prob': unknown attribute(s) {unknown}; "
-                          f"expected some of {list(TRIFEATURE_ATTRIBUTES)}")
+                          f"expected some of {list(named)}")
     if multimodal.model == "small" and multimodal.text_width % multimodal.text_heads:
         raise ConfigError(f"config key 'multimodal.text_heads': {multimodal.text_heads} does not divide "
                           f"multimodal.text_width={multimodal.text_width}")

@@ -15,6 +15,7 @@ _GENERATORS = {
     "overlay": "mcl.data.overlay:generate_overlay",
     "captioned-trifeature": "mcl.data.captions:generate_captioned_trifeature",
     "captioned-fashion-mnist": "mcl.data.captions:generate_captioned_fashion_mnist",
+    "captioned-trifeature-marked": "mcl.data.captions:generate_marked_trifeature",
 }
 _EXPORTS = {
     "ImageTable": "mcl.data.table", "load_table": "mcl.data.table", "write_table": "mcl.data.table",

@@ -26,7 +26,15 @@ import numpy as np
 from mcl.data.image_text import load_img2dataset, load_webdataset
 from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist, load_mnist_digits
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
-from mcl.data.trifeature import COLORS, SHAPES, TEXTURES, render_trifeature, render_trifeature_table
+from mcl.data.trifeature import (
+    COLORS,
+    MARK_CORNERS,
+    SHAPES,
+    TEXTURES,
+    draw_corner_marks,
+    render_trifeature,
+    render_trifeature_table,
+)
 from mcl.errors import ConfigError, DataError
 
 TRIFEATURE_ATTRIBUTES = ("color", "texture", "shape")
@@ -53,6 +61,15 @@ TEXTURE_ADJECTIVES: dict[str, str] = {
     "pluses": "plus-patterned",
 }
 
+# captioned-trifeature-marked: the mark clause follows any Trifeature template (in brackets: a dropped mark
+# leaves the rest of the caption as it was).
+MARK_CLAUSES: tuple[str, ...] = (
+    "[ with a mark in the {mark} corner]",
+    "[, marked in the {mark} corner]",
+    "[ and a small black square at the {mark}]",
+)
+MARKED_TRIFEATURE_TEMPLATES: tuple[str, ...] = tuple(t + c for t in TRIFEATURE_TEMPLATES for c in MARK_CLAUSES)
+
 NOUN_FALLBACKS: dict[str, str] = {"shape": "shape"}
 
 ZEROSHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -60,6 +77,8 @@ ZEROSHOT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "shape": ("a photo of a {shape}", "a {shape}", "a {shape} shape"),
     "color": ("a photo of a {color} object", "a {color} shape", "something {color}"),
     "texture": ("a photo of a {texture_adj} object", "a shape with {texture} texture", "a {texture_adj} shape"),
+    "mark": ("a shape with a mark in the {mark} corner", "an image marked in the {mark} corner",
+             "a small black square at the {mark}"),
 }
 GENERIC_ZEROSHOT_TEMPLATES: tuple[str, ...] = ("a photo of a {value} object", "a {value} object", "something {value}")
 
@@ -156,16 +175,19 @@ def _caption(attributes: Mapping[str, str], rng: np.random.Generator, probabilit
 
 def trifeature_captions(attributes: Mapping[str, Sequence[str]], seed: int = 0,
                         drop_prob: float | Mapping[str, float] = 0.0,
-                        templates: Sequence[str] = TRIFEATURE_TEMPLATES) -> list[str]:
-    """Captions of many rows from columns ``{"shape": [...], "texture": [...], "color": [...]}`` (seeded)."""
-    missing = [name for name in TRIFEATURE_ATTRIBUTES if name not in attributes]
+                        templates: Sequence[str] = TRIFEATURE_TEMPLATES,
+                        names: Sequence[str] = TRIFEATURE_ATTRIBUTES) -> list[str]:
+    """Captions of many rows from columns ``{"shape": [...], "texture": [...], "color": [...]}`` (seeded).
+
+    ``names``: the attribute columns the templates name (add ``"mark"`` for :data:`MARKED_TRIFEATURE_TEMPLATES`).
+    """
+    missing = [name for name in names if name not in attributes]
     if missing:
         raise DataError(f"Trifeature captions need attribute columns {missing}; got {sorted(attributes)}")
-    probabilities = _drop_probabilities(drop_prob, TRIFEATURE_ATTRIBUTES)
+    probabilities = _drop_probabilities(drop_prob, names)
     rng = np.random.default_rng(seed)
-    rows = zip(*(attributes[name] for name in TRIFEATURE_ATTRIBUTES), strict=True)
-    return [_caption(dict(zip(TRIFEATURE_ATTRIBUTES, row, strict=True)), rng, probabilities, templates)
-            for row in rows]
+    rows = zip(*(attributes[name] for name in names), strict=True)
+    return [_caption(dict(zip(names, row, strict=True)), rng, probabilities, templates) for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------- data sets
@@ -184,6 +206,29 @@ def generate_captioned_trifeature(out_dir: str | os.PathLike, n_train: int = 400
     images, names, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
     captions = trifeature_captions(names, seed=seed + 1, drop_prob=drop_prob)
     return write_table(out_dir, images, names, split, captions, progress=progress)
+
+
+def generate_marked_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
+                               image_size: int = 32, seed: int = 0,
+                               drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False) -> Path:
+    """Captioned Trifeature with a fourth attribute ``mark``: a small black square in one of four corners.
+
+    The images are :func:`generate_captioned_trifeature`'s (same ``seed``) with a mark drawn in
+    (:func:`~mcl.data.trifeature.draw_corner_marks`; corners balanced within each split, drawn independently
+    of the other attributes); every caption names the mark ("a red striped triangle with a mark in the
+    top-left corner", :data:`MARKED_TRIFEATURE_TEMPLATES`). The aligned stage 0 never saw a mark (its corpus
+    has none) and its image embedding barely encodes one: the attribute it is weak at, which the captions
+    name (issue 11's demo). Horizontal flips change the answer: train without them.
+    """
+    names = (*TRIFEATURE_ATTRIBUTES, "mark")
+    _drop_probabilities(drop_prob, names)  # fail before rendering
+    images, columns, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
+    mark_codes = balanced_codes(np.random.default_rng(seed + 2), n_train, n_test, len(MARK_CORNERS))
+    columns["mark"] = [MARK_CORNERS[code] for code in mark_codes]
+    images = draw_corner_marks(images, columns["mark"])
+    captions = trifeature_captions(columns, seed=seed + 1, drop_prob=drop_prob,
+                                   templates=MARKED_TRIFEATURE_TEMPLATES, names=names)
+    return write_table(out_dir, images, columns, split, captions, progress=progress)
 
 
 def fashion_item(class_name: str) -> str:

@@ -40,8 +40,9 @@ def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = No
     if data.source in WEB_SOURCES:
         return _import_image_text(config, run_dir, progress)
     target = Path(data.path) if data.path else run_dir / DATA_DIR
-    # Only captioned Trifeature takes caption options; the other generators have none.
-    options = {"drop_prob": config.multimodal.caption_drop_prob} if data.source == "captioned-trifeature" else {}
+    # Only captioned Trifeature (marked or not) takes caption options; the other generators have none.
+    options = ({"drop_prob": config.multimodal.caption_drop_prob}
+               if data.source in ("captioned-trifeature", "captioned-trifeature-marked") else {})
     _write_table_once(target, f"generating the {data.source} data set in {target}", lambda: GENERATORS[data.source](
         target, n_train=data.n_train, n_test=data.n_test, image_size=data.image_size, seed=data.seed,
         progress=progress, **options))

@@ -55,6 +55,12 @@ SHAPE_RADIUS = 0.42
 MAX_OFFSET = 0.06
 # Base texture period as a fraction of the image size (5.3 px at 32 px).
 TEXTURE_PERIOD = 1 / 6
+# The optional fourth attribute (captioned-trifeature-marked): a small black square in one corner, 1/8 of the
+# image wide, one pixel in from the edges. It is drawn over the image; a shape's tip reaches into a corner box by one
+# pixel in about 1 of 400 boxes (measured on 4000 images), so the mark is always whole and hides almost nothing.
+MARK_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+MARK_SIZE = 1 / 8
+MARK_INTENSITY = 0
 
 _SHAPE_SUPERSAMPLE = 4
 _TEXTURE_SUPERSAMPLE = 2
@@ -303,6 +309,24 @@ def _render(scenes: _Scenes, size: int, progress: bool = False) -> np.ndarray:
         rows = slice(start, min(n, start + _CHUNK))
         images[rows] = _render_chunk(scenes.chunk(rows), size)
     return images
+
+
+def draw_corner_marks(images: np.ndarray, corners: Sequence[str]) -> np.ndarray:
+    """Copies of uint8 ``images`` ``(N, S, S, 3)`` with a black square in the named corner of each (MARK_CORNERS).
+
+    The square is ``max(2, round(S * MARK_SIZE))`` px wide, one pixel from both edges: a small, easily missed
+    mark whose position an image model's pooled features barely encode (the aligned stage 0's weak attribute).
+    """
+    codes = _codes(corners, MARK_CORNERS, "mark corners")
+    size = images.shape[1]
+    side = max(2, round(size * MARK_SIZE))
+    near, far = 1, size - 1 - side
+    out = images.copy()
+    for image, code in zip(out, codes, strict=True):
+        top = near if code < 2 else far
+        left = near if code % 2 == 0 else far
+        image[top:top + side, left:left + side] = MARK_INTENSITY
+    return out
 
 
 def _codes(names: Sequence[str], vocabulary: Sequence[str], kind: str) -> np.ndarray:
