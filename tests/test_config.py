@@ -53,7 +53,7 @@ def test_int_accepted_for_float_but_not_bool_for_int():
 
 
 @pytest.mark.parametrize(("name", "backbone"), [("demo-vit", "vit"), ("demo-resnet18", "resnet18"),
-                                                ("multimodal-finetune", "convnet")])
+                                                ("multimodal", "convnet"), ("multimodal-scratch", "convnet")])
 def test_shipped_configs_load(name: str, backbone: str) -> None:
     from mcl.config import load_config
 

@@ -166,7 +166,7 @@ def test_report_of_an_image_text_run(tmp_path):
     import mcl
 
     run = tmp_path / "run"
-    assert main(["train", "configs/multimodal.yaml", "--out", str(run), *TINY_MULTIMODAL]) == 0
+    assert main(["train", "configs/multimodal-scratch.yaml", "--out", str(run), *TINY_MULTIMODAL]) == 0
     mcl.evaluate(run, progress=False)
     assert main(["report", str(run)]) == 0
     page = read_page(run)

@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -64,3 +65,32 @@ def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256) 
                            lambda batch, device: model.encode_text(tokens_to(model.tokenize(list(batch)), device)))
 
 
+
+class Embedder(Protocol):
+    """What the evaluators embed with: normalised ``(N, D)`` embeddings, as :func:`encode_images` /
+    :func:`encode_texts` of one model give them (:class:`ModelEmbedder`), or reused ones already
+    computed (:class:`mcl.evaluation.member_embeddings.RepresentationEmbedder`)."""
+
+    def images(self, images: ImageBatch) -> torch.Tensor:
+        """L2-normalised ``(N, D)`` float32 embeddings of uint8 ``(N, H, W, 3)`` images, on the CPU."""
+        ...
+
+    def texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised ``(N, D)`` float32 embeddings of ``texts``, on the CPU."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelEmbedder:
+    """:class:`Embedder` of one two-tower ``model``: encodes on every call."""
+
+    model: nn.Module
+    batch_size: int = 256
+
+    def images(self, images: ImageBatch) -> torch.Tensor:
+        """:func:`encode_images` of the model."""
+        return encode_images(self.model, images, self.batch_size)
+
+    def texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """:func:`encode_texts` of the model."""
+        return encode_texts(self.model, texts, self.batch_size)

@@ -16,7 +16,7 @@ Run directory additions: ``tokenizer.json`` (``small`` models: the word vocabula
 training captions, shared by every stage) and ``stage-0/`` (weights and clusters of the initial model).
 
 **Locked-feature cache** (``multimodal.cache_locked_features: auto``, the paper's fine-tuning recipe,
-``configs/multimodal-finetune.yaml``). When the text tower is locked whole, the image tower is locked
+``configs/multimodal.yaml``). When the text tower is locked whole, the image tower is locked
 except its last ``unlocked_image_groups`` groups, the model is ``pretrained-towers`` and the augmentation
 is at most a horizontal flip (:func:`locked_cache_blocker`), the locked parts are fixed functions of
 each training image and caption: their outputs are computed once per process (the image tower's
@@ -471,13 +471,21 @@ class MultistageTwoTower(TwoTowerModel):
         """The first member's log inverse temperature (integration does not train a new one)."""
         return self._models()[0].logit_scale
 
+    def compose(self, member_embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The integrated embedding from the members' own ``(B, D_m)`` embeddings, in :attr:`members` order.
+
+        What :meth:`encode_image` and :meth:`encode_text` return; lets callers that already hold the
+        members' embeddings (``mcl eval``: :mod:`mcl.evaluation.member_embeddings`) skip encoding again.
+        """
+        return integrate(list(member_embeddings), self.integration)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in [0, 1] -> integrated ``(B, embed_dim)``."""
-        return integrate([m.encode_image(images) for m in self._models()], self.integration)
+        return self.compose([m.encode_image(images) for m in self._models()])
 
     def encode_text(self, tokens: Tokens) -> torch.Tensor:
         """Tokens of :meth:`tokenize` -> integrated ``(B, embed_dim)``."""
-        return integrate([m.encode_text(tokens) for m in self._models()], self.integration)
+        return self.compose([m.encode_text(tokens) for m in self._models()])
 
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         """Tokens of the members' shared tokenizer."""

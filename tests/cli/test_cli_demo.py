@@ -1,5 +1,7 @@
 """``mcl demo`` (both modes) ends with the time of every phase and the total."""
 
+import json
+
 import pytest
 
 from mcl.cli import main
@@ -8,8 +10,7 @@ TINY = ["data.n_train=64", "data.n_test=32", "data.image_size=16", "train.epochs
         "mcl.stages=2", "mcl.clusters=2", "mcl.min_group_size=4", "mcl.kmeans_restarts=1", "eval.ensemble=false",
         "eval.linear_max_iter=50"]
 UNIMODAL = ["model.width=0.25", "model.hidden_dim=32", "model.projection_dim=16"]
-MULTIMODAL = ["multimodal.embed_dim=8", "multimodal.image_width=0.25", "multimodal.text_width=16",
-              "eval.paired_pairs=10"]
+MULTIMODAL = ["eval.paired_pairs=10", "eval.clip_blind_pairs=5", "train.warmup_steps=1"]
 
 
 def phase_table(out: str) -> dict[str, float]:
@@ -27,9 +28,11 @@ def phase_table(out: str) -> dict[str, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("flags", "overrides", "headline"), [
     ([], UNIMODAL, "linear: stage-1 -> mcl-2"),
-    (["--multimodal"], MULTIMODAL, "zeroshot: stage-1 -> mcl-2"),
+    (["--multimodal"], MULTIMODAL, "zeroshot: finetune-2 -> mcl-2"),
 ])
-def test_demo_prints_phase_times(tmp_path, capsys, flags, overrides, headline):
+def test_demo_prints_phase_times(tmp_path, capsys, request, flags, overrides, headline):
+    if flags:  # the recipe: fine-tune a (tiny) aligned stage 0 beside the finetune-k baseline
+        overrides = overrides + request.getfixturevalue("tiny_aligned_stage0")
     sets = [arg for key in TINY + overrides for arg in ("--set", key)]
     assert main(["demo", *flags, "--out", str(tmp_path / "demo"), "--quiet", *sets]) == 0
     out = capsys.readouterr().out
@@ -41,3 +44,9 @@ def test_demo_prints_phase_times(tmp_path, capsys, flags, overrides, headline):
     assert list(table)[-1] == "total"
     assert table["total"] == pytest.approx(sum(v for k, v in table.items() if k != "total"), abs=0.1 * len(table))
     assert (tmp_path / "demo" / "eval.json").exists() and (tmp_path / "demo" / "report" / "report.html").exists()
+    if flags:  # the recipe's rows: every representation the issue names, the mark among the attributes
+        rows = json.loads((tmp_path / "demo" / "eval.json").read_text())["rows"]
+        assert {"stage-0", "stage-2", "mcl-2", "finetune-2"} <= {r["representation"] for r in rows}
+        # 32 test images: too few for pairs that differ in exactly one of four attributes (paired, clip-blind rows)
+        assert {"zeroshot", "linear"} <= {r["probe"] for r in rows}
+        assert "mark" in {r["attribute"] for r in rows} and "zeroshot: stage-0 -> mcl-2" in out

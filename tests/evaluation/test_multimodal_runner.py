@@ -11,13 +11,22 @@ import mcl
 from evaluation.mmvp_fixture import write_mmvp_fixture
 from mcl.api import evaluate as evaluate_run
 from mcl.api import load_member, load_table_for, read_run_config
-from mcl.cli.demo import run_multimodal as cmd_demo_multimodal
 from mcl.cli.mmvp import run as cmd_eval_mmvp
+from mcl.evaluation.clip_blind import score_clip_blind
+from mcl.evaluation.mmvp import load_mmvp, score_mmvp
+from mcl.evaluation.multimodal_runner import (
+    clip_blind_pairs,
+    paired_benchmarks,
+    row,
+    score_representation,
+    two_tower_representations,
+)
 from mcl.evaluation.tables import compare
 from mcl.evaluation.zeroshot import zeroshot_attributes
 from mcl.io import read_json
 from mcl.modalities import IMAGE_TEXT
 from mcl.multimodal import MultistageTwoTower
+from mcl.run import RunDirectory
 
 format_tables = IMAGE_TEXT.format_results  # the multimodal tables (moved from multimodal_runner)
 
@@ -85,6 +94,22 @@ def test_rows_are_the_scores_of_the_loaded_models(run_dir: Path, result: dict) -
     assert integrated.embed(test.images[:3]).shape == (3, 16)
 
 
+def test_rows_equal_encoding_each_representation_directly(run_dir: Path, result: dict) -> None:
+    """eval.json reuses each member's embeddings; encoding every representation's model anew gives the same rows."""
+    config = read_run_config(run_dir)
+    table = load_table_for(config, progress=False)
+    train, test = table.subset("train"), table.subset("test")
+    models = two_tower_representations(RunDirectory(run_dir), config, lambda m: load_member(run_dir, m, config))
+    benchmarks = paired_benchmarks(test, config)
+    blind = clip_blind_pairs(models, test, config)  # mined on stage 0's own encoding
+    rows = []
+    for name, model in models.items():
+        rows += score_representation(name, model, train, test, config, benchmarks)
+        rows += [row(name, a, "clip-blind", v) for a, v in score_clip_blind(model, test, blind).items() if v == v]
+    assert {r["probe"] for r in rows} >= {"zeroshot", "paired", "linear", "clip-blind", "retrieval-t2i@5"}
+    assert rows == result["rows"]
+
+
 def test_tables_and_comparison(result: dict) -> None:
     text = format_tables(result)
     for header in ("zeroshot probe", "paired probe", "linear probe", "retrieval probe", "i2t@1"):
@@ -98,14 +123,13 @@ def test_eval_mmvp_writes_rows(run_dir: Path, tmp_path: Path, capsys: pytest.Cap
     cmd_eval_mmvp(argparse.Namespace(run_dir=str(run_dir), mmvp=str(mmvp), image_size=None))
     rows = read_json(run_dir / "mmvp.json")["rows"]
     assert {r["representation"] for r in rows} == set(REPRESENTATIONS)
+    config = read_run_config(run_dir)  # members' embeddings reused: the scores of each model encoding anew
+    models = two_tower_representations(RunDirectory(run_dir), config, lambda m: load_member(run_dir, m, config))
+    benchmark = load_mmvp(mmvp, image_size=config.data.image_size)
+    for name, model in models.items():
+        direct = score_mmvp(model, benchmark)
+        assert {r["attribute"]: r["accuracy"] for r in rows if r["representation"] == name} == {
+            **direct["categories"], "average": direct["average"]}
     assert {r["attribute"] for r in rows} == {"Orientation and Direction", "Presence of Specific Features", "average"}
     assert "mmvp probe" in capsys.readouterr().out
 
-
-def test_demo_multimodal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "demo"
-    cmd_demo_multimodal(argparse.Namespace(out=str(out), set=TINY_OVERRIDES, quiet=True, log=[]))
-    printed = capsys.readouterr().out
-    assert "zeroshot: stage-1 -> mcl-2" in printed and "paired: stage-1 -> mcl-2" in printed
-    assert "texture" in printed and "demo finished" in printed
-    assert read_json(out / "eval.json")["kind"] == "multimodal"

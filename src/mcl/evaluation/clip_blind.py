@@ -33,10 +33,10 @@ from torch import nn
 
 from mcl.data.captions import ZEROSHOT_TEMPLATES, zeroshot_prompts
 from mcl.data.table import ImageTable
-from mcl.embedding import encode_images
+from mcl.embedding import Embedder, ModelEmbedder
 from mcl.errors import DataError
 from mcl.evaluation.mmvp import pair_success
-from mcl.evaluation.zeroshot import class_embeddings
+from mcl.evaluation.zeroshot import embedded_class_embeddings
 from mcl.objectives.core import l2_normalize
 
 Pairs = dict[str, np.ndarray]
@@ -124,20 +124,21 @@ def mine_clip_blind_pairs(stage0_image_embeddings: torch.Tensor | np.ndarray, ta
 
 def score_clip_blind(model: nn.Module, table: ImageTable, pairs: Mapping[str, np.ndarray],
                      templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES, batch_size: int = 256,
-                     image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
+                     image_embeddings: torch.Tensor | None = None,
+                     embedder: Embedder | None = None) -> dict[str, float]:
     """Share of solved pairs per attribute for a two-tower ``model`` (NaN for an attribute without pairs).
 
     ``image_embeddings``: the model's normalised ``(N, D)`` embeddings of every table row, if already
-    computed; otherwise only the rows in ``pairs`` are embedded.
+    computed; otherwise only the rows in ``pairs`` are embedded. ``embedder``
+    (:class:`~mcl.embedding.Embedder`): embeddings to use instead of encoding with ``model``.
     """
-    solved = _solved(model, table, pairs, templates, batch_size, image_embeddings)
+    solved = _solved(embedder or ModelEmbedder(model, batch_size), table, pairs, templates, image_embeddings)
     return {attribute: float(flags.float().mean()) if len(flags) else float("nan")
             for attribute, flags in solved.items()}
 
 
-def _solved(model: nn.Module, table: ImageTable, pairs: Mapping[str, np.ndarray],
-            templates: Mapping[str, Sequence[str]], batch_size: int,
-            image_embeddings: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def _solved(embedder: Embedder, table: ImageTable, pairs: Mapping[str, np.ndarray],
+            templates: Mapping[str, Sequence[str]], image_embeddings: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Solved flag of every pair, per attribute."""
     _attribute_names(table, list(pairs))
     all_rows = np.unique(np.concatenate([np.asarray(p, dtype=np.int64).reshape(-1) for p in pairs.values()]
@@ -152,7 +153,7 @@ def _solved(model: nn.Module, table: ImageTable, pairs: Mapping[str, np.ndarray]
     else:
         lookup = torch.zeros(len(table), 0)
         if len(all_rows):
-            embedded = encode_images(model, table.images[all_rows], batch_size)
+            embedded = embedder.images(table.images[all_rows])
             lookup = torch.zeros(len(table), embedded.shape[1])
             lookup[torch.as_tensor(all_rows)] = embedded
     solved = {}
@@ -163,7 +164,7 @@ def _solved(model: nn.Module, table: ImageTable, pairs: Mapping[str, np.ndarray]
             continue
         values = table.attribute_values[attribute]
         prompts = [zeroshot_prompts(attribute, value, templates) for value in values]
-        classes = class_embeddings(model, prompts, batch_size)  # (V, D), one statement per value
+        classes = embedded_class_embeddings(embedder, prompts)  # (V, D), one statement per value
         codes = torch.as_tensor(np.asarray(table.attributes[attribute])[rows])  # (P, 2)
         solved[attribute] = pair_success(lookup[torch.as_tensor(rows)], classes[codes])
     return solved
@@ -176,7 +177,7 @@ def evaluate_clip_blind(model: nn.Module, table: ImageTable, pairs: Mapping[str,
 
     ``average`` is the mean over attributes with pairs, ``pair_accuracy`` over all pairs.
     """
-    solved = _solved(model, table, pairs, templates, batch_size, None)
+    solved = _solved(ModelEmbedder(model, batch_size), table, pairs, templates, None)
     categories = {a: float(flags.float().mean()) for a, flags in solved.items() if len(flags)}
     flags = torch.cat(list(solved.values())) if solved else torch.zeros(0, dtype=torch.bool)
     return {"average": float(np.mean(list(categories.values()))) if categories else float("nan"),

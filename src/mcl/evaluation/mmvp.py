@@ -39,8 +39,8 @@ from mcl.data.captions import (
 )
 from mcl.data.image_text import decode_image
 from mcl.data.table import ImageTable
+from mcl.embedding import Embedder, ModelEmbedder
 from mcl.errors import DataError
-from mcl.evaluation.zeroshot import encode_images, encode_texts
 
 QUESTIONS_FILE = "Questions.csv"
 IMAGES_DIR = "MLLM_VLM Images"
@@ -89,22 +89,26 @@ def pair_success(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tenso
 
 
 def score_pairs(model: nn.Module, images: np.ndarray, statements: Sequence[tuple[str, str]],
-                batch_size: int = 256) -> torch.Tensor:
-    """Solved flag of each pair: ``images`` uint8 ``(P, 2, H, W, 3)``, ``statements`` P (s0, s1) tuples."""
+                batch_size: int = 256, embedder: Embedder | None = None) -> torch.Tensor:
+    """Solved flag of each pair: ``images`` uint8 ``(P, 2, H, W, 3)``, ``statements`` P (s0, s1) tuples.
+
+    ``embedder``: embeddings to use instead of encoding with ``model`` (:class:`~mcl.embedding.Embedder`).
+    """
     if len(images) != len(statements):
         raise ValueError(f"{len(images)} image pairs but {len(statements)} statement pairs")
     pairs = len(images)
-    image_emb = encode_images(model, images.reshape(2 * pairs, *images.shape[2:]), batch_size)
-    return score_embedded_pairs(model, image_emb.view(pairs, 2, -1), statements, batch_size)
+    embedder = embedder or ModelEmbedder(model, batch_size)
+    image_emb = embedder.images(images.reshape(2 * pairs, *images.shape[2:]))
+    return score_embedded_pairs(model, image_emb.view(pairs, 2, -1), statements, batch_size, embedder)
 
 
 def score_embedded_pairs(model: nn.Module, image_emb: torch.Tensor, statements: Sequence[tuple[str, str]],
-                         batch_size: int = 256) -> torch.Tensor:
+                         batch_size: int = 256, embedder: Embedder | None = None) -> torch.Tensor:
     """:func:`score_pairs` from image embeddings already computed: normalised ``(P, 2, D)``."""
     if image_emb.ndim != 3 or image_emb.shape[:2] != (len(statements), 2):
         raise ValueError(f"image embeddings must be (P, 2, D) with P = {len(statements)} statement pairs, "
                          f"got {tuple(image_emb.shape)}")
-    text_emb = encode_texts(model, [s for pair in statements for s in pair], batch_size)
+    text_emb = (embedder or ModelEmbedder(model, batch_size)).texts([s for pair in statements for s in pair])
     return pair_success(image_emb, text_emb.view(len(statements), 2, -1))
 
 
@@ -215,9 +219,11 @@ def load_mmvp(mmvp_dir: str | os.PathLike, image_size: int = 224) -> MMVPBenchma
                          [p.statements for p in pairs])
 
 
-def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = 64) -> dict[str, object]:
-    """:func:`evaluate_mmvp`'s scores of a loaded benchmark."""
-    return _summarise(benchmark.categories, score_pairs(model, benchmark.images, benchmark.statements, batch_size))
+def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = 64,
+               embedder: Embedder | None = None) -> dict[str, object]:
+    """:func:`evaluate_mmvp`'s scores of a loaded benchmark (``embedder``: see :func:`score_pairs`)."""
+    return _summarise(benchmark.categories,
+                      score_pairs(model, benchmark.images, benchmark.statements, batch_size, embedder))
 
 
 def evaluate_mmvp(model: nn.Module, mmvp_dir: str | os.PathLike, image_size: int = 224,

@@ -1,6 +1,6 @@
 """MMVP-VLM scores of every representation of a multimodal run (``mcl eval-mmvp``).
 
-For each representation of the run (:func:`~mcl.evaluation.multimodal_runner.two_tower_representations`:
+For each representation of the run (:func:`~mcl.evaluation.multimodal_runner.representation_embedders`:
 ``stage-0``, ``stage-s``, ``mcl-k``, ``ensemble-k``), :func:`~mcl.evaluation.mmvp.score_mmvp` on the
 MMVP-VLM pairs; the result uses ``eval.json``'s row schema with ``probe = "mmvp"`` and one row per
 MMVP category plus ``average``.
@@ -18,9 +18,11 @@ from typing import Any
 from mcl.api import load_member, read_run_config
 from mcl.errors import ConfigError
 from mcl.evaluation.mmvp import load_mmvp, score_mmvp
-from mcl.evaluation.multimodal_runner import row, two_tower_representations
+from mcl.evaluation.multimodal_runner import representation_embedders, row
 from mcl.modalities import IMAGE_TEXT, modality_of
 from mcl.run import CONFIG_FILE, RunDirectory
+
+BATCH_SIZE = 64  # score_mmvp's default
 
 
 def mmvp_rows(run_dir: str | Path, mmvp_dir: str | Path, image_size: int | None = None) -> dict[str, Any]:
@@ -38,9 +40,10 @@ def mmvp_rows(run_dir: str | Path, mmvp_dir: str | Path, image_size: int | None 
     size = image_size or config.data.image_size
     benchmark = load_mmvp(mmvp_dir, image_size=size)
     rows = []
-    models = two_tower_representations(run, config, lambda member: load_member(run.root, member, config))
-    for name, model in models.items():
-        scores = score_mmvp(model, benchmark)
+    # Each member encodes the MMVP images and statements once (score_mmvp's batch size: the same numbers).
+    models = representation_embedders(run, config, lambda member: load_member(run.root, member, config), BATCH_SIZE)
+    for name, (model, embedder) in models.items():
+        scores = score_mmvp(model, benchmark, BATCH_SIZE, embedder)
         for category, accuracy in [*scores["categories"].items(), ("average", scores["average"])]:
             rows.append(row(name, category, "mmvp", accuracy))
     return {"kind": "mmvp", "mmvp_dir": str(mmvp_dir), "image_size": size, "rows": rows}

@@ -16,6 +16,11 @@ Rows of ``eval.json`` keep the unimodal schema ``{representation, attribute, pro
   images and their captions.
 
 Image-text data without attributes (img2dataset, WebDataset) gets the retrieval rows only.
+
+Every member (stage checkpoint) encodes the train and test images and each text list once for all
+representations (:mod:`mcl.evaluation.member_embeddings`); ``mcl-k`` is composed from its members'
+embeddings as :class:`~mcl.multimodal.MultistageTwoTower` composes them: the same numbers as encoding
+each representation's model.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import torch
 
 from mcl.config import Config
 from mcl.data.table import ImageTable
+from mcl.embedding import Embedder, ModelEmbedder
 from mcl.errors import DataError
 from mcl.evaluation.clip_blind import mine_clip_blind_pairs, score_clip_blind
+from mcl.evaluation.member_embeddings import MemberEmbeddings, RepresentationEmbedder
 from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
 from mcl.evaluation.zeroshot import retrieval_recall, zeroshot_attributes
-from mcl.multimodal import MultistageTwoTower, encode_images
+from mcl.multimodal import MultistageTwoTower
 from mcl.run import RunDirectory
 
 logger = logging.getLogger("mcl")
@@ -44,6 +51,28 @@ RETRIEVAL_PROBES = {"image_to_text": "retrieval-i2t", "text_to_image": "retrieva
 def two_tower_representations(run: RunDirectory, config: Config,
                               load_member: Callable[[str], MultistageTwoTower]) -> dict[str, MultistageTwoTower]:
     """Every representation of a multimodal run (:meth:`RunDirectory.representations`) as a two-tower model."""
+    return {name: model for name, (model, _) in _representations(run, config, load_member)[1].items()}
+
+
+def representation_embedders(run: RunDirectory, config: Config, load_member: Callable[[str], MultistageTwoTower],
+                             batch_size: int = 256) -> dict[str, tuple[MultistageTwoTower, RepresentationEmbedder]]:
+    """Every representation as (two-tower model, embedder): the embedders share one :class:`MemberEmbeddings`.
+
+    Each member is loaded once and encodes each image set and text list once, whichever representations
+    hold it. ``batch_size``: that of the evaluators the embeddings stand in for (the numbers depend on it).
+    """
+    members, representations = _representations(run, config, load_member)
+    mm = config.multimodal
+    store = MemberEmbeddings(members, mm.unlocked_image_groups if mm.lock_image else None, batch_size)
+    logger.info("evaluation: %d members, %d distinct image prefix(es) and %d text tower(s) run per batch",
+                len(members), store.shared_image_groups, store.shared_text_groups)
+    return {name: (model, RepresentationEmbedder(store, model, names))
+            for name, (model, names) in representations.items()}
+
+
+def _representations(run: RunDirectory, config: Config, load_member: Callable[[str], MultistageTwoTower]
+                     ) -> tuple[dict[str, MultistageTwoTower], dict[str, tuple[MultistageTwoTower, tuple[str, ...]]]]:
+    """(member name -> loaded model, representation name -> (two-tower model, its member names))."""
     include_stage0 = config.multimodal.integrate_stage0
     loaded: dict[str, MultistageTwoTower] = {}
     out = {}
@@ -52,11 +81,11 @@ def two_tower_representations(run: RunDirectory, config: Config,
             if member not in loaded:
                 loaded[member] = load_member(member)
         # Single members too are wrapped: the integrated view is what mcl.load gives and what was always scored.
-        out[representation.name] = MultistageTwoTower([loaded[m] for m in representation.members],
-                                                      config.mcl.integration)
+        out[representation.name] = (MultistageTwoTower([loaded[m] for m in representation.members],
+                                                       config.mcl.integration), tuple(representation.members))
     if not out:
         raise DataError(f"{run.root}: no finished stage to evaluate; run 'mcl train' first")
-    return out
+    return loaded, out
 
 
 def row(name: str, attribute: str, probe: str, accuracy: float) -> dict[str, Any]:
@@ -76,52 +105,64 @@ def paired_benchmarks(test: ImageTable, config: Config) -> dict[str, PairedBench
 
 
 def score_representation(name: str, model: MultistageTwoTower, train: ImageTable, test: ImageTable,
-                         config: Config, benchmarks: dict[str, PairedBenchmark] | None = None
-                         ) -> list[dict[str, Any]]:
+                         config: Config, benchmarks: dict[str, PairedBenchmark] | None = None,
+                         embedder: Embedder | None = None) -> list[dict[str, Any]]:
     """All rows of one representation. ``benchmarks``: :func:`paired_benchmarks` of ``test`` (built if None).
 
     The test images are embedded once and reused by every probe (paired-benchmark images are test rows).
+    ``embedder``: the representation's embeddings (:func:`representation_embedders`: members' reused);
+    None encodes with ``model``.
     """
     if not test.attribute_names() and test.captions is None:
         return []
+    embedder = embedder or ModelEmbedder(model)
     rows = []
-    test_x = encode_images(model, test.images)
+    test_x = embedder.images(test.images)
     if test.attribute_names():
-        zeroshot = zeroshot_attributes(model, test, image_embeddings=test_x)
+        zeroshot = zeroshot_attributes(model, test, image_embeddings=test_x, embedder=embedder)
         rows += [row(name, a, "zeroshot", v) for a, v in zeroshot.items()]
         for a, benchmark in (paired_benchmarks(test, config) if benchmarks is None else benchmarks).items():
-            solved = score_embedded_pairs(model, test_x[torch.as_tensor(benchmark.rows)], benchmark.statements)
+            solved = score_embedded_pairs(model, test_x[torch.as_tensor(benchmark.rows)], benchmark.statements,
+                                          embedder=embedder)
             rows.append(row(name, a, "paired", solved.float().mean()))
-        train_x = encode_images(model, train.images)
+        train_x = embedder.images(train.images)
         rows += [row(name, a, "linear", linear_probe(train_x, train.attributes[a], test_x, test.attributes[a],
                                                      config.eval.linear_c, config.eval.linear_max_iter))
                  for a in test.attribute_names()]
     if test.captions is not None:
-        for key, value in retrieval_recall(model, test.images, test.captions, image_embeddings=test_x).items():
+        for key, value in retrieval_recall(model, test.images, test.captions, image_embeddings=test_x,
+                                           embedder=embedder).items():
             direction, k = key.split("_R@")
             rows.append(row(name, "caption", f"{RETRIEVAL_PROBES[direction]}@{k}", value))
     return rows
 
 
 def clip_blind_pairs(representations: dict[str, MultistageTwoTower], test: ImageTable,
-                     config: Config) -> dict:
-    """CLIP-blind test pairs per attribute: most alike for the initial model (stage 0, else 1), one attribute apart."""
-    reference = representations.get("stage-0") or representations.get("stage-1")
-    if not config.eval.clip_blind_pairs or reference is None or not test.attribute_names():
+                     config: Config, embedders: dict[str, Embedder] | None = None) -> dict:
+    """CLIP-blind test pairs per attribute: most alike for the initial model (stage 0, else 1), one attribute apart.
+
+    ``embedders``: each representation's embeddings (default: encode with its model).
+    """
+    name = next((n for n in ("stage-0", "stage-1") if representations.get(n) is not None), None)
+    if not config.eval.clip_blind_pairs or name is None or not test.attribute_names():
         return {}
-    return mine_clip_blind_pairs(encode_images(reference, test.images), test, config.eval.clip_blind_pairs)
+    embedder = (embedders or {}).get(name) or ModelEmbedder(representations[name])
+    return mine_clip_blind_pairs(embedder.images(test.images), test, config.eval.clip_blind_pairs)
 
 
 def evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, test: ImageTable,
                         load_member: Callable[[str], MultistageTwoTower]) -> list[dict[str, Any]]:
     """Every row (zero-shot, paired, linear, retrieval) of every representation of a multimodal run."""
     benchmarks = paired_benchmarks(test, config) if test.attribute_names() else {}
-    representations = two_tower_representations(run, config, load_member)
-    blind = clip_blind_pairs(representations, test, config)
+    both = representation_embedders(run, config, load_member)
+    representations = {name: model for name, (model, _) in both.items()}
+    embedders: dict[str, Embedder] = {name: embedder for name, (_, embedder) in both.items()}
+    blind = clip_blind_pairs(representations, test, config, embedders)
     rows = []
     for name, model in representations.items():
-        model_rows = score_representation(name, model, train, test, config, benchmarks)
-        model_rows += [row(name, a, "clip-blind", v) for a, v in score_clip_blind(model, test, blind).items()
+        model_rows = score_representation(name, model, train, test, config, benchmarks, embedders[name])
+        model_rows += [row(name, a, "clip-blind", v)
+                       for a, v in score_clip_blind(model, test, blind, embedder=embedders[name]).items()
                        if v == v]  # NaN: no such pair
         logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
                                                for r in model_rows))

@@ -8,6 +8,9 @@ Zero-shot classification embeds several prompts per class (:func:`mcl.data.capti
 and *ensembles* them as in CLIP: the normalised prompt embeddings of a class are averaged and the mean
 renormalised; an image is assigned the class with the most similar ensemble embedding.
 
+Every scorer takes an optional ``embedder`` (:class:`~mcl.embedding.Embedder`): the embeddings it gives
+are used instead of encoding with ``model`` (``mcl eval`` passes embeddings each member computed once).
+
 Example:
     >>> zeroshot_attributes(model, table.subset("test"))      # {"shape": 0.93, "color": 1.0, ...}
     >>> retrieval_recall(model, table.images, table.captions)  # {"image_to_text_R@1": ..., ...}
@@ -23,18 +26,23 @@ from torch import nn
 
 from mcl.data.captions import ZEROSHOT_TEMPLATES, zeroshot_prompts
 from mcl.data.table import ImageTable
-from mcl.embedding import ImageBatch, encode_images, encode_texts
+from mcl.embedding import Embedder, ImageBatch, ModelEmbedder, encode_images
 from mcl.errors import DataError
 from mcl.objectives.core import l2_normalize
 
 
 def class_embeddings(model: nn.Module, prompts_per_class: Sequence[Sequence[str]],
-                     batch_size: int = 256) -> torch.Tensor:
+                     batch_size: int = 256, embedder: Embedder | None = None) -> torch.Tensor:
     """``(C, D)`` ensembled class embeddings: mean of each class's normalised prompts, renormalised."""
+    return embedded_class_embeddings(embedder or ModelEmbedder(model, batch_size), prompts_per_class)
+
+
+def embedded_class_embeddings(embedder: Embedder, prompts_per_class: Sequence[Sequence[str]]) -> torch.Tensor:
+    """:func:`class_embeddings` with the prompts embedded by ``embedder``."""
     if any(len(prompts) == 0 for prompts in prompts_per_class):
         raise ValueError("every class needs at least one prompt")
     flat = [prompt for prompts in prompts_per_class for prompt in prompts]
-    embeddings = encode_texts(model, flat, batch_size)
+    embeddings = embedder.texts(flat)
     sizes = [len(prompts) for prompts in prompts_per_class]
     return l2_normalize(torch.stack([chunk.mean(0) for chunk in embeddings.split(sizes)]))
 
@@ -48,30 +56,31 @@ def zeroshot_predict(model: nn.Module, images: ImageBatch, prompts_per_class: Se
 
 def zeroshot_attributes(model: nn.Module, table: ImageTable, attributes: Sequence[str] | None = None,
                         templates: Mapping[str, Sequence[str]] = ZEROSHOT_TEMPLATES,
-                        batch_size: int = 256, image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
+                        batch_size: int = 256, image_embeddings: torch.Tensor | None = None,
+                        embedder: Embedder | None = None) -> dict[str, float]:
     """Zero-shot accuracy for each attribute of an image table (class names = attribute values).
 
     Pass ``table.subset("test")`` to evaluate on the test split. Images are embedded once, or not at
     all when ``image_embeddings`` (:func:`encode_images` of ``table.images``) are given.
     """
+    embedder = embedder or ModelEmbedder(model, batch_size)
     names = list(attributes) if attributes is not None else table.attribute_names()
     unknown = [name for name in names if name not in table.attributes]
     if unknown:
         raise DataError(f"{table.root}: no attribute column(s) {unknown}; columns: {table.attribute_names()}")
-    image_embeddings = _image_embeddings(model, table.images, image_embeddings, batch_size)
+    image_embeddings = _image_embeddings(embedder, table.images, image_embeddings)
     accuracies = {}
     for name in names:
         prompts = [zeroshot_prompts(name, value, templates) for value in table.attribute_values[name]]
-        predictions = (image_embeddings @ class_embeddings(model, prompts, batch_size).T).argmax(1)
+        predictions = (image_embeddings @ class_embeddings(model, prompts, batch_size, embedder).T).argmax(1)
         accuracies[name] = float((predictions == torch.as_tensor(table.attributes[name])).float().mean())
     return accuracies
 
 
-def _image_embeddings(model: nn.Module, images: ImageBatch, given: torch.Tensor | None,
-                      batch_size: int) -> torch.Tensor:
-    """``given`` (checked to have one row per image), else :func:`encode_images` of ``images``."""
+def _image_embeddings(embedder: Embedder, images: ImageBatch, given: torch.Tensor | None) -> torch.Tensor:
+    """``given`` (checked to have one row per image), else ``embedder``'s embeddings of ``images``."""
     if given is None:
-        return encode_images(model, images, batch_size)
+        return embedder.images(images)
     if given.ndim != 2 or len(given) != len(images):
         raise ValueError(f"image_embeddings must be (N, D) with N = {len(images)} images, got {tuple(given.shape)}")
     return given
@@ -84,7 +93,8 @@ def _recall_at(similarity: torch.Tensor, relevant: torch.Tensor, k: int) -> floa
 
 
 def retrieval_recall(model: nn.Module, images: ImageBatch, captions: Sequence[str], ks: Sequence[int] = (1, 5),
-                     batch_size: int = 256, image_embeddings: torch.Tensor | None = None) -> dict[str, float]:
+                     batch_size: int = 256, image_embeddings: torch.Tensor | None = None,
+                     embedder: Embedder | None = None) -> dict[str, float]:
     """Image->text and text->image recall@k of paired data (image ``i`` is paired with caption ``i``).
 
     Identical captions embed identically, so they are one text: captions are deduplicated first.
@@ -98,8 +108,9 @@ def retrieval_recall(model: nn.Module, images: ImageBatch, captions: Sequence[st
         raise ValueError(f"need as many images as captions (> 0), got {len(images)} and {len(captions)}")
     unique, caption_index = np.unique(np.asarray(captions, dtype=str), return_inverse=True)
     caption_index = torch.as_tensor(caption_index.reshape(-1))
-    image_emb = _image_embeddings(model, images, image_embeddings, batch_size)
-    text_emb = encode_texts(model, [str(c) for c in unique], batch_size)
+    embedder = embedder or ModelEmbedder(model, batch_size)
+    image_emb = _image_embeddings(embedder, images, image_embeddings)
+    text_emb = embedder.texts([str(c) for c in unique])
     similarity = image_emb @ text_emb.T  # (N images, U captions)
     paired = caption_index[:, None] == torch.arange(len(unique))[None, :]
     results = {}
