@@ -214,3 +214,98 @@ def test_cacheable_configs(text_model: Path, augment: dict, multimodal: dict, re
 def test_cache_switch_is_checked(text_model: Path) -> None:
     with pytest.raises(ConfigError, match=r"multimodal\.cache_locked_features"):
         _config(text_model, cache_locked_features="on")
+
+
+# ---------------------------------------------------------------------------------------------- the embedding pass
+
+
+def _full_embedding(task: ImageTextTask, model: torch.nn.Module) -> torch.Tensor:
+    """The embedding pass with the whole image tower (what ``embed`` computed before it used the cache)."""
+    blocker, task.cache_blocker = task.cache_blocker, "full forward, for this test"
+    try:
+        return task.embed(model)
+    finally:
+        task.cache_blocker = blocker
+
+
+def _trained_suffix(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its unlocked image groups and projection moved off the initial weights, as a stage leaves them."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return model
+
+
+def test_cached_embedding_pass_is_bit_for_bit_the_full_forward(task: ImageTextTask,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """What k-means clusters does not change: the cached prefix is the one the full pass computes, chunk by chunk."""
+    task.locked_features = None
+    initial = task.build_model(seed=1)  # the pass builds the cache (stage 0 does: stage 1 then trains on it)
+    with caplog.at_level(logging.INFO, logger="mcl"):
+        cached = task.embed(initial)
+    assert "embedding the training set from the locked-feature cache" in caplog.text
+    cache = task.locked_features
+    assert cache is not None and cache.autocast is None
+    assert torch.equal(cached, _full_embedding(task, initial))
+    trained = _trained_suffix(task.build_model(seed=2))  # same locked weights, other suffix: the cache serves it
+    cached = task.embed(trained)
+    assert task.locked_features is cache
+    full = _full_embedding(task, trained)
+    assert torch.equal(cached, full) and not torch.equal(full, _full_embedding(task, initial))
+    task.loss(trained, _batch(task, list(range(8))), None)  # training reuses the cache the pass built
+    assert task.locked_features is cache
+
+
+def test_embedding_pass_writes_the_embedding_file(task: ImageTextTask, tmp_path: Path) -> None:
+    from mcl.embedding_file import EmbeddingFile
+
+    model = task.build_model(seed=1)
+    path = tmp_path / "embeddings.npy"
+    assert task.embed(model, out=EmbeddingFile(path, task.num_samples, "float32")) is None
+    written = np.load(path)
+    assert np.array_equal(written, _full_embedding(task, model).numpy())
+
+
+def test_a_model_with_other_locked_weights_does_not_read_the_cache(task: ImageTextTask) -> None:
+    first = task.build_model(seed=1)
+    task.embed(first)
+    cache = task.locked_features
+    other = task.build_model(seed=3)
+    with torch.no_grad():
+        other.image_tower._blocks[0]._bn1.running_mean.add_(1.0)  # another locked stem
+    embedding = task.embed(other)
+    assert task.locked_features is not cache and task.locked_features.digest != cache.digest  # rebuilt for it
+    assert torch.equal(embedding, _full_embedding(task, other))
+    assert not torch.equal(embedding, _full_embedding(task, first))
+    # The digest is computed afresh each pass: weights loaded into a model the cache served are noticed.
+    task.embed(first)
+    assert task.locked_features.digest == cache.digest
+    with torch.no_grad():
+        first.image_tower._blocks[0]._bn1.running_mean.add_(1.0)
+    assert torch.equal(task.embed(first), _full_embedding(task, first))
+    assert task.locked_features.digest != cache.digest
+
+
+def test_embedding_pass_without_the_cache(tmp_path: Path, text_model: Path) -> None:
+    """Not cacheable (here: random crops) or under autocast with train.amp on: the whole tower runs, no cache."""
+    task = _task(tmp_path / "crops", _config(text_model, {"crop_scale": [0.9, 1.0]}))
+    embedding = task.embed(task.build_model(seed=1))
+    assert embedding.shape == (24, 8) and task.locked_features is None
+    values = _config(text_model).to_dict()
+    values["train"]["amp"] = "bf16"
+    amp = _task(tmp_path / "amp", config_from_dict(values))
+    amp.embed(amp.build_model(seed=1))
+    assert amp.locked_features is None  # training caches under autocast: a float32 cache would serve no step
+
+
+def test_under_torchrun_every_rank_runs_the_whole_tower(tmp_path: Path, text_model: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several processes: no cache (see locked_cache_blocker), so each rank embeds its shard as before."""
+    from mcl import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    task = _task(tmp_path, _config(text_model))
+    assert "distributed training" in task.cache_blocker
+    assert task._embedding_suffix(task.build_model(seed=1)) is None and task.locked_features is None

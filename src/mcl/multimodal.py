@@ -29,7 +29,10 @@ full step up to float rounding (``tests/test_multimodal_cache.py``). Locked grou
 (frozen BatchNorm statistics, no dropout), so their outputs do not depend on the batch; unlocked
 groups run in train mode on the cached activations exactly as in the full forward. Before a model
 uses the cache the locked weights are checked against the cache's (sha256 of their state); a model
-with other locked weights rebuilds it. Memory at ``image_resolution: 64`` with 2 unlocked groups
+with other locked weights rebuilds it. The embedding pass after each stage (:meth:`ImageTextTask.embed`, what
+k-means clusters) uses the cache too: it runs ``image_projection(suffix(prefix_cache[rows]))`` on the very
+chunks the cache was computed on, which is bit for bit the full forward's embedding, and stage 0's pass
+builds the cache that stage 1 then trains on. Memory at ``image_resolution: 64`` with 2 unlocked groups
 (EfficientNet's stage 6 output, 192 x 2 x 2 float32): 3,072 bytes per image, twice that with flips,
 plus 1,536 bytes per distinct caption (MiniLM's 384 floats): 24.6 MB for 4000 flipped images.
 Otherwise (random resized crops, colour jitter, DDP, ...) both towers run every step and the reason is logged.
@@ -40,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +54,7 @@ from torch import nn
 from mcl import distributed
 from mcl.augment import build_augmentation, to_float_images
 from mcl.config import Config, MultimodalConfig
-from mcl.data.images import TrainingImages
+from mcl.data.images import TrainingImages, embed_chunks
 from mcl.data.loader import Batch, BatchSampler, Loader
 from mcl.data.table import ImageTable
 from mcl.embedding import encode_images
@@ -60,7 +63,7 @@ from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.integration import check_integration_mode, integrate
 from mcl.io import read_json, write_json
 from mcl.logging_utils import logger, record_time
-from mcl.models import unwrap_model
+from mcl.models import evaluating, unwrap_model
 from mcl.models.text import WordTokenizer
 from mcl.models.two_tower import (
     PretrainedTowers,
@@ -72,7 +75,7 @@ from mcl.models.two_tower import (
 )
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
 from mcl.run import TOKENIZER_FILE, RunDirectory
-from mcl.tasks import embed_images, seeded_build, stage_seed
+from mcl.tasks import embed_images, embed_in_shards, seeded_build, stage_seed
 
 # ---------------------------------------------------------------------------------------------- models
 
@@ -173,13 +176,15 @@ class LockedFeatures:
     ``image``: ``(N, C, h, w)`` locked-prefix activations of every training image (row = training
     index); ``flipped``: the same of the mirrored images (None when ``augment.flip`` is 0); ``text``:
     ``(M, D)`` text features, row = caption id (the task's ``caption_ids``); ``digest``: hash of the
-    locked weights they were computed with.
+    locked weights they were computed with; ``autocast``: the autocast dtype they were computed under
+    (None: none, float32), since a cache serves only computations under the same autocast.
     """
 
     image: torch.Tensor
     flipped: torch.Tensor | None
     text: torch.Tensor
     digest: str
+    autocast: torch.dtype | None = None
 
     @property
     def nbytes(self) -> int:
@@ -212,6 +217,11 @@ def _locked_digest(model: PretrainedTowers, unlocked: int) -> str:
             digest.update(name.encode())
             digest.update(tensor.detach().reshape(-1).contiguous().view(torch.uint8).cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` here (``train.amp``), None when autocast is off."""
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -327,15 +337,22 @@ class ImageTextTask:
         if digest is None:
             return None
         prefix, suffix = split_image_tower(model, unlocked)
-        if self.locked_features is None or self.locked_features.digest != digest:
+        if not self._cache_serves(digest):
             self.locked_features = self._compute_locked_features(model, prefix, digest)
         return suffix
+
+    def _cache_serves(self, digest: str) -> bool:
+        """Whether :attr:`locked_features` hold the outputs of locked weights ``digest`` under the current autocast."""
+        features = self.locked_features
+        return features is not None and features.digest == digest and features.autocast == _autocast_dtype(self.device)
 
     @torch.no_grad()
     def _compute_locked_features(self, model: PretrainedTowers, prefix: ImageFn, digest: str) -> LockedFeatures:
         """The locked prefix of every training image (and its mirror image), the text features of every caption.
 
-        Called inside the training step, so under the step's autocast, as the full forward would run.
+        Called inside the training step, so under the step's autocast, as the full forward would run, or by
+        the embedding pass (no autocast). The images are cut into the chunks the embedding pass cuts
+        (:meth:`TrainingImages.batches`), so that pass reads the prefix its full forward would compute.
         """
         started = time.perf_counter()
         flip = self.config.augment.flip > 0
@@ -347,7 +364,8 @@ class ImageTextTask:
                 flipped.append(prefix(images.flip(-1)))
         rows = torch.arange(self.num_captions, device=self.device)
         text = torch.cat([model.text_features(select_tokens(self.tokens, chunk)) for chunk in rows.split(256)])
-        features = LockedFeatures(torch.cat(image), torch.cat(flipped) if flip else None, text, digest)
+        features = LockedFeatures(torch.cat(image), torch.cat(flipped) if flip else None, text, digest,
+                                  _autocast_dtype(self.device))
         seconds = time.perf_counter() - started
         record_time("locked-feature cache", seconds)
         logger.info("multimodal: cached the locked layers' outputs of %d images%s and %d captions in %.1f s "
@@ -382,9 +400,52 @@ class ImageTextTask:
         """L2-normalised image embeddings of the un-augmented training images (what is clustered).
 
         Written into ``out`` chunk by chunk (each rank its shard), or returned gathered as ``(N, D)``.
+        When the locked-feature cache serves ``model`` (:meth:`_embedding_suffix`) only the unlocked image
+        groups and the projection run, on the cached prefix of each chunk: the same chunks (every row of a
+        single process, cut by :func:`~mcl.data.images.embed_chunks`) the cache was computed on, so every
+        row is bit for bit what the full forward gives (``tests/test_multimodal_cache.py``). Otherwise the
+        whole image tower runs (every rank its shard).
         """
         model = unwrap_model(model)
-        return embed_images(model, self.images, model.encode_image, out)
+        with evaluating(model):
+            suffix = self._embedding_suffix(model)
+        if suffix is None:
+            return embed_images(model, self.images, model.encode_image, out)
+        logger.info("multimodal: embedding the training set from the locked-feature cache (only the last %d image "
+                    "groups run)", self.config.multimodal.unlocked_image_groups)
+        features = self.locked_features
+        assert features is not None and isinstance(model, PretrainedTowers)  # _embedding_suffix checked both
+
+        def chunks(shard: np.ndarray) -> Iterator[torch.Tensor]:
+            for rows in embed_chunks(shard):
+                activations = features.image[torch.as_tensor(rows, device=self.device)]
+                yield torch.nn.functional.normalize(model.image_projection(suffix(activations)).float(), dim=1)
+
+        with evaluating(model):
+            return embed_in_shards(chunks, self.num_samples, out)
+
+    def _embedding_suffix(self, model: nn.Module) -> ImageFn | None:
+        """``model``'s unlocked image suffix when the cache holds its locked outputs (built here if need be), else None.
+
+        The conditions of training's :meth:`_cached_suffix` (no :attr:`cache_blocker`, a ``PretrainedTowers``,
+        the cache's digest equal to that of ``model``'s locked weights, the same autocast), except that the
+        locked layers need not be frozen: the pass runs in eval mode without gradients, so their function is
+        fixed by their weights. The digest is computed afresh (well under a second): the model clustered may
+        have been loaded with other weights since it was last hashed. A missing cache is built here when
+        training would build the same one (``train.amp: off``): stage 0's pass then builds what stage 1 trains on.
+        """
+        if self.cache_blocker is not None or not isinstance(model, PretrainedTowers):
+            return None
+        from mcl.align import split_image_tower
+
+        unlocked = self.config.multimodal.unlocked_image_groups
+        digest = _locked_digest(model, unlocked)
+        prefix, suffix = split_image_tower(model, unlocked)
+        if not self._cache_serves(digest):
+            if self.config.train.amp != "off" or _autocast_dtype(self.device) is not None:
+                return None  # training caches under autocast: a cache built here would serve no step
+            self.locked_features = self._compute_locked_features(model, prefix, digest)
+        return suffix
 
     def training_state(self, model: nn.Module) -> None:
         """None: the CLIP loss keeps no state outside the model (the logit scale is a model parameter)."""
