@@ -60,7 +60,7 @@ from mcl.data.trifeature import COLORS, SHAPES, TEXTURES
 from mcl.embedding import images_to_tensor
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.io import load_tensors_with_metadata, save_tensors
-from mcl.logging_utils import logger
+from mcl.logging_utils import logger, record_time
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
@@ -422,7 +422,9 @@ def ensure_stage0_checkpoint(path_or_name: str | os.PathLike = ALIGNED, settings
     if not path.is_file():
         with _file_lock(path):
             if not path.is_file():  # another process may have built it while this one waited
+                started = time.perf_counter()
                 build_aligned_stage0(settings, path, progress)
+                record_time("stage-0 alignment (mcl align)", time.perf_counter() - started)
     return path
 
 

@@ -42,9 +42,34 @@ def progress_bar(iterable: Iterable, desc: str, enabled: bool = True, total: int
     return tqdm(iterable, desc=desc, leave=False, total=total)
 
 
+# Seconds recorded so far inside each open timed_phase, innermost last.
+_NESTED: list[float] = []
+
+
 def record_time(label: str, seconds: float) -> None:
-    """Add one phase's duration to :data:`PHASE_TIMES`."""
+    """Add one phase's duration to :data:`PHASE_TIMES` (and to the enclosing :func:`timed_phase`'s nested time)."""
     PHASE_TIMES.append((label, seconds))
+    if _NESTED:
+        _NESTED[-1] += seconds
+
+
+@contextlib.contextmanager
+def timed_phase(label: str) -> Iterator[None]:
+    """Record the enclosed code's time as phase ``label``, less the phases recorded inside it.
+
+    So the phase table adds up to the wall time: e.g. the locked-feature cache built inside stage 0's
+    embedding pass is its own row, not also part of ``stage-0 embed``. Nothing is recorded on an exception.
+    """
+    _NESTED.append(0.0)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        nested = _NESTED.pop()
+    elapsed = time.perf_counter() - started
+    PHASE_TIMES.append((label, elapsed - nested))
+    if _NESTED:
+        _NESTED[-1] += elapsed
 
 
 def emit_metrics(record: dict[str, Any]) -> None:
@@ -109,8 +134,7 @@ def phase(stage: str, name: str, description: str) -> Iterator[None]:
     """
     logger.info("%s: %s ...", stage, description)
     started = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - started
-    logger.info("%s: %s done in %.1f s", stage, name, seconds)
-    record_time(f"{stage} {name}", seconds)
+    with timed_phase(f"{stage} {name}"):
+        yield
+    logger.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
     crash_point(name)

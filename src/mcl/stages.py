@@ -37,7 +37,7 @@ from mcl.data.loader import BatchSampler
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import RunDirError
 from mcl.io import load_arrays, read_json, read_jsonl, save_arrays, write_json
-from mcl.logging_utils import phase, record_time
+from mcl.logging_utils import phase, timed_phase
 from mcl.models import unwrap_model
 from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
 from mcl.run import (
@@ -122,11 +122,10 @@ def train_or_load(task: StageTask, config: Config, run: RunDirectory, directory:
         loader = task.loader(batch_sampler(task.num_samples, pseudo_labels, config, seed))
         labels = None if pseudo_labels is None else torch.as_tensor(pseudo_labels, device=task.device)
         started = time.perf_counter()
-        fit(trained, task.loss, loader, config.train, directory, labels, stage_name=name, progress=progress,
-            extra_state=task.training_state(trained))
-        seconds = time.perf_counter() - started
-        logger.info("%s trained in %.1f s", name, seconds)
-        record_time(f"{name} train", seconds)
+        with timed_phase(f"{name} train"):
+            fit(trained, task.loss, loader, config.train, directory, labels, stage_name=name, progress=progress,
+                extra_state=task.training_state(trained))
+        logger.info("%s trained in %.1f s", name, time.perf_counter() - started)
         return unwrap_model(trained)
 
     def save(trained: nn.Module, path: Path) -> None:

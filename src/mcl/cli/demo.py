@@ -38,9 +38,10 @@ class Demo:
 
 
 DEMO = Demo(CONFIG_DIR / "demo.yaml", "runs/demo", (("linear", "stage-1", "mcl-{k}"),))
+# Stage 0 vs MCL, then MCL vs plain fine-tuning at equal steps: after one stage (the paper's released model) and k.
 MULTIMODAL_DEMO = Demo(CONFIG_DIR / "multimodal.yaml", "runs/demo-multimodal", (
-    ("zeroshot", "stage-0", "mcl-{k}"), ("zeroshot", "finetune-{k}", "mcl-{k}"),
-    ("zeroshot", "finetune-{k}", "stage-{k}"), ("clip-blind", "finetune-{k}", "mcl-{k}")))
+    ("zeroshot", "stage-0", "mcl-{k}"), ("zeroshot", "finetune-1", "stage-1"), ("zeroshot", "finetune-{k}", "mcl-{k}"),
+    ("clip-blind", "finetune-1", "stage-1"), ("clip-blind", "finetune-{k}", "mcl-{k}")))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,12 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _timed(label: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``func(*args, **kwargs)``, its duration recorded as phase ``label``."""
-    from mcl.logging_utils import record_time
+    from mcl.logging_utils import timed_phase
 
-    started = time.perf_counter()
-    result = func(*args, **kwargs)
-    record_time(label, time.perf_counter() - started)
-    return result
+    with timed_phase(label):
+        return func(*args, **kwargs)
 
 
 def run_demo(demo: Demo, out: str | Path | None = None, overrides: list[str] | None = None, progress: bool = True,
@@ -94,10 +93,10 @@ def run_demo(demo: Demo, out: str | Path | None = None, overrides: list[str] | N
     stages = trained.config.mcl.stages
     print(modality_of(trained.config).format_results(result))
     print()
-    for probe, first, second in demo.comparisons:
-        first, second = (name.format(k=stages) for name in (first, second))
-        if stages == 1:  # no integrated model: stage 1 is the run's result
-            second = second.replace("mcl-1", "stage-1")
+    # stages == 1: no integrated model, stage 1 is the run's result (and a comparison may then repeat)
+    comparisons = dict.fromkeys((probe, first.format(k=stages), second.format(k=stages).replace("mcl-1", "stage-1"))
+                                for probe, first, second in demo.comparisons)
+    for probe, first, second in comparisons:
         lines = compare(result, probe, first, second)
         if "\n" in lines:  # both representations have rows of this probe
             print(lines)
