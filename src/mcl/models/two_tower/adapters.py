@@ -99,6 +99,13 @@ class OpenCLIPAdapter(TwoTowerModel):
                               f"(multimodal.lock_image: false); open_clip says: {' '.join(str(exc).split())}") \
                 from None
 
+    def freeze_image_bn_stats(self) -> None:
+        """Every BatchNorm of ``model.visual`` in eval mode (open_clip's towers list no layer groups to walk)."""
+        for module in self.model.visual.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                self._eval_groups.append(module)
+                module.eval()
+
     def lock_text(self, unlocked_groups: int = 0) -> None:
         """open_clip's ``lock_text_tower``; models without one get their non-visual parameters frozen."""
         if hasattr(self.model, "lock_text_tower"):
