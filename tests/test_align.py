@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -20,6 +21,7 @@ from mcl.align import (
     aligned_stage0,
     aligned_stage0_path,
     build_corpus,
+    installed_corpus,
     load_align_settings,
     load_stage0_checkpoint,
     load_stage0_into,
@@ -58,7 +60,23 @@ def test_cache_path_follows_env_and_settings(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     settings = AlignSettings(steps=7)
     path = aligned_stage0_path(ALIGNED, settings)
-    assert path.parent == tmp_path and settings.digest() in path.name and path.suffix == ".safetensors"
+    assert path.parent == tmp_path and installed_corpus(settings).digest() in path.name
+    assert path.suffix == ".safetensors"
+    # A machine without the Fashion-MNIST files builds a model without garments: another name, never the full one's.
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (fashion / f"{stem}.gz").touch()
+    monkeypatch.setenv("MCL_FASHION_MNIST_DIR", str(fashion))
+    assert installed_corpus(settings).fashion_mnist == 1000
+    with_garments = aligned_stage0_path(ALIGNED, settings)
+    monkeypatch.setenv("MCL_FASHION_MNIST_DIR", str(tmp_path / "no-fashion"))
+    assert installed_corpus(settings).fashion_mnist == 0 and installed_corpus(settings).trifeature == 3000
+    without = aligned_stage0_path(ALIGNED, settings)
+    assert without != with_garments
+    expected = dataclasses.replace(settings, fashion_mnist=0, digits=installed_corpus(settings).digits)
+    assert without.name == f"aligned-stage0-{expected.digest()}.safetensors"
     assert aligned_stage0_path(tmp_path / "mine.safetensors") == tmp_path / "mine.safetensors"
     with pytest.raises(RunDirError, match="mcl align --out"):
         aligned_stage0(tmp_path / "missing.safetensors", build=False)

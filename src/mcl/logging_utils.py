@@ -1,8 +1,9 @@
 """Where epoch metrics go besides ``metrics.jsonl``; progress bars (on a terminal only) and phase timings.
 
 Progress bars are drawn only when stderr is a terminal: a log file or CI output gets one line per
-phase instead of thousands of carriage returns. Every :func:`phase` records its duration in
-:data:`PHASE_TIMES`, so a command can print where its time went.
+phase instead of thousands of carriage returns. Every :func:`phase` (and :func:`timed_phase`) records its
+duration, less the phases nested in it, in :data:`PHASE_TIMES`, so a command can print where its time went
+and the rows add up to the wall time.
 
 ``metrics.jsonl`` (one line per epoch, rewritten atomically) is always written by
 :mod:`mcl.training`; every record is also handed to the sinks registered here. ``mcl train --log

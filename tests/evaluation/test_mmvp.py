@@ -140,6 +140,19 @@ def test_paired_benchmark_pairs_differ_in_exactly_one_attribute() -> None:
         build_paired_benchmark(table, "size")
 
 
+def test_paired_statements_of_marked_trifeature_read_like_its_captions(tmp_path: Path) -> None:
+    from mcl.data.captions import generate_marked_trifeature
+    from mcl.data.table import load_table
+
+    table = load_table(generate_marked_trifeature(tmp_path / "marked", 40, 200, 16, seed=0), 16,
+                       progress=False).subset("test")
+    benchmark = build_paired_benchmark(table, "mark", n_pairs=3)
+    assert len(benchmark.statements) == 3
+    for first, second in benchmark.statements:
+        assert " with a mark in the " in first and first.endswith(" corner")  # a caption, not a word list
+        assert first.split(" with a mark")[0] == second.split(" with a mark")[0] and first != second
+
+
 def test_paired_benchmark_scores_per_attribute() -> None:
     # Sees colour, is blind to shape: colour pairs all solved, shape pairs none.
     table, model = _color_shape_table(), OneHotModel(COLOR_MODEL)

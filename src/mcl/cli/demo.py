@@ -94,8 +94,11 @@ def run_demo(demo: Demo, out: str | Path | None = None, overrides: list[str] | N
     print(modality_of(trained.config).format_results(result))
     print()
     # stages == 1: no integrated model, stage 1 is the run's result (and a comparison may then repeat)
-    comparisons = dict.fromkeys((probe, first.format(k=stages), second.format(k=stages).replace("mcl-1", "stage-1"))
-                                for probe, first, second in demo.comparisons)
+    def name(template: str) -> str:
+        formatted = template.format(k=stages)
+        return "stage-1" if formatted == "mcl-1" else formatted
+
+    comparisons = dict.fromkeys((probe, name(first), name(second)) for probe, first, second in demo.comparisons)
     for probe, first, second in comparisons:
         lines = compare(result, probe, first, second)
         if "\n" in lines:  # both representations have rows of this probe

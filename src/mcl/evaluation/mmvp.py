@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mcl.data.captions import (
+    MARKED_TRIFEATURE_TEMPLATES,
     TRIFEATURE_ATTRIBUTES,
     TRIFEATURE_TEMPLATES,
     attribute_words,
@@ -250,12 +251,16 @@ class PairedBenchmark:
     rows: np.ndarray  # (P, 2) table rows of the two images
 
 
+# The statement template of a table whose attribute columns are exactly these (the generated captioned tables).
+_DEFAULT_TEMPLATES = {frozenset(TRIFEATURE_ATTRIBUTES): TRIFEATURE_TEMPLATES[0],
+                      frozenset((*TRIFEATURE_ATTRIBUTES, "mark")): MARKED_TRIFEATURE_TEMPLATES[0]}
+
+
 def _caption(table: ImageTable, row: int, template: str | None) -> str:
     values = {name: table.attribute_values[name][table.attributes[name][row]] for name in table.attributes}
+    template = template or _DEFAULT_TEMPLATES.get(frozenset(values))
     if template is None:
-        if set(values) != set(TRIFEATURE_ATTRIBUTES):
-            return fix_articles("a " + " ".join(values.values()))
-        template = TRIFEATURE_TEMPLATES[0]
+        return fix_articles("a " + " ".join(values.values()))
     return render_template(template, attribute_words(values))
 
 
@@ -266,8 +271,9 @@ def build_paired_benchmark(table: ImageTable, attribute: str, n_pairs: int | Non
     Images are grouped by the values of all other attributes; within a group, pairs with different
     ``attribute`` values are drawn at random (each image used at most once). ``n_pairs`` caps the
     count (None: as many as found). The statements are ``template`` filled with each image's
-    attributes (default: "a {color} {texture_adj} {shape}" for Trifeature, else "a" + the values in
-    column order), so the two statements differ exactly in the word for ``attribute``.
+    attributes (default: "a {color} {texture_adj} {shape}" for Trifeature, the same "[ with a mark in the
+    {mark} corner]" for marked Trifeature, else "a" + the values in column order), so the two statements
+    differ exactly in the word for ``attribute``.
     """
     if attribute not in table.attributes:
         raise DataError(f"{table.root}: no attribute column {attribute!r}; columns: {table.attribute_names()}")
