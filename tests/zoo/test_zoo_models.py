@@ -6,7 +6,6 @@ is tiny and randomly initialised, nothing is downloaded.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -145,28 +144,10 @@ def test_open_clip_resnet_partial_lock_names_the_config_key(open_clip) -> None: 
 # ---------------------------------------------------------------------------------------------- HF CLIP
 
 
-def test_hf_clip_tiny_from_directory(tmp_path: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+def test_hf_clip_tiny_from_directory(tiny_hf_clip_dir: Path) -> None:
     from mcl.models.two_tower import HFCLIPAdapter, build_two_tower
 
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(letters)})
-    for token in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[token] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
-    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 24, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
-    torch.manual_seed(0)
-    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)) \
-        .save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    adapter = build_two_tower(f"hf:{tmp_path}", local_files_only=True)
+    adapter = build_two_tower(f"hf:{tiny_hf_clip_dir}", local_files_only=True)
     assert isinstance(adapter, HFCLIPAdapter) and adapter.embed_dim == 8
     adapter.lock_image(unlocked_groups=1)
     tokens = adapter.tokenize(CAPTIONS)

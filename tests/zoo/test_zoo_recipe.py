@@ -10,7 +10,6 @@ takes the optimiser steps of stages 1..k. Every model is tiny and random; nothin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,30 +71,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("recipe") / "data"
 
 
-def _hf_clip_directory(root: Path) -> Path:
-    """A tiny random CLIPModel + CLIP tokenizer saved with save_pretrained (letters-only BPE vocabulary)."""
-    transformers = pytest.importorskip("transformers")
-    root.mkdir()
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(letters)})
-    for token in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[token] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"))
-    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 24, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
-    torch.manual_seed(0)
-    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)) \
-        .save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
-
-
 def _run_recipe(run_dir: Path, data: Path, model: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """Train + evaluate the tiny recipe, check its rows and step budgets; the state dicts of three members."""
     mcl.train(RECIPE, out=run_dir, overrides=[*TINY, f"data.path={data}", *model], progress=False)
@@ -150,9 +125,9 @@ def test_recipe_on_open_clip_vit_from_a_local_checkpoint(open_clip, data_dir: Pa
     _check_locks(states, OPEN_CLIP)
 
 
-def test_recipe_on_hf_clip_from_a_directory(data_dir: Path, tmp_path: Path) -> None:
+def test_recipe_on_hf_clip_from_a_directory(data_dir: Path, tmp_path: Path, tiny_hf_clip_dir: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    checkpoint = _hf_clip_directory(tmp_path / "hf-clip")
+    checkpoint = tiny_hf_clip_dir
     states = _run_recipe(tmp_path / "run", data_dir, ["multimodal.model=hf-clip", f"multimodal.pretrained={checkpoint}",
                                                       "multimodal.embed_dim=8", "multimodal.context_length=24"])
     for name, value in transformers.CLIPModel.from_pretrained(checkpoint).state_dict().items():  # stage 0: the files
