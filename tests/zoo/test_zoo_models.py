@@ -131,6 +131,23 @@ def test_open_clip_tiny_vit_partial_lock_and_step(open_clip) -> None:  # noqa: A
     assert adapter.model.visual.conv1.weight.grad is None
 
 
+def test_open_clip_locked_layers_stay_in_eval_mode(open_clip) -> None:  # noqa: ANN001
+    """open_clip's locking only stops gradients; mcl keeps the locked layers fixed functions (no dropout)."""
+    from mcl.models.two_tower import build_two_tower
+
+    adapter = build_two_tower("open_clip:mcl-tiny-vit", pretrained=None)
+    adapter.lock_image(unlocked_groups=2)  # open_clip's last groups: visual.proj, then [resblocks[-1], ln_post]
+    adapter.lock_text()
+    adapter.train()
+    blocks = adapter.model.visual.transformer.resblocks
+    assert not blocks[0].training and blocks[1].training and adapter.model.visual.ln_post.training
+    assert not adapter.model.transformer.training and not adapter.model.visual.conv1.training
+    assert all(not m.training for m in blocks[0].modules())  # dropout inside a locked block included
+    adapter.eval()
+    adapter.train()
+    assert not blocks[0].training and blocks[1].training
+
+
 def test_open_clip_resnet_partial_lock_names_the_config_key(open_clip) -> None:  # noqa: ANN001
     from mcl.models.two_tower import build_two_tower
 

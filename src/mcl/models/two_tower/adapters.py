@@ -98,6 +98,27 @@ class OpenCLIPAdapter(TwoTowerModel):
                               "locking it whole (multimodal.unlocked_image_groups: 0) or not at all "
                               f"(multimodal.lock_image: false); open_clip says: {' '.join(str(exc).split())}") \
                 from None
+        if freeze_bn_stats:
+            self._keep_locked_in_eval()
+
+    def _keep_locked_in_eval(self) -> None:
+        """Keep every maximal submodule whose parameters are all frozen in eval mode (see :meth:`train`).
+
+        open_clip's locking only stops gradients; mcl's contract is that a locked layer is a fixed function (no
+        dropout, no BatchNorm statistics updates), as its own towers do. A parameterless module (dropout) inside
+        a layer that still trains keeps the mode of that layer.
+        """
+        def visit(module: nn.Module) -> None:
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                if not any(module is kept for kept in self._eval_groups):
+                    self._eval_groups.append(module)
+                module.eval()
+                return
+            for child in module.children():
+                visit(child)
+
+        visit(self.model)
 
     def freeze_image_bn_stats(self) -> None:
         """Every BatchNorm of ``model.visual`` in eval mode (open_clip's towers list no layer groups to walk)."""
@@ -107,15 +128,16 @@ class OpenCLIPAdapter(TwoTowerModel):
                 module.eval()
 
     def lock_text(self, unlocked_groups: int = 0) -> None:
-        """open_clip's ``lock_text_tower``; models without one get their non-visual parameters frozen."""
+        """open_clip's ``lock_text_tower`` (models without one: non-visual parameters frozen); locked layers in eval."""
         if hasattr(self.model, "lock_text_tower"):
             self.model.lock_text_tower(unlocked_layers=unlocked_groups, freeze_layer_norm=True)
-            return
-        if unlocked_groups:
-            raise ConfigError("unlocked_groups: this open_clip model can only lock its whole text tower")
-        for name, param in self.model.named_parameters():
-            if not name.startswith("visual.") and name != "logit_scale":
-                param.requires_grad_(False)
+        else:
+            if unlocked_groups:
+                raise ConfigError("unlocked_groups: this open_clip model can only lock its whole text tower")
+            for name, param in self.model.named_parameters():
+                if not name.startswith("visual.") and name != "logit_scale":
+                    param.requires_grad_(False)
+        self._keep_locked_in_eval()
 
 
 class HFCLIPAdapter(TwoTowerModel):
