@@ -245,7 +245,8 @@ def test_cached_embedding_pass_is_bit_for_bit_the_full_forward(task: ImageTextTa
     import mcl.data.images
 
     monkeypatch.setattr(mcl.data.images, "EMBED_CHUNK", 7)  # several chunks: cache and pass must cut the same ones
-    task.locked_features = None
+    # The cache built here is cut in 7-row chunks: the shared task gets its previous cache back afterwards.
+    monkeypatch.setattr(task, "locked_features", None)
     initial = task.build_model(seed=1)  # the pass builds the cache (stage 0 does: stage 1 then trains on it)
     with caplog.at_level(logging.INFO, logger="mcl"):
         cached = task.embed(initial)
