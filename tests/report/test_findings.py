@@ -2,7 +2,8 @@
 
 import pytest
 
-from mcl.report.findings import chance_levels, find_claim, headline, probe_matrices
+from mcl.report.findings import chance_levels, find_claim, find_finetune_claim, headline, probe_matrices
+from mcl.report.recipe import Recipe, counterpart, recipe_of
 
 
 def rows(probe: str, table: dict[str, dict[str, float]]) -> list[dict]:
@@ -73,3 +74,60 @@ def test_probe_matrices_of_any_kind():
     assert values[0].tolist() == [0.5, 1.0] and values[1, 0] == 0.75 and values[1, 1] != values[1, 1]  # NaN
     assert matrices["zeroshot"][1] == ["retrieval"] and matrices["zeroshot"][2][0, 0] == 0.3
     assert "paired" not in matrices
+
+
+# The multimodal recipe's eval.json (mcl demo --multimodal, /tmp/exp/demo-cold2): stage 0 fine-tuned by MCL,
+# beside finetune-k (plain fine-tuning at equal steps); zero-shot and linear rows for every representation.
+FINETUNE_CHANCE = {"shape": 0.1, "texture": 0.1, "color": 0.1, "mark": 0.25}
+FINETUNE_RESULT = {"kind": "multimodal", "attribute_classes": {"shape": 10, "texture": 10, "color": 10, "mark": 4},
+                   "rows": rows("zeroshot", {
+                       "stage-0": {"shape": 0.780, "texture": 0.781, "color": 0.974, "mark": 0.218},
+                       "stage-1": {"shape": 0.836, "texture": 0.830, "color": 0.967, "mark": 0.403},
+                       "stage-2": {"shape": 0.764, "texture": 0.771, "color": 0.966, "mark": 0.406},
+                       "mcl-2": {"shape": 0.842, "texture": 0.836, "color": 0.979, "mark": 0.435},
+                       "finetune-1": {"shape": 0.835, "texture": 0.827, "color": 0.987, "mark": 0.351},
+                       "finetune-2": {"shape": 0.871, "texture": 0.859, "color": 0.985, "mark": 0.439},
+                   }) + rows("linear", {
+                       "stage-0": {"shape": 0.891, "texture": 0.863, "color": 0.994, "mark": 0.483},
+                       "stage-1": {"shape": 0.927, "texture": 0.897, "color": 0.999, "mark": 0.574},
+                       "mcl-2": {"shape": 0.934, "texture": 0.901, "color": 0.999, "mark": 0.650},
+                       "finetune-1": {"shape": 0.921, "texture": 0.895, "color": 0.997, "mark": 0.537},
+                       "finetune-2": {"shape": 0.939, "texture": 0.904, "color": 0.997, "mark": 0.613},
+                   })}
+
+
+def test_fine_tuning_headline_asks_whether_mcl_beat_plain_fine_tuning():
+    assert recipe_of(FINETUNE_RESULT) == Recipe("finetune", "stage-0", "zeroshot")
+    assert headline(FINETUNE_RESULT, FINETUNE_CHANCE) == (
+        "Stage 0 is weakest at mark (zero-shot 21.8%, chance 25%). MCL: stage-1 40.3% vs plain fine-tuning "
+        "(finetune-1, same steps) 35.1% (+5.2 points); mcl-2 43.5% vs finetune-2 43.9% (-0.4 points).")
+
+
+def test_fine_tuning_headline_falls_back_to_the_linear_probe_without_zero_shot_rows():
+    linear = {"rows": [row for row in FINETUNE_RESULT["rows"] if row["probe"] == "linear"]}
+    assert recipe_of(linear).probe == "linear"
+    assert headline(linear, {**FINETUNE_CHANCE, "mark": 1 / 3}) == (
+        "Stage 0 is weakest at mark (linear probe 48.3%, chance 33.3%). MCL: stage-1 57.4% vs plain fine-tuning "
+        "(finetune-1, same steps) 53.7% (+3.7 points); mcl-2 65.0% vs finetune-2 61.3% (+3.7 points).")
+    only_stage0 = {"rows": rows("zeroshot", {"stage-0": {"mark": 0.2}, "finetune-1": {"shape": 0.5}})}
+    assert headline(only_stage0, {}) == "Stage 0 is weakest at mark (zero-shot 20.0%)."  # no pair to compare on mark
+    assert find_finetune_claim(RESULT, CHANCE) is None  # a unimodal run is no fine-tuning run
+
+
+def test_unimodal_headline_is_unchanged_beside_the_new_recipe():
+    assert recipe_of(RESULT) == Recipe("ensemble", "stage-1", "linear")
+    assert headline(RESULT, CHANCE) == ("By linear probe, stage 1 suppressed texture (42% vs chance 10%); mcl-3 "
+                                        "recovered it to 74% (ensemble-3, as many seeds of stage 1: 57%).")
+    # finetune-k without a stage 0 keeps the unimodal sentence, naming its baseline for what it is
+    result = {"rows": rows("linear", {"stage-1": {"texture": 0.2}, "mcl-2": {"texture": 0.8},
+                                      "finetune-2": {"texture": 0.3}})}
+    assert recipe_of(result) == Recipe("finetune", "stage-1", "linear")
+    assert headline(result, {}) == ("By linear probe, stage 1's weakest attribute is texture (20%); mcl-2 recovered "
+                                    "it to 80% (finetune-2, plain training, same steps: 30%).")
+
+
+def test_recipe_without_rows_comes_from_the_run_members():
+    assert recipe_of({}, ["stage-0", "stage-1", "finetune-1"]) == Recipe("finetune", "stage-0", "linear")
+    assert recipe_of({}, ["stage-1", "stage-2", "mcl-2"]) == Recipe(None, "stage-1", "linear")
+    assert [counterpart(n) for n in ("finetune-1", "finetune-3", "ensemble-2", "mcl-2")] == \
+        ["stage-1", "mcl-3", "mcl-2", None]

@@ -36,3 +36,25 @@ def test_every_feature_map_has_a_legend():
 def test_heatmap_marks_chance_in_the_column_labels():
     figure = plots.heatmap("linear", ["stage-1"], ["color"], np.array([[0.5]]), {"color": 0.1})
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["color (chance 10%)"]
+
+
+def test_finetune_chart_pairs_each_baseline_with_its_mcl_counterpart():
+    names = ["stage-0", "stage-1", "stage-2", "mcl-2", "finetune-1", "finetune-2"]
+    assert [names[i] for i in plots.claim_rows(names, baseline="finetune")] == names
+    matrix = np.random.default_rng(0).uniform(size=(len(names), 2))
+    figure = plots.claim_bars("zeroshot", names, ["shape", "mark"], matrix, {"mark": 0.25}, baseline="finetune")
+    ax = figure.axes[0]
+    bars = {container.get_label(): container.patches[0] for container in ax.containers}
+    assert set(bars) == set(names)
+    assert bars["finetune-1"].get_facecolor() == bars["stage-1"].get_facecolor()  # compared with stage-1
+    assert bars["finetune-2"].get_facecolor() == bars["mcl-2"].get_facecolor()
+    assert bars["finetune-2"].get_hatch() == "//" and bars["mcl-2"].get_hatch() is None
+    assert len({bars[n].get_facecolor() for n in names[:4]}) == 4
+    assert ax.get_ylabel() == "zero-shot accuracy (%)"
+
+
+def test_training_curves_dash_every_baseline():
+    record = [{"epoch": 1, "loss": 1.0, "lr": 0.1}, {"epoch": 2, "loss": 0.5, "lr": 0.1}]
+    figure = plots.training_curves({"stage-1": record, "ensemble-2": record, "finetune-1": record})
+    styles = {line.get_label(): line.get_linestyle() for line in figure.axes[0].get_lines()}
+    assert styles == {"stage-1": "-", "ensemble-2": "--", "finetune-1": "--"}

@@ -8,6 +8,8 @@ finished); then a summary of the run and the sections of its modality
 (:data:`mcl.report.sections.SECTIONS`).
 
 Modules: :mod:`~mcl.report.data` reads the run (records, eval.json, models' features),
+:mod:`~mcl.report.recipe` decides what the run compares MCL against (``ensemble-k`` for unimodal
+runs; for fine-tuning runs, a stage 0 and ``finetune-k``: plain fine-tuning at equal steps),
 :mod:`~mcl.report.findings` turns eval.json into numbers and the headline,
 :mod:`~mcl.report.plots` draws figures from arrays, :mod:`~mcl.report.sections` pairs the two per
 section, :mod:`~mcl.report.page` writes the HTML.
@@ -28,13 +30,23 @@ from pathlib import Path
 from mcl.errors import ConfigError
 from mcl.io import write_bytes
 from mcl.report.data import Evaluation, ReportRun
-from mcl.report.findings import Claim, chance_levels, find_claim, headline, probe_matrices
+from mcl.report.findings import (
+    Claim,
+    FinetuneClaim,
+    chance_levels,
+    find_claim,
+    find_finetune_claim,
+    headline,
+    probe_matrices,
+)
 from mcl.report.page import render_html
+from mcl.report.recipe import Recipe, recipe_of
 from mcl.report.sections import FEATURE_MAPS, SECTIONS, Picture, Section, sections_for
 from mcl.run import REPORT_DIR, REPORT_FILE
 
-__all__ = ["REPORT_DIR", "REPORT_FILE", "SECTIONS", "Claim", "Evaluation", "Picture", "ReportRun", "Section",
-           "chance_levels", "find_claim", "headline", "probe_matrices", "write_report"]
+__all__ = ["REPORT_DIR", "REPORT_FILE", "SECTIONS", "Claim", "Evaluation", "FinetuneClaim", "Picture", "Recipe",
+           "ReportRun", "Section", "chance_levels", "find_claim", "find_finetune_claim", "headline", "probe_matrices",
+           "recipe_of", "write_report"]
 
 logger = logging.getLogger("mcl")
 
@@ -63,7 +75,7 @@ def write_report(run_dir: str | Path, feature_map: str = "pca") -> Path:
         logger.info("report: %s", section.__name__.replace("_", " "))
         sections.append(section(run))
     evaluation = run.evaluation
-    sentence = headline(evaluation.result, run.chance()) if evaluation else None
+    sentence = headline(evaluation.result, run.chance(), run.recipe) if evaluation else None
     out = run.root / REPORT_DIR
     for picture in (p for section in sections for p in section.pictures):
         write_bytes(out / picture.name, picture.png)

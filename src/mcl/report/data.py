@@ -10,6 +10,9 @@ from the run's :class:`mcl.modalities.Modality` (``integrate``: the stages as on
 member trained after ``mcl eval`` ran: its rows describe other models), and *partial* when it says
 ``unfinished_stages``; :attr:`ReportRun.evaluation` carries both, and the page says so.
 
+What the run compares MCL against (``ensemble-k`` or ``finetune-k``, and with which probe) is
+:attr:`ReportRun.recipe`, decided once by :func:`mcl.report.recipe.recipe_of`.
+
 Example:
     >>> run = ReportRun(Path("runs/demo"))
     >>> run.evaluation.stale, run.evaluation.warnings()
@@ -34,6 +37,7 @@ from mcl.errors import DataError
 from mcl.io import load_arrays, read_json, read_jsonl
 from mcl.modalities import Modality, modality_of
 from mcl.report.findings import chance_levels
+from mcl.report.recipe import FINETUNE, Recipe, member_number, recipe_of
 from mcl.run import (
     CLUSTERS_INFO_FILE,
     EVAL_FILE,
@@ -108,9 +112,21 @@ class ReportRun:
         """Every representation the finished members allow (``stage-s``, ``mcl-k``, ``ensemble-k``, ``stage-0``)."""
         return self.run.representations(self.config, include_stage0=self.config.multimodal.integrate_stage0)
 
+    def baseline_members(self) -> list[str]:
+        """``finetune-1`` ... of the finished finetune-k baseline (each one model, unlike ensemble-k)."""
+        return [f"{FINETUNE}-{k}" for k in self.run.finished_finetune_members(self.config)]
+
+    @cached_property
+    def recipe(self) -> Recipe:
+        """What the run compares MCL against, from eval.json's rows, else from the finished representations."""
+        result = self.evaluation.result if self.evaluation else {}
+        return recipe_of(result, [r.name for r in self.representations])
+
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
-        """``member -> per-epoch records`` of every member directory with at least one epoch."""
-        curves = {d.name: read_jsonl(d / METRICS_FILE) for d in self.run.member_dirs()}
+        """``member -> per-epoch records`` of every member directory with at least one epoch (finetune-k last)."""
+        finetune = sorted((d for d in self.root.glob(f"{FINETUNE}-*") if d.is_dir()),
+                          key=lambda d: member_number(d.name, FINETUNE) or 0)
+        curves = {d.name: read_jsonl(d / METRICS_FILE) for d in [*self.run.member_dirs(), *finetune]}
         return {name: records for name, records in curves.items() if records}
 
     def cluster_sizes(self) -> dict[str, list[int]]:
@@ -188,16 +204,24 @@ class ReportRun:
         return self.modality.integrate(models, self.config, stage0).eval()
 
     def feature_representations(self) -> list[Representation]:
-        """What the feature maps show: each stage alone, then the last ``mcl-k`` (all stages integrated)."""
+        """What the feature maps show: each stage alone, the last ``mcl-k`` (all stages), the last finetune-k."""
         of_stages = [r for r in self.representations if all(m.startswith("stage-") for m in r.members)]
         singles = [r for r in of_stages if len(r.members) == 1]
         integrated = [r for r in of_stages if r.name.startswith("mcl-")]
-        return singles + integrated[-1:]
+        finetune = [r for r in self.representations if member_number(r.name, FINETUNE) is not None]
+        return singles + integrated[-1:] + finetune[-1:]
 
     def features(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """``representation -> (N, D)`` features of uint8 ``(N, H, W, 3)`` images (the integrated model's ``embed``)."""
+        """``representation -> (N, D)`` features of uint8 ``(N, H, W, 3)`` images (the integrated model's ``embed``).
+
+        A finetune-k member is embedded as a one-stage model of the modality (as a stage alone is).
+        """
         out = {}
         for representation in self.feature_representations():
+            if member_number(representation.name, FINETUNE) is not None:
+                alone = self.modality.integrate([self.member(representation.name)], self.config, None).eval()
+                out[representation.name] = np.asarray(alone.embed(images))
+                continue
             stages = [int(member.split("-", 1)[1]) for member in representation.members]
             out[representation.name] = np.asarray(self.integrated.embed(images, stages=stages))
         return out

@@ -6,13 +6,20 @@ hand-written results.
 - :func:`probe_matrices`: ``probe -> (representations, columns, values)``, NaN where a row is missing;
 - :func:`chance_levels`: ``attribute -> 1 / number of its values`` (what guessing the most
   balanced way scores), from ``eval.json``'s ``attribute_classes`` if it has them, else the data's;
-- :func:`headline`: the run's finding in one sentence, e.g. ``By linear probe, stage 1 suppressed
-  texture (42% vs chance 10%); mcl-3 recovered it to 74% (ensemble-3, as many seeds of stage 1: 57%).``
+- :func:`headline`: the run's finding in one sentence, for the run's :class:`~mcl.report.recipe.Recipe`.
 
-The headline picks stage 1's weakest attribute by *lift over chance*, ``(accuracy - chance) /
-(1 - chance)`` (0 = chance, 1 = perfect), so attributes with different numbers of values compare
-fairly; it calls the attribute suppressed when the lift is below :data:`SUPPRESSED_LIFT`, and
-recovered when the best ``mcl-k`` beats stage 1 on it by :data:`RECOVERED_GAIN` or more.
+Unimodal runs (:func:`find_claim`), e.g. ``By linear probe, stage 1 suppressed texture (42% vs chance
+10%); mcl-3 recovered it to 74% (ensemble-3, as many seeds of stage 1: 57%).`` The headline picks
+stage 1's weakest attribute by *lift over chance*, ``(accuracy - chance) / (1 - chance)`` (0 = chance,
+1 = perfect), so attributes with different numbers of values compare fairly; it calls the attribute
+suppressed when the lift is below :data:`SUPPRESSED_LIFT`, and recovered when the best ``mcl-k`` beats
+stage 1 on it by :data:`RECOVERED_GAIN` or more.
+
+Fine-tuning runs (``stage-0`` and ``finetune-k`` rows, :func:`find_finetune_claim`): stage 0's weakest
+attribute by the same lift (zero-shot when there are zero-shot rows, else linear probe), then MCL
+against plain fine-tuning at equal steps on it, e.g. ``Stage 0 is weakest at mark (zero-shot 21.8%,
+chance 25%). MCL: stage-1 40.3% vs plain fine-tuning (finetune-1, same steps) 35.1% (+5.2 points);
+mcl-2 43.5% vs finetune-2 43.9% (-0.4 points).``
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, counterpart, member_number, probe_label, recipe_of
+
 SUPPRESSED_LIFT = 0.5  # below half-way from chance to perfect, stage 1 left the attribute mostly out
 RECOVERED_GAIN = 0.05  # accuracy points an mcl-k must add over stage 1 to count as recovering
-CLAIM_PROBE = "linear"  # the probe the headline and the suppression chart are about
+CLAIM_PROBE = "linear"  # the probe of the unimodal headline and claim chart (fine-tuning runs: Recipe.probe)
 CLASSIFICATION_PROBES = ("linear", "knn", "zeroshot")  # probes whose chance is 1 / number of values
 
 Matrix = tuple[list[str], list[str], np.ndarray]
@@ -71,25 +80,31 @@ def chance_levels(result: Mapping[str, Any], data_classes: Mapping[str, int] | N
     return {str(name): 1.0 / int(count) for name, count in classes.items() if int(count) > 0}
 
 
-def _number(name: str, prefix: str) -> int | None:
-    suffix = name[len(prefix):] if name.startswith(prefix) else ""
-    return int(suffix) if suffix.isdigit() else None
-
-
 def _percent(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
+def _percent1(value: float) -> str:
+    """One decimal (``21.8%``, ``65.0%``)."""
+    return f"{100 * value:.1f}%"
+
+
+def _chance1(value: float) -> str:
+    """A chance level, one decimal without a trailing ``.0`` (``25%``, ``33.3%``)."""
+    return _percent1(value).replace(".0%", "%")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """Stage 1's weakest attribute (by lift over chance) and what the best ``mcl-k`` and ``ensemble-k`` made of it."""
+    """Stage 1's weakest attribute (by lift over chance) and what the best ``mcl-k`` and its baseline made of it."""
 
     attribute: str
     stage1: float
     chance: float | None
     k: int | None = None  # the best mcl-k on the attribute (fewest stages on ties); None without mcl rows
     mcl: float | None = None
-    ensemble: float | None = None  # ensemble-k of the same k, when eval.json has it
+    baseline: str | None = None  # ensemble-k (else finetune-k) of the same k, when eval.json has it
+    baseline_score: float | None = None
 
     @property
     def suppressed(self) -> bool:
@@ -102,8 +117,31 @@ class Claim:
         return self.mcl is not None and self.mcl >= self.stage1 + RECOVERED_GAIN
 
 
+@dataclass(frozen=True)
+class FinetuneClaim:
+    """Stage 0's weakest attribute by ``probe`` and, per ``finetune-k``, MCL's score on it against the baseline's.
+
+    ``pairs``: ``(MCL representation, its score, finetune-k, its score)`` by k (stage-1 vs finetune-1,
+    mcl-k vs finetune-k), only where both have a row.
+    """
+
+    probe: str
+    attribute: str
+    stage0: float
+    chance: float | None
+    pairs: tuple[tuple[str, float, str, float], ...] = ()
+
+
 def _lift(accuracy: float, chance: float) -> float:
     return (accuracy - chance) / (1 - chance) if chance < 1 else 0.0
+
+
+def _weakest(values: np.ndarray, columns: list[str], chance: Mapping[str, float]) -> int | None:
+    """The column of the lowest lift over chance among the finite ``values``; None when none is finite."""
+    candidates = [j for j in range(len(columns)) if np.isfinite(values[j])]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda j: _lift(float(values[j]), chance.get(columns[j], 0.0)))
 
 
 def find_claim(result: Mapping[str, Any], chance: Mapping[str, float]) -> Claim | None:
@@ -113,28 +151,69 @@ def find_claim(result: Mapping[str, Any], chance: Mapping[str, float]) -> Claim 
         return None
     names, columns, values = matrix
     stage1 = values[names.index("stage-1")]
-    candidates = [j for j in range(len(columns)) if np.isfinite(stage1[j])]
-    if not candidates:
+    weakest = _weakest(stage1, columns, chance)
+    if weakest is None:
         return None
-    weakest = min(candidates, key=lambda j: _lift(float(stage1[j]), chance.get(columns[j], 0.0)))
     claim = Claim(columns[weakest], float(stage1[weakest]), chance.get(columns[weakest]))
     integrated = [(k, float(values[i, weakest])) for i, name in enumerate(names)
-                  if (k := _number(name, "mcl-")) is not None and np.isfinite(values[i, weakest])]
+                  if (k := member_number(name, "mcl")) is not None and np.isfinite(values[i, weakest])]
     if not integrated:
         return claim
     k, best = max(integrated, key=lambda item: (item[1], -item[0]))  # best score, fewest stages on ties
-    ensemble = None
-    if f"ensemble-{k}" in names and np.isfinite(value := values[names.index(f"ensemble-{k}"), weakest]):
-        ensemble = float(value)
-    return Claim(claim.attribute, claim.stage1, claim.chance, k, best, ensemble)
+    baseline = recipe_of(result).baseline
+    name = f"{baseline}-{k}"
+    if baseline and name in names and np.isfinite(value := values[names.index(name), weakest]):
+        return Claim(claim.attribute, claim.stage1, claim.chance, k, best, name, float(value))
+    return Claim(claim.attribute, claim.stage1, claim.chance, k, best)
 
 
-def headline(result: Mapping[str, Any], chance: Mapping[str, float]) -> str | None:
-    """The run's finding in one sentence, from the linear-probe rows of ``eval.json``; None without stage-1 rows.
+def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
+                        recipe: Recipe | None = None) -> FinetuneClaim | None:
+    """The :class:`FinetuneClaim` of a fine-tuning run's rows; None unless ``recipe`` (of ``result``) fine-tunes."""
+    recipe = recipe or recipe_of(result)
+    matrix = probe_matrices(list(result.get("rows", []))).get(recipe.probe)
+    if not recipe.fine_tuning or matrix is None or recipe.reference not in matrix[0]:
+        return None
+    names, columns, values = matrix
+    stage0 = values[names.index(recipe.reference)]
+    weakest = _weakest(stage0, columns, chance)
+    if weakest is None:
+        return None
+    pairs = []
+    for name in sorted(names, key=lambda n: member_number(n, FINETUNE) or 0):
+        mcl = counterpart(name) if member_number(name, FINETUNE) is not None else None
+        if mcl in names:
+            ours, theirs = values[names.index(mcl), weakest], values[names.index(name), weakest]
+            if np.isfinite(ours) and np.isfinite(theirs):
+                pairs.append((mcl, float(ours), name, float(theirs)))
+    return FinetuneClaim(recipe.probe, columns[weakest], float(stage0[weakest]), chance.get(columns[weakest]),
+                         tuple(pairs))
 
-    Example: ``By linear probe, stage 1 suppressed texture (42% vs chance 10%); mcl-3 recovered it
-    to 74% (ensemble-3, as many seeds of stage 1: 57%).``
+
+def _finetune_headline(claim: FinetuneClaim) -> str:
+    against = f", chance {_chance1(claim.chance)}" if claim.chance is not None else ""
+    sentence = (f"Stage 0 is weakest at {claim.attribute} ({probe_label(claim.probe)} "
+                f"{_percent1(claim.stage0)}{against}).")
+    if not claim.pairs:
+        return sentence
+    parts = []
+    for i, (mcl, ours, baseline, theirs) in enumerate(claim.pairs):
+        which = f"plain fine-tuning ({baseline}, same steps)" if i == 0 else baseline
+        parts.append(f"{mcl} {_percent1(ours)} vs {which} {_percent1(theirs)} ({100 * (ours - theirs):+.1f} points)")
+    return f"{sentence} MCL: {'; '.join(parts)}."
+
+
+def headline(result: Mapping[str, Any], chance: Mapping[str, float], recipe: Recipe | None = None) -> str | None:
+    """The run's finding in one sentence (see the module docstring); None without the rows it needs.
+
+    ``recipe``: the run's (default: :func:`~mcl.report.recipe.recipe_of` ``result``). Fine-tuning runs
+    get the stage-0 / finetune-k sentence, every other run the unimodal one, e.g. ``By linear probe,
+    stage 1 suppressed texture (42% vs chance 10%); mcl-3 recovered it to 74% (ensemble-3, as many
+    seeds of stage 1: 57%).``
     """
+    recipe = recipe or recipe_of(result)
+    if recipe.fine_tuning and (finetune := find_finetune_claim(result, chance, recipe)) is not None:
+        return _finetune_headline(finetune)
     claim = find_claim(result, chance)
     if claim is None:
         return None
@@ -149,6 +228,7 @@ def headline(result: Mapping[str, Any], chance: Mapping[str, float]) -> str | No
     score = _percent(claim.mcl)
     verb = f"recovered it to {score}" if claim.recovered else f"left it at {score}"
     sentence += f"; mcl-{claim.k} {verb}"
-    if claim.ensemble is not None:
-        sentence += f" (ensemble-{claim.k}, as many seeds of stage 1: {_percent(claim.ensemble)})"
+    if claim.baseline is not None and claim.baseline_score is not None:
+        what = "as many seeds of stage 1" if claim.baseline.startswith(ENSEMBLE) else "plain training, same steps"
+        sentence += f" ({claim.baseline}, {what}: {_percent(claim.baseline_score)})"
     return sentence + "."

@@ -3,6 +3,11 @@
 The page is self-contained: every picture is a base64 PNG data URI, the style is inline, there is
 no script and nothing to fetch. Warnings about ``eval.json`` (STALE, PARTIAL) stand at the top, above
 the headline, so results that no longer describe the run are never read as current.
+
+The summary names what the run did: for image-text runs stage 0 (its checkpoint, what is done with
+it), the towers' locks, ``multimodal.init`` (not ``mcl.init``, which only image runs use) and CLIP's
+learnable logit scale (not ``objective.temperature``, which the CLIP loss does not read); for every
+run the baseline MCL is compared with (:attr:`ReportRun.recipe`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import base64
 import html
 
+from mcl.align import ALIGNED
+from mcl.config import Config
+from mcl.modalities import IMAGES
 from mcl.report.data import ReportRun
+from mcl.report.recipe import ENSEMBLE, FINETUNE
 from mcl.report.sections import Section
 
 _STYLE = """
@@ -27,6 +36,91 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; } d
 """
 
 
+def _image_text(run: ReportRun) -> bool:
+    """Whether the run is image-text (its modality, :func:`mcl.modalities.modality_of`'s decision)."""
+    return run.modality.name != IMAGES.name
+
+
+def _objective(config: Config) -> str:
+    """The loss; CLIP's temperature is a learned logit scale, so ``objective.temperature`` is not shown for it."""
+    if config.objective.name != "clip":
+        return f"{config.objective.name}, temperature {config.objective.temperature}"
+    mm = config.multimodal
+    if mm.model not in ("small", "pretrained-towers"):
+        start = "from the pretrained weights"
+    elif mm.stage0_checkpoint and mm.init != "scratch":
+        start = "from the stage-0 checkpoint's"
+    else:
+        start = f"initial temperature {mm.init_temperature}"
+    duplicates = "; identical captions are no negatives" if mm.mask_duplicate_captions else ""
+    return f"clip, learnable logit scale ({start}){duplicates}"
+
+
+def _stage0(config: Config) -> str:
+    """Which model stage 0 is and what the run does with it (image-text runs)."""
+    mm = config.multimodal
+    if mm.stage0_checkpoint == ALIGNED:
+        model = "the aligned model of 'mcl align' (stage0_checkpoint: aligned, cached)"
+    elif mm.stage0_checkpoint:
+        model = f"checkpoint {mm.stage0_checkpoint}"
+    else:
+        model = f"the initial {mm.model} model" + (f" ({mm.pretrained})" if mm.pretrained else "")
+    if not mm.stage0:
+        return f"not clustered (multimodal.stage0: false); stages start from {model}"
+    integrated = "part of every mcl-k" if mm.integrate_stage0 else "not part of mcl-k"
+    return f"{model}; its image clusters (K={config.mcl.clusters}) are stage 1's pseudo-labels; {integrated}"
+
+
+def _init(config: Config, image_text: bool) -> str:
+    """Where each stage's weights start: ``multimodal.init`` for image-text runs, ``mcl.init`` otherwise."""
+    if not image_text:
+        return f"init={config.mcl.init}"
+    first = "stage 0" if config.multimodal.stage0 else "the initial model"
+    meaning = {"previous": f"stage 1 from {first}, stage k from stage k-1",
+               "pretrained": f"every stage from {first}",
+               "scratch": "every stage a fresh seeded build"}[config.multimodal.init]
+    return f"init={config.multimodal.init} ({meaning})"
+
+
+def _locks(config: Config) -> str:
+    mm = config.multimodal
+
+    def tower(name: str, locked: bool, unlocked: int) -> str:
+        if not locked:
+            return f"{name} tower trained"
+        return f"{name} tower locked" + (f" except its last {unlocked} layer groups" if unlocked else "")
+
+    parts = [tower("image", mm.lock_image, mm.unlocked_image_groups), tower("text", mm.lock_text,
+                                                                            mm.unlocked_text_groups)]
+    return "; ".join(parts + (["BatchNorm statistics frozen"] if mm.freeze_bn_stats else []))
+
+
+def _training(config: Config) -> str:
+    train = config.train
+    if train.warmup_steps is not None:
+        warmup = f" after {train.warmup_steps} warm-up steps"
+    else:
+        warmup = f" after {train.warmup_epochs:g} warm-up epochs" if train.warmup_epochs else ""
+    cap = f", at most {train.max_steps} steps per stage" if train.max_steps else ""
+    return (f"{train.epochs} epochs per stage, batch {train.batch_size}, lr {train.lr} "
+            f"({train.schedule}{warmup}){cap}")
+
+
+def _baseline(run: ReportRun) -> str:
+    """The baseline MCL is compared with (:attr:`ReportRun.recipe`), in words."""
+    config, baseline = run.config, run.recipe.baseline
+    if baseline == FINETUNE:
+        multimodal = config.multimodal
+        start = ("stage 0" if _image_text(run) and multimodal.stage0 and multimodal.init != "scratch"
+                 else "where stage 1 starts")
+        members = ", ".join(run.baseline_members()) or "none finished yet"
+        return (f"finetune-k ({members}): plain fine-tuning from {start} on random batches, with the same locks, "
+                "lr, data and as many steps as stages 1..k")
+    if baseline == ENSEMBLE:
+        return "ensemble-k: stage 1 and k-1 more seeds of it, integrated (mcl-k's size and training compute)"
+    return "none (eval.ensemble and eval.finetune_baseline off, or not trained yet)"
+
+
 def _summary(run: ReportRun) -> str:
     config = run.config
     evaluation = run.evaluation
@@ -34,21 +128,28 @@ def _summary(run: ReportRun) -> str:
         eval_state = "not yet (run 'mcl eval')"
     else:
         eval_state = "; ".join(w.split(":", 1)[0] for w in evaluation.warnings()) or "current"
+    multimodal = config.multimodal
+    image_text = _image_text(run)
     items = {
         "run directory": str(run.root.resolve()),
         "modality": run.modality.name,
         "data": f"{config.data.source} ({config.data.path})",
-        "model": f"{config.model.backbone}, width {config.model.width}" if run.modality.name == "images"
-        else f"two-tower {config.multimodal.model}, embedding {config.multimodal.embed_dim}",
-        "objective": f"{config.objective.name}, temperature {config.objective.temperature}",
+        "model": f"two-tower {multimodal.model}, embedding {multimodal.embed_dim}"
+        + (f", images at {multimodal.image_resolution} px" if multimodal.image_resolution else "") if image_text
+        else f"{config.model.backbone}, width {config.model.width}",
+        "stage 0": _stage0(config) if image_text else "",
+        "locks": _locks(config) if image_text else "",
+        "objective": _objective(config),
         "MCL": f"{config.mcl.stages} stages, K={config.mcl.clusters}, negatives={config.mcl.negatives}, "
-               f"init={config.mcl.init}",
-        "training": f"{config.train.epochs} epochs per stage, batch {config.train.batch_size}, lr {config.train.lr}",
+               f"{_init(config, image_text)}",
+        "training": _training(config),
+        "baseline": _baseline(run),
         "finished members": ", ".join(r.name for r in run.representations
                                       if len(r.members) == 1 or r.name.startswith("ensemble-")) or "none yet",
         "eval.json": eval_state,
     }
-    return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items.items()) + "</dl>"
+    return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
+                            for k, v in items.items() if v) + "</dl>"
 
 
 def _section_html(section: Section) -> str:

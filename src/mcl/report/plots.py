@@ -3,11 +3,12 @@
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` objects: no pyplot, no global
 backend switch) and turned into PNG bytes by :func:`png`.
 
-- :func:`training_curves`: loss and lr per epoch of each member;
+- :func:`training_curves`: loss and lr per epoch of each member (baselines dashed);
 - :func:`size_bars`: cluster or group sizes per member, largest first;
 - :func:`heatmap`: score per representation (rows) x column (attribute), in % for fractions;
-- :func:`claim_bars`: the per-attribute bar chart the headline rests on (stages, ``mcl-k``,
-  ``ensemble-k``), with each attribute's chance level as a dashed line;
+- :func:`claim_bars`: the per-attribute bar chart the headline rests on (stages, ``mcl-k`` and the
+  baseline: ``ensemble-k`` or ``finetune-k``, hatched in the color of the MCL representation it is
+  compared with), with each attribute's chance level as a dashed line;
 - :func:`scatter_grid`: 2-D maps (representation x attribute), each with a legend of the values;
 - :func:`pair_histograms`: cosine similarities of positive, negative and in-group negative pairs.
 """
@@ -23,6 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from mcl.report.recipe import BASELINES, ENSEMBLE, FINETUNE, counterpart, probe_label
+
 
 def png(figure: Figure) -> bytes:
     """The figure as PNG bytes (100 dpi)."""
@@ -32,12 +35,12 @@ def png(figure: Figure) -> bytes:
 
 
 def training_curves(curves: Mapping[str, list[dict[str, Any]]]) -> Figure:
-    """Loss and learning rate per epoch of each member (dashed: ensemble members)."""
+    """Loss and learning rate per epoch of each member (dashed: baseline members, ensemble-k and finetune-k)."""
     figure = Figure(figsize=(11, 3.6), layout="constrained")
     loss_axes, lr_axes = figure.subplots(1, 2)
     for name, records in curves.items():
         epochs = [r["epoch"] for r in records]
-        style = "--" if name.startswith("ensemble") else "-"
+        style = "--" if counterpart(name) is not None else "-"
         loss_axes.plot(epochs, [r["loss"] for r in records], style, marker="o", markersize=3, label=name)
         lr_axes.plot(epochs, [r["lr"] for r in records], style, marker="o", markersize=3, label=name)
     loss_axes.set(title="contrastive loss (mean over the epoch)", xlabel="epoch", ylabel="loss")
@@ -92,40 +95,54 @@ def heatmap(probe: str, names: list[str], columns: list[str], matrix: np.ndarray
     return figure
 
 
-def claim_rows(names: list[str], k: int | None = None) -> list[int]:
-    """Rows of the claim chart: every ``stage-s``, then ``mcl-k`` and ``ensemble-k``.
+def claim_rows(names: list[str], k: int | None = None, baseline: str | None = ENSEMBLE) -> list[int]:
+    """Rows of the claim chart: every ``stage-s``, then ``mcl-k`` and ``<baseline>-k``.
 
-    ``k``: the headline's (:class:`mcl.report.findings.Claim`), else the last ``mcl-k``.
+    ``k``: the headline's (:class:`mcl.report.findings.Claim`), else the last ``mcl-k``. With the
+    ``finetune`` baseline every ``mcl-k`` and every ``finetune-k`` (the headline compares each pair).
     """
     chosen = [i for i, n in enumerate(names) if n.startswith("stage-")]
     integrated = [n for n in names if n.startswith("mcl-")]
+    if baseline == FINETUNE:
+        return chosen + [names.index(n) for n in integrated] + [
+            i for i, n in enumerate(names) if n.startswith(f"{FINETUNE}-")]
     if k is None and integrated:
         k = int(integrated[-1].split("-", 1)[1])
     if k is not None:
-        chosen += [names.index(n) for n in (f"mcl-{k}", f"ensemble-{k}") if n in names]
+        chosen += [names.index(n) for n in (f"mcl-{k}", f"{baseline}-{k}") if n in names]
     return chosen
 
 
 def claim_bars(probe: str, names: list[str], columns: list[str], matrix: np.ndarray,
-               chance: Mapping[str, float], k: int | None = None) -> Figure | None:
-    """Accuracy per attribute of each stage, ``mcl-k`` and ``ensemble-k``, each attribute's chance dashed."""
-    chosen = claim_rows(names, k)
+               chance: Mapping[str, float], k: int | None = None, baseline: str | None = ENSEMBLE) -> Figure | None:
+    """Accuracy per attribute of each stage, ``mcl-k`` and the baseline's rows (:func:`claim_rows`), chance dashed.
+
+    A baseline bar (``ensemble-k``, ``finetune-k``) is hatched, in the color of the representation it
+    is compared with (:func:`mcl.report.recipe.counterpart`) when that one is on the chart too.
+    """
+    chosen = claim_rows(names, k, baseline)
     if not chosen:
         return None
     figure = Figure(figsize=(1.8 * len(columns) + 3, 3.8), layout="constrained")
     ax = figure.subplots()
     width = 0.8 / len(chosen)
-    for k, i in enumerate(chosen):
-        hatch = "//" if names[i].startswith("ensemble-") else None
-        ax.bar(np.arange(len(columns)) + (k - (len(chosen) - 1) / 2) * width, 100 * matrix[i], width,
-               label=names[i], hatch=hatch)
+    palette = iter(f"C{n}" for n in range(len(chosen)))
+    bar_colors = {names[i]: next(palette) for i in chosen if counterpart(names[i]) is None}
+    for position, i in enumerate(chosen):
+        name = names[i]
+        baseline_row = any(name.startswith(f"{b}-") for b in BASELINES)
+        if name not in bar_colors:  # a baseline bar: its counterpart's color, or one of its own
+            bar_colors[name] = bar_colors.get(str(counterpart(name))) or next(palette)
+        ax.bar(np.arange(len(columns)) + (position - (len(chosen) - 1) / 2) * width, 100 * matrix[i], width,
+               label=name, hatch="//" if baseline_row else None, color=bar_colors[name],
+               edgecolor="white" if baseline_row else None)
     for j, column in enumerate(columns):
         if column in chance:
             ax.hlines(100 * chance[column], j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1.2,
                       label="chance" if j == min(c for c, name in enumerate(columns) if name in chance) else None)
     ax.set_xticks(range(len(columns)), columns)
-    ax.set(ylabel=f"{probe}-probe accuracy (%)", ylim=(0, 105),
-           title=f"{probe}-probe accuracy per attribute: " + ", ".join(
+    ax.set(ylabel=f"{probe_label(probe)} accuracy (%)", ylim=(0, 105),
+           title=f"{probe_label(probe)} accuracy per attribute: " + ", ".join(
                ["each stage"] + [names[i] for i in chosen if not names[i].startswith("stage-")]))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure

@@ -10,12 +10,15 @@ Sections:
 - ``training_curves``: ``training_curves.png``, loss and learning rate per epoch of every member;
 - ``cluster_sizes``: ``cluster_sizes.png`` and ``pseudo_label_groups.png``;
 - ``probe_accuracy``: ``suppression.png`` (the chart the headline rests on: each stage, ``mcl-k``
-  and ``ensemble-k`` per attribute, with chance lines) and ``probe_<kind>.png`` per probe kind of
-  ``eval.json`` (``linear``, ``knn``; ``zeroshot``, ``paired``, retrieval for image-text runs);
-- ``feature_maps``: ``feature_map.png``, a 2-D PCA (or UMAP) of each stage's features of at most
-  :data:`MAX_POINTS` test images, colored by each attribute;
+  and the baseline, ``ensemble-k`` or ``finetune-k``, per attribute, with chance lines) and
+  ``probe_<kind>.png`` per probe kind of ``eval.json`` (``linear``, ``knn``; ``zeroshot``, ``paired``,
+  retrieval for image-text runs);
+- ``feature_maps``: ``feature_map.png``, a 2-D PCA (or UMAP) of each stage's features (and the last
+  finetune-k's) of at most :data:`MAX_POINTS` test images, colored by each attribute;
 - ``view_pairs`` (images) / ``caption_pairs`` (image-text): ``pair_similarity.png``, cosines of the
-  pairs each stage's loss contrasts.
+  pairs each stage's (and each finetune-k's) loss contrasts.
+
+What the texts say about the baseline follows the run's :attr:`ReportRun.recipe`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import torch.nn.functional as F
 from mcl.data.table import ImageTable
 from mcl.report import plots
 from mcl.report.data import ReportRun
-from mcl.report.findings import CLAIM_PROBE, CLASSIFICATION_PROBES, find_claim, probe_matrices
+from mcl.report.findings import CLASSIFICATION_PROBES, find_claim, probe_matrices
+from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, probe_label
 
 logger = logging.getLogger("mcl")
 
@@ -71,10 +75,21 @@ def training_curves(run: ReportRun) -> Section:
         section.notes.append("no training metrics yet (no stage has finished an epoch)")
         return section
     section.pictures.append(Picture("training_curves.png", plots.png(plots.training_curves(curves)),
-                                    "Per-epoch loss and learning rate of each stage (dashed: ensemble baseline). "
-                                    "Later stages' losses are not comparable to stage 1's: their negatives "
-                                    "come only from the anchor's pseudo-label group."))
+                                    _curves_caption(run.recipe, "stage-1" in run.pseudo_label_groups())))
     return section
+
+
+def _curves_caption(recipe: Recipe, stage1_grouped: bool) -> str:
+    """What the curves show; ``stage1_grouped``: stage 1 trained with pseudo-labels too (stage 0's clusters)."""
+    dashed = {ENSEMBLE: " (dashed: ensemble baseline)",
+              FINETUNE: " (dashed: finetune-k, plain fine-tuning on random batches for as many steps)"}
+    text = f"Per-epoch loss and learning rate of each stage{dashed.get(recipe.baseline or '', '')}. "
+    if stage1_grouped:
+        other = "finetune-k's" if recipe.baseline == FINETUNE else "an unsupervised run's"
+        return text + (f"The stages' losses are not comparable to {other}: their negatives come only from the "
+                       "anchor's pseudo-label group (stage 1's from stage 0's clusters).")
+    return text + ("Later stages' losses are not comparable to stage 1's: their negatives come only from the "
+                   "anchor's pseudo-label group.")
 
 
 def cluster_sizes(run: ReportRun) -> Section:
@@ -94,8 +109,9 @@ def cluster_sizes(run: ReportRun) -> Section:
         sizes = {name: list(info["group_sizes"]) for name, info in groups.items()}
         figure = plots.size_bars("groups", sizes, "images")
         section.pictures.append(Picture("pseudo_label_groups.png", plots.png(figure),
-                                        "Pseudo-label groups each later stage trained with (clusters of all earlier "
-                                        f"stages combined, small groups merged); negatives come from one group. "
+                                        "Pseudo-label groups of each stage that trained with them (the clusters of "
+                                        "all earlier stages combined, small groups merged); negatives come from one "
+                                        f"group. "
                                         f"{merged}."))
     elif run.config.mcl.stages > 1:
         section.notes.append("no pseudo-label groups yet (stage 2 has not started)")
@@ -134,17 +150,39 @@ def probe_accuracy(run: ReportRun) -> Section:
                                         plots.png(plots.heatmap(probe, names, columns, matrix, with_chance)),
                                         f"{probe} probe: score per representation (rows) and attribute (columns)."))
         section.table_html += f"<h3>{html.escape(probe)}</h3>" + _html_table(names, columns, matrix)
-    claim = find_claim(evaluation.result, chance)
-    if CLAIM_PROBE in matrices and (bars := plots.claim_bars(CLAIM_PROBE, *matrices[CLAIM_PROBE], chance,
-                                                             claim.k if claim else None)) is not None:
-        section.pictures.insert(0, Picture(
-            "suppression.png", plots.png(bars),
-            f"{CLAIM_PROBE.capitalize()}-probe accuracy per attribute of each stage alone, of mcl-k (stages 1..k "
-            "integrated) and of ensemble-k (k seeds of stage 1 integrated: same size and training compute, "
-            "hatched); the dashed line is the attribute's chance level (1 / number of its values). An attribute a "
-            "stage leaves near its chance line is suppressed there; mcl-k well above it where ensemble-k is not "
-            "means a later stage picked up what stage 1 suppressed."))
+    recipe = run.recipe
+    claim = None if recipe.fine_tuning else find_claim(evaluation.result, chance)
+    if recipe.probe in matrices and (bars := plots.claim_bars(recipe.probe, *matrices[recipe.probe], chance,
+                                                              claim.k if claim else None,
+                                                              recipe.baseline)) is not None:
+        section.pictures.insert(0, Picture("suppression.png", plots.png(bars), _claim_caption(recipe)))
     return section
+
+
+def _claim_caption(recipe: Recipe) -> str:
+    """The claim chart's caption: what its bars are, for the run's baseline."""
+    probe = probe_label(recipe.probe)
+    chance = "the dashed line is the attribute's chance level (1 / number of its values)"
+    if recipe.fine_tuning:
+        return (f"{probe.capitalize()} accuracy per attribute of stage 0 (the model MCL fine-tunes), of each stage "
+                "alone, of mcl-k (stages 1..k integrated) and of finetune-k (plain fine-tuning from where stage 1 "
+                "starts, on random batches, with the same locks, learning rate, data and as many steps as stages "
+                "1..k; one model, where mcl-k integrates k). Each finetune-k bar is hatched in the color of the "
+                f"MCL representation it is compared with (finetune-1: stage-1, finetune-k: mcl-k); {chance}. MCL "
+                "beat plain fine-tuning on an attribute where the solid bar stands above the hatched bar of its "
+                "color.")
+    text = (f"{probe.capitalize()} accuracy per attribute of each stage alone, of mcl-k (stages 1..k integrated)")
+    if recipe.baseline == ENSEMBLE:
+        text += (" and of ensemble-k (k seeds of stage 1 integrated: same size and training compute, hatched in "
+                 "mcl-k's color)")
+    elif recipe.baseline == FINETUNE:
+        text += (" and of finetune-k (stage 1's training continued on random batches for as many steps as stages "
+                 "1..k: one model, hatched in the color of the one it is compared with)")
+    text += (f"; {chance}. An attribute a stage leaves near its chance line is suppressed there; mcl-k well above "
+             "it")
+    if recipe.baseline is not None:
+        text += f" where {recipe.baseline}-k is not"
+    return text + " means a later stage picked up what stage 1 suppressed."
 
 
 def _project_2d(features: np.ndarray, method: str) -> tuple[np.ndarray, str]:
@@ -182,11 +220,16 @@ def feature_maps(run: ReportRun) -> Section:
         maps[name], method = _project_2d(features, run.feature_map)
     figure = plots.scatter_grid(maps, subset.attributes, subset.attribute_values, method)
     what = "image embeddings" if run.modality.name == "multimodal" else "backbone features"
+    rows = "each stage alone, then all stages integrated"
+    if any(name.startswith(f"{FINETUNE}-") for name in maps):
+        rows += f", last row: {list(maps)[-1]}, the plain fine-tuning baseline after as many steps"
+    else:
+        rows = rows.replace(", then", ", last row:")
     section.pictures.append(Picture("feature_map.png", plots.png(figure),
                                     f"{method} of the {what} of {len(subset)} test images; row: representation "
-                                    "(each stage alone, last row: all stages integrated), column: the attribute "
-                                    "giving the color (legend beside each map). Points sorted into one-color "
-                                    "clusters mean the features separate that attribute."))
+                                    f"({rows}), column: the attribute giving the color (legend beside each map). "
+                                    "Points sorted into one-color clusters mean the features separate that "
+                                    "attribute."))
     return section
 
 
@@ -214,18 +257,23 @@ def _caption_cosines(run: ReportRun, member: str, table: ImageTable) -> np.ndarr
 def _pair_section(run: ReportRun, pairs: str, positive: str, negative: str, caption: str,
                   cosines: Callable[[str, ImageTable], np.ndarray]) -> Section:
     section = Section(f"Positive and negative pairs ({pairs})")
+    if not run.finished:  # before reading the data set: nothing to compare without a stage
+        section.notes.append("no finished stage yet")
+        return section
     table, why_not = run.table
-    if not run.finished or table is None:
-        section.notes.append("no finished stage yet" if not run.finished else why_not)
+    if table is None:
+        section.notes.append(why_not)
         return section
     rows = np.sort(np.random.default_rng(1).permutation(len(table.subset("train")))[:PAIR_SAMPLES])
     sample = table.subset("train").take(rows)
     similarities = {}
-    for member in run.stage_members():
-        labels = run.pseudo_labels(member, rows)
+    for member in run.stage_members() + run.baseline_members():
+        labels = run.pseudo_labels(member, rows) if member.startswith("stage-") else None
         same = None if labels is None else labels[:, None] == labels[None, :]
         similarities[member] = (cosines(member, sample), same)
     figure = plots.pair_histograms(similarities, positive, negative)
+    if run.baseline_members():
+        caption += " finetune-k panels: the plain fine-tuning baseline, no groups (its batches are random)."
     section.pictures.append(Picture("pair_similarity.png", plots.png(figure), caption.format(n=len(rows))))
     return section
 
