@@ -9,6 +9,8 @@ uniform directions), K = 10 and 100: 100k points of both kinds, 1M clustered poi
   points (``max(64 K, 8192)``) ``mcl-torch`` fits a seeded sample, then makes one chunked pass over all points;
 - ``mcl-full``: the torch backend fitting every point (``sample_size=N``): the behaviour before sampling,
   side by side with ``mcl-torch`` (``--no-full`` leaves it out);
+- ``mcl-<rev>`` (``--baseline REV``): ``kmeans`` of ``src/mcl/clustering.py`` as committed at git revision
+  ``REV`` (e.g. ``HEAD``), loaded as a separate module: before/after a change, in one run;
 - ``sk-minibatch``: ``MiniBatchKMeans(K)`` (batch 1024, k-means++, early stopping);
 - ``sk-kmeans``: ``KMeans(K)`` (k-means++, one run, ``max_iter`` 300; at 1M points capped at
   ``--max-iter-1m``, default 30, to bound the runtime).
@@ -20,11 +22,18 @@ any round); the table shows median seconds and the ratios
 (<= 1 is equal or better).
 
     python benchmarks/clustering.py [--quick | --full] [--device cuda] [--threads 2] [--sklearn minibatch]
+        [--no-full] [--baseline HEAD] [--sizes 100000] [--clusters 100] [--data clustered]
 """
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from _common import interleaved, limit_threads, machine, median, parser, table
@@ -43,8 +52,23 @@ def points(n: int, kind: str, seed: int = 0) -> np.ndarray:
     return data
 
 
+def baseline_module(revision: str) -> ModuleType:
+    """``src/mcl/clustering.py`` at git ``revision``, imported under its own name (it needs only numpy and torch)."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{revision}:src/mcl/clustering.py"],
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "clustering_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("mcl_clustering_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
 def methods(data: np.ndarray, k: int, device: str, max_iter: int, full: bool = True,
-            sklearn: str = "both") -> dict[str, Callable[[], float]]:
+            sklearn: str = "both", baseline: tuple[str, ModuleType] | None = None) -> dict[str, Callable[[], float]]:
     """name -> zero-argument callable that clusters ``data`` and returns the inertia."""
     import torch
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -55,12 +79,14 @@ def methods(data: np.ndarray, k: int, device: str, max_iter: int, full: bool = T
     defaults = MCLConfig()
     on_device = torch.from_numpy(data).to(device)
 
-    def ours(backend: str, sample_size: int | None = None) -> Callable[[], float]:
-        return lambda: kmeans(on_device if backend == "torch" else data, k, restarts=defaults.kmeans_restarts,
+    def ours(backend: str, sample_size: int | None = None, function: Callable = kmeans) -> Callable[[], float]:
+        return lambda: function(on_device if backend == "torch" else data, k, restarts=defaults.kmeans_restarts,
                               iterations=defaults.kmeans_iterations, seed=0, backend=backend,
                               device=device, sample_size=sample_size).inertia
 
     candidates = {"mcl-torch": ours("torch"), "mcl-full": ours("torch", len(data)), "mcl-faiss": ours("faiss")}
+    if baseline is not None:
+        candidates[f"mcl-{baseline[0]}"] = ours("torch", function=baseline[1].kmeans)
     if not full:
         del candidates["mcl-full"]
     if not faiss_available():
@@ -72,9 +98,9 @@ def methods(data: np.ndarray, k: int, device: str, max_iter: int, full: bool = T
 
 
 def run_case(n: int, k: int, kind: str, device: str, repeats: int, max_iter: int, full: bool = True,
-             sklearn: str = "both") -> list[list[object]]:
+             sklearn: str = "both", baseline: tuple[str, ModuleType] | None = None) -> list[list[object]]:
     """Time all methods on one data set; one table row per (mcl backend, scikit-learn method) pair."""
-    candidates = methods(points(n, kind), k, device, max_iter, full, sklearn)
+    candidates = methods(points(n, kind), k, device, max_iter, full, sklearn, baseline)
     inertia: dict[str, float] = {}
 
     def recording(name: str, function: Callable[[], float]) -> Callable[[], None]:
@@ -98,23 +124,28 @@ def main() -> None:
     options.add_argument("--sklearn", choices=["both", "minibatch"], default="both",
                          help="scikit-learn methods: MiniBatchKMeans and KMeans (default), or MiniBatchKMeans only")
     options.add_argument("--no-full", action="store_true", help="leave out mcl-full (the unsampled torch fit)")
+    options.add_argument("--baseline", metavar="REV", help="also time src/mcl/clustering.py at git revision REV")
+    options.add_argument("--sizes", type=int, nargs="+", help="only these N (default 100k and 1M; --quick 20k, 100k)")
+    options.add_argument("--clusters", type=int, nargs="+", default=[10, 100], help="K values (default 10 100)")
     args = options.parse_args()
     limit_threads(args.threads)
     print(f"# clustering benchmark: {machine()}; {args.threads} threads")
-    sizes = [20_000, 100_000] if args.quick else [100_000, 1_000_000]
+    sizes = args.sizes or ([20_000, 100_000] if args.quick else [100_000, 1_000_000])
+    baseline = (args.baseline, baseline_module(args.baseline)) if args.baseline else None
     kinds = ["clustered", "uniform"] if args.data == "both" else [args.data]
-    for function in methods(points(5000, "clustered"), 10, args.device, 300, not args.no_full, args.sklearn).values():
+    for function in methods(points(5000, "clustered"), 10, args.device, 300, not args.no_full, args.sklearn,
+                            baseline).values():
         function()  # load libraries and kernels before anything is timed
     rows = []
     for n in sizes:
         large = n >= 1_000_000
-        for k in (10, 100):
+        for k in args.clusters:
             if large and k == 100 and not args.full:
                 continue
             for kind in kinds[:1] if large and args.data == "both" else kinds:
                 repeats = args.repeats or (1 if large else 2)
                 new = run_case(n, k, kind, args.device, repeats, args.max_iter_1m if large else 300,
-                               not args.no_full, args.sklearn)
+                               not args.no_full, args.sklearn, baseline)
                 rows += new
                 print(table(HEADER, new, with_header=False), flush=True)
     print()

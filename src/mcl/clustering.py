@@ -16,7 +16,10 @@ Two backends behind :func:`kmeans`:
   all points, ``chunk_size`` rows at a time, assigns every point to its nearest centroid and
   accumulates the clusters' sums; each centroid moves to the mean of its points (one Lloyd update, so
   the inertia can only drop) and the inertia of that final partition is computed exactly from the
-  sums. Memory: the sample plus one ``(chunk_size, K)`` block, never ``N x K``. At 100k points this is
+  sums. Memory: the sample plus one ``(chunk_size, K)`` block, never ``N x K``. On CPU this path takes
+  the nearest centroid with numpy's vectorised ``argmin`` (torch's ``min`` along rows is scalar code, a
+  third of the distance GEMM's time at K = 100), gathers rows with ``index_select`` and sums clusters
+  with ``index_add_``: same labels as the general helpers, sums in another order. At 100k points this is
   about as good as the full fit (inertia within 0.3% of scikit-learn's) at a fraction of the time;
   N up to ``sample_size`` (e.g. the demo's 4000 points) runs the full fit, bit for bit as before.
 - ``faiss`` (when ``faiss-cpu``/``faiss-gpu`` is installed; ``backend="faiss"`` only, since ``auto``
@@ -187,6 +190,39 @@ def assign(data: torch.Tensor, centroids: torch.Tensor,
     return labels, partial.add_(norms).clamp_min_(0)
 
 
+def _row_min(block: torch.Tensor, values: torch.Tensor, labels: torch.Tensor) -> None:
+    """``torch.min(block, dim=1, out=(values, labels))``, faster on CPU: same values and (first) indices.
+
+    On CPU torch's min-with-index along rows is scalar code (about 1 ns per element: a third of the
+    time of the distance GEMM at K = 100); numpy's argmin is vectorised (3.5x faster at K = 100, as
+    fast at K = 10), and gathering the minima by index costs next to nothing.
+    """
+    if block.device.type != "cpu":
+        torch.min(block, dim=1, out=(values, labels))
+        return
+    np.argmin(block.numpy(), axis=1, out=labels.numpy())
+    torch.gather(block, 1, labels[:, None], out=values[:, None])
+
+
+def _assign_fast(data: torch.Tensor, centroids: torch.Tensor,
+                 norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`assign` for the sampled path: blocks of ``CHUNK_ROWS`` rows (cache-sized) and :func:`_row_min`."""
+    norms = squared_norms(data) if norms is None else norms
+    labels = torch.empty(data.shape[0], dtype=torch.long, device=data.device)
+    partial = torch.empty(data.shape[0], dtype=torch.float32, device=data.device)
+    centroid_norms = squared_norms(centroids)
+    for start in range(0, data.shape[0], CHUNK_ROWS):
+        block = torch.addmm(centroid_norms, data[start : start + CHUNK_ROWS], centroids.T, alpha=-2)
+        _row_min(block, partial[start : start + CHUNK_ROWS], labels[start : start + CHUNK_ROWS])
+    return labels, partial.add_(norms).clamp_min_(0)
+
+
+def _sums_fast(data: torch.Tensor, labels: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`centroid_sums` for the sampled path: ``index_add_`` (half the time of the sparse matmul at 1 thread)."""
+    sums = torch.zeros(clusters, data.shape[1], dtype=data.dtype, device=data.device).index_add_(0, labels, data)
+    return sums, torch.bincount(labels, minlength=clusters)
+
+
 def centroid_sums(data: torch.Tensor, labels: torch.Tensor, clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-cluster sums of the rows and the cluster sizes (one sparse ``(K, N) @ (N, D)`` matmul)."""
     counts = torch.bincount(labels, minlength=clusters)
@@ -236,26 +272,31 @@ def _reseed_empty(centroids: torch.Tensor, counts: torch.Tensor, data: torch.Ten
 
 
 def _update(data: torch.Tensor, labels: torch.Tensor, distances: torch.Tensor, clusters: int,
-            spherical: bool) -> torch.Tensor:
-    sums, counts = centroid_sums(data, labels, clusters)
+            spherical: bool, fast: bool = False) -> torch.Tensor:
+    sums, counts = (_sums_fast if fast else centroid_sums)(data, labels, clusters)
     centroids = sums / counts.clamp_min(1)[:, None].to(sums.dtype)
     _reseed_empty(centroids, counts, data, distances)
     return torch.nn.functional.normalize(centroids, dim=1) if spherical else centroids
 
 
 def lloyd(data: torch.Tensor, norms: torch.Tensor, centroids: torch.Tensor, iterations: int, tolerance: float,
-          spherical: bool) -> _Fit:
-    """Lloyd iterations from ``centroids`` until the relative inertia gain drops below ``tolerance``."""
+          spherical: bool, fast: bool = False) -> _Fit:
+    """Lloyd iterations from ``centroids`` until the relative inertia gain drops below ``tolerance``.
+
+    ``fast`` (the sampled path only): :func:`_assign_fast` and :func:`_sums_fast` instead of
+    :func:`assign` and :func:`centroid_sums` (same labels; sums in another order, so not bit for bit).
+    """
     clusters = centroids.shape[0]
+    assign_ = _assign_fast if fast else assign
     previous = math.inf
     for iteration in range(1, iterations + 1):
-        labels, distances = assign(data, centroids, norms)
+        labels, distances = assign_(data, centroids, norms)
         inertia = float(distances.sum(dtype=torch.float64))
         if previous - inertia <= tolerance * inertia:
             return _Fit(centroids, labels, distances, iteration)
         previous = inertia
-        centroids = _update(data, labels, distances, clusters, spherical)
-    labels, distances = assign(data, centroids, norms)
+        centroids = _update(data, labels, distances, clusters, spherical, fast)
+    labels, distances = assign_(data, centroids, norms)
     return _Fit(centroids, labels, distances, iterations)
 
 
@@ -275,33 +316,38 @@ def _levels(n_points: int, clusters: int, sample_per_cluster: int, seed: int) ->
 
 
 def _kmeans_torch(data: torch.Tensor, clusters: int, restarts: int, iterations: int, seed: int, spherical: bool,
-                  tolerance: float, sample_per_cluster: int) -> _Fit:
+                  tolerance: float, sample_per_cluster: int, fast: bool = False) -> _Fit:
     """Restarts on the coarsest level, then each finer level starts from the previous level's centroids."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     norms = squared_norms(data)
     fit: _Fit | None = None
     for level, rows in enumerate(_levels(data.shape[0], clusters, sample_per_cluster, seed)):
         index = None if rows is None else torch.from_numpy(rows).to(data.device)
-        points = data if index is None else data[index]
-        point_norms = norms if index is None else norms[index]
+        if fast:  # index_select: 10x faster than advanced indexing for a row gather on CPU, same values
+            points = data if index is None else data.index_select(0, index)
+            point_norms = norms if index is None else norms.index_select(0, index)
+        else:
+            points = data if index is None else data[index]
+            point_norms = norms if index is None else norms[index]
         if level == 0:
-            fit = _best_restart(points, point_norms, clusters, restarts, iterations, tolerance, spherical, generator)
+            fit = _best_restart(points, point_norms, clusters, restarts, iterations, tolerance, spherical, generator,
+                                fast)
         else:
             assert fit is not None
-            fit = lloyd(points, point_norms, fit.centroids, iterations, tolerance, spherical)
+            fit = lloyd(points, point_norms, fit.centroids, iterations, tolerance, spherical, fast)
     assert fit is not None
     return fit
 
 
 def _best_restart(data: torch.Tensor, norms: torch.Tensor, clusters: int, restarts: int, iterations: int,
-                  tolerance: float, spherical: bool, generator: torch.Generator) -> _Fit:
+                  tolerance: float, spherical: bool, generator: torch.Generator, fast: bool = False) -> _Fit:
     """Lowest-inertia result of ``restarts`` greedy k-means++ seedings, each followed by Lloyd."""
     best: _Fit | None = None
     for _ in range(restarts):
         start = greedy_kmeans_plus_plus(data, norms, clusters, generator)
         if spherical:
             start = torch.nn.functional.normalize(start, dim=1)
-        fit = lloyd(data, norms, start, iterations, tolerance, spherical)
+        fit = lloyd(data, norms, start, iterations, tolerance, spherical, fast)
         if best is None or fit.inertia < best.inertia:
             best = fit
     assert best is not None
@@ -334,8 +380,9 @@ def _float_rows(points: np.ndarray | torch.Tensor, rows: slice | np.ndarray,
                 device: str | torch.device | None) -> torch.Tensor:
     """``points[rows]`` as a float32 tensor on ``device`` (default: where the points are)."""
     if torch.is_tensor(points):
-        index = rows if isinstance(rows, slice) else torch.from_numpy(rows).to(points.device)
-        block = points[index]
+        # index_select: a row gather 10x faster than advanced indexing on CPU (same values)
+        block = (points[rows] if isinstance(rows, slice)
+                 else points.index_select(0, torch.from_numpy(rows).to(points.device)))
     else:
         array = np.ascontiguousarray(points[rows])
         block = torch.from_numpy(array if array.flags.writeable else array.copy())  # read-only maps: copy the rows
@@ -349,7 +396,7 @@ def _kmeans_sampled(points: np.ndarray | torch.Tensor, clusters: int, restarts: 
     rows = np.sort(np.random.default_rng([seed, 1]).choice(points.shape[0], sample_size, replace=False))
     sample = _float_rows(points, rows, device)
     fit = _kmeans_torch(sample, clusters, restarts, iterations, seed, spherical, max(tolerance, SAMPLE_TOLERANCE),
-                        sample_per_cluster)
+                        sample_per_cluster, fast=True)
     labels, distances, sums, counts = _assign_chunks(points, fit.centroids, chunk_size, sample.device)
     # One Lloyd update on all points: the mean of a cluster's points minimises its squared distances,
     # so the partition's inertia w.r.t. the new centroids b can only drop. It follows from the sums S,
@@ -372,12 +419,13 @@ def _assign_chunks(points: np.ndarray | torch.Tensor, centroids: torch.Tensor, c
     labels = torch.empty(n_points, dtype=torch.long, device=device)
     distances = torch.empty(n_points, dtype=torch.float32, device=device)
     sums = torch.zeros(clusters, points.shape[1], dtype=torch.float32, device=device)
-    counts = torch.zeros(clusters, dtype=torch.long, device=device)
+    centroid_norms = squared_norms(centroids)
     for start in range(0, n_points, chunk_size):
         chunk = _float_rows(points, slice(start, start + chunk_size), device)
-        chunk_labels, chunk_distances = assign(chunk, centroids)
-        labels[start : start + len(chunk)], distances[start : start + len(chunk)] = chunk_labels, chunk_distances
-        chunk_sums, chunk_counts = centroid_sums(chunk, chunk_labels, clusters)
-        sums += chunk_sums
-        counts += chunk_counts
+        rows = slice(start, start + len(chunk))
+        block = torch.addmm(centroid_norms, chunk, centroids.T, alpha=-2)
+        _row_min(block, distances[rows], labels[rows])
+        distances[rows].add_(squared_norms(chunk)).clamp_min_(0)
+        sums.index_add_(0, labels[rows], chunk)  # in place: no (K, D) temporary per chunk
+    counts = torch.bincount(labels, minlength=clusters)
     return labels, distances, sums, counts
