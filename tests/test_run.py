@@ -85,9 +85,11 @@ def test_an_unchanged_file_is_hashed_once_per_process(run, monkeypatch):
 
 def test_resume_removes_temporaries_of_interrupted_writes(run):
     stale = run.stage_dir(1) / ".checkpoint.safetensors.abc123.tmp"
+    baseline = run.member_dir("finetune-1") / ".weights.safetensors.def456.tmp"  # baseline members too
     write_bytes(stale, b"half a checkpoint")
+    write_bytes(baseline, b"half a baseline")
     run.start(config_from_dict({}), DATA)
-    assert not stale.exists()
+    assert not stale.exists() and not baseline.exists()
 
 
 def test_require_existing(tmp_path, run):

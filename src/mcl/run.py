@@ -319,14 +319,13 @@ class RunDirectory:
                 tmp.unlink(missing_ok=True)
 
     def member_dirs(self) -> list[Path]:
-        """``stage-*`` then ``ensemble-*`` directories that exist, each kind in numeric order."""
+        """``stage-*``, ``ensemble-*`` then ``finetune-*`` directories that exist, each kind in numeric order."""
         def number(path: Path) -> int:
             suffix = path.name.rsplit("-", 1)[-1]
             return int(suffix) if suffix.isdigit() else 0
 
-        stages = [p for p in self.root.glob("stage-*") if p.is_dir()]
-        ensemble = [p for p in self.root.glob("ensemble-*") if p.is_dir()]
-        return sorted(stages, key=number) + sorted(ensemble, key=number)
+        return [path for kind in ("stage", "ensemble", "finetune")
+                for path in sorted((p for p in self.root.glob(f"{kind}-*") if p.is_dir()), key=number)]
 
     def record(self, *paths: Path) -> None:
         """Mark finished files in the manifest with their sha256 (after they were written atomically)."""

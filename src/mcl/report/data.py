@@ -124,9 +124,7 @@ class ReportRun:
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
         """``member -> per-epoch records`` of every member directory with at least one epoch (finetune-k last)."""
-        finetune = sorted((d for d in self.root.glob(f"{FINETUNE}-*") if d.is_dir()),
-                          key=lambda d: member_number(d.name, FINETUNE) or 0)
-        curves = {d.name: read_jsonl(d / METRICS_FILE) for d in [*self.run.member_dirs(), *finetune]}
+        curves = {d.name: read_jsonl(d / METRICS_FILE) for d in self.run.member_dirs()}
         return {name: records for name, records in curves.items() if records}
 
     def cluster_sizes(self) -> dict[str, list[int]]:
