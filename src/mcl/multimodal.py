@@ -319,8 +319,6 @@ class ImageTextTask:
         """
         if self.cache_blocker is not None:
             return None
-        from mcl.align import split_image_tower
-
         unlocked = self.config.multimodal.unlocked_image_groups
         if model not in self._locked_digests:
             digest = None
@@ -334,10 +332,17 @@ class ImageTextTask:
                 digest = _locked_digest(model, unlocked)
             self._locked_digests[model] = digest
         digest = self._locked_digests[model]
-        if digest is None:
-            return None
-        prefix, suffix = split_image_tower(model, unlocked)
+        return None if digest is None else self._serving_suffix(model, digest)
+
+    def _serving_suffix(self, model: PretrainedTowers, digest: str, build: bool = True) -> ImageFn | None:
+        """``model``'s unlocked image suffix, :attr:`locked_features` holding the outputs of its locked layers
+        (weights ``digest``): rebuilt when they hold another model's, unless ``build`` is False (then None)."""
+        from mcl.align import split_image_tower
+
+        prefix, suffix = split_image_tower(model, self.config.multimodal.unlocked_image_groups)
         if not self._cache_serves(digest):
+            if not build:
+                return None
             self.locked_features = self._compute_locked_features(model, prefix, digest)
         return suffix
 
@@ -409,19 +414,18 @@ class ImageTextTask:
         model = unwrap_model(model)
         with evaluating(model):
             suffix = self._embedding_suffix(model)
-        if suffix is None:
-            return embed_images(model, self.images, model.encode_image, out)
-        logger.info("multimodal: embedding the training set from the locked-feature cache (only the last %d image "
-                    "groups run)", self.config.multimodal.unlocked_image_groups)
-        features = self.locked_features
-        assert features is not None and isinstance(model, PretrainedTowers)  # _embedding_suffix checked both
+            if suffix is None:
+                return embed_images(model, self.images, model.encode_image, out)
+            logger.info("multimodal: embedding the training set from the locked-feature cache (only the last %d "
+                        "image groups run)", self.config.multimodal.unlocked_image_groups)
+            features = self.locked_features
+            assert features is not None and isinstance(model, PretrainedTowers)  # _embedding_suffix checked both
 
-        def chunks(shard: np.ndarray) -> Iterator[torch.Tensor]:
-            for rows in embed_chunks(shard):
-                activations = features.image[torch.as_tensor(rows, device=self.device)]
-                yield torch.nn.functional.normalize(model.image_projection(suffix(activations)).float(), dim=1)
+            def chunks(shard: np.ndarray) -> Iterator[torch.Tensor]:
+                for rows in embed_chunks(shard):
+                    activations = features.image[torch.as_tensor(rows, device=self.device)]
+                    yield torch.nn.functional.normalize(model.image_projection(suffix(activations)).float(), dim=1)
 
-        with evaluating(model):
             return embed_in_shards(chunks, self.num_samples, out)
 
     def _embedding_suffix(self, model: nn.Module) -> ImageFn | None:
@@ -436,16 +440,10 @@ class ImageTextTask:
         """
         if self.cache_blocker is not None or not isinstance(model, PretrainedTowers):
             return None
-        from mcl.align import split_image_tower
-
-        unlocked = self.config.multimodal.unlocked_image_groups
-        digest = _locked_digest(model, unlocked)
-        prefix, suffix = split_image_tower(model, unlocked)
-        if not self._cache_serves(digest):
-            if self.config.train.amp != "off" or _autocast_dtype(self.device) is not None:
-                return None  # training caches under autocast: a cache built here would serve no step
-            self.locked_features = self._compute_locked_features(model, prefix, digest)
-        return suffix
+        digest = _locked_digest(model, self.config.multimodal.unlocked_image_groups)
+        # Under train.amp, training caches under autocast: a cache built here would serve no step.
+        build = self.config.train.amp == "off" and _autocast_dtype(self.device) is None
+        return self._serving_suffix(model, digest, build)
 
     def training_state(self, model: nn.Module) -> None:
         """None: the CLIP loss keeps no state outside the model (the logit scale is a model parameter)."""
