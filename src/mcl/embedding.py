@@ -39,14 +39,15 @@ def images_to_tensor(images: ImageBatch) -> torch.Tensor:
     return tensor.float()
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s (first) parameters."""
     return next(model.parameters()).device
 
 
 def _encode_batched(model: nn.Module, items: ImageBatch | Sequence[str], batch_size: int,
                     encode: Callable[[Any, torch.device], torch.Tensor]) -> torch.Tensor:
     """L2-normalised ``(N, D)`` float32 CPU embeddings of ``encode(items[batch], device)``, batch by batch."""
-    device, out = _device(model), []
+    device, out = model_device(model), []
     with evaluating(model):
         for start in range(0, len(items), batch_size):
             out.append(l2_normalize(encode(items[start:start + batch_size], device).float()).cpu())

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcl.embedding import ImageBatch, images_to_tensor
+from mcl.embedding import ImageBatch, images_to_tensor, model_device
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers, tokens_to
 from mcl.multimodal import MultistageTwoTower
@@ -125,7 +125,7 @@ class MemberEmbeddings:
         """Every member's raw ``(N, D_m)`` embeddings of uint8 ``(N, H, W, 3)`` images, on the members' device."""
         key = _content_key(images)
         if key not in self._image_cache:
-            device = _device(next(iter(self.models.values())))
+            device = model_device(next(iter(self.models.values())))
             self._image_cache[key] = self._encode(
                 self._image, [images[s:s + self.batch_size] for s in range(0, len(images), self.batch_size)],
                 lambda batch: images_to_tensor(batch).to(device))
@@ -136,7 +136,7 @@ class MemberEmbeddings:
         key = tuple(str(t) for t in texts)
         if key not in self._text_cache:
             first = next(iter(self.models.values()))
-            device = _device(first)
+            device = model_device(first)
             self._text_cache[key] = self._encode(
                 self._text, [list(key[s:s + self.batch_size]) for s in range(0, len(key), self.batch_size)],
                 lambda batch: tokens_to(first.tokenize(batch), device))
@@ -206,10 +206,6 @@ class RepresentationEmbedder:
         # As _encode_batched normalises each batch of model.encode_*: composition is row-wise, so the same rows.
         with torch.no_grad():
             return l2_normalize(self.model.compose(parts).float()).cpu()
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _content_key(images: ImageBatch) -> tuple:

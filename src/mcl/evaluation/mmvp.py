@@ -46,6 +46,7 @@ from mcl.errors import DataError
 QUESTIONS_FILE = "Questions.csv"
 IMAGES_DIR = "MLLM_VLM Images"
 PROMPT_PREFIX = "a photo of "
+MMVP_BATCH_SIZE = 64  # images and statements per forward pass (the scores' last bits depend on it)
 MMVP_CATEGORIES = (
     "Orientation and Direction",
     "Presence of Specific Features",
@@ -220,7 +221,7 @@ def load_mmvp(mmvp_dir: str | os.PathLike, image_size: int = 224) -> MMVPBenchma
                          [p.statements for p in pairs])
 
 
-def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = 64,
+def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = MMVP_BATCH_SIZE,
                embedder: Embedder | None = None) -> dict[str, object]:
     """:func:`evaluate_mmvp`'s scores of a loaded benchmark (``embedder``: see :func:`score_pairs`)."""
     return _summarise(benchmark.categories,
@@ -228,7 +229,7 @@ def score_mmvp(model: nn.Module, benchmark: MMVPBenchmark, batch_size: int = 64,
 
 
 def evaluate_mmvp(model: nn.Module, mmvp_dir: str | os.PathLike, image_size: int = 224,
-                  batch_size: int = 64) -> dict[str, object]:
+                  batch_size: int = MMVP_BATCH_SIZE) -> dict[str, object]:
     """Score a two-tower model on MMVP-VLM.
 
     Images are centre-cropped and resized to ``image_size`` before the model (which then applies its

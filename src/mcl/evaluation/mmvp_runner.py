@@ -17,12 +17,10 @@ from typing import Any
 
 from mcl.api import load_member, read_run_config
 from mcl.errors import ConfigError
-from mcl.evaluation.mmvp import load_mmvp, score_mmvp
+from mcl.evaluation.mmvp import MMVP_BATCH_SIZE, load_mmvp, score_mmvp
 from mcl.evaluation.multimodal_runner import representation_embedders, row
 from mcl.modalities import IMAGE_TEXT, modality_of
 from mcl.run import CONFIG_FILE, RunDirectory
-
-BATCH_SIZE = 64  # score_mmvp's default
 
 
 def mmvp_rows(run_dir: str | Path, mmvp_dir: str | Path, image_size: int | None = None) -> dict[str, Any]:
@@ -41,9 +39,10 @@ def mmvp_rows(run_dir: str | Path, mmvp_dir: str | Path, image_size: int | None 
     benchmark = load_mmvp(mmvp_dir, image_size=size)
     rows = []
     # Each member encodes the MMVP images and statements once (score_mmvp's batch size: the same numbers).
-    models = representation_embedders(run, config, lambda member: load_member(run.root, member, config), BATCH_SIZE)
+    models = representation_embedders(run, config, lambda member: load_member(run.root, member, config),
+                                      MMVP_BATCH_SIZE)
     for name, (model, embedder) in models.items():
-        scores = score_mmvp(model, benchmark, BATCH_SIZE, embedder)
+        scores = score_mmvp(model, benchmark, MMVP_BATCH_SIZE, embedder)
         for category, accuracy in [*scores["categories"].items(), ("average", scores["average"])]:
             rows.append(row(name, category, "mmvp", accuracy))
     return {"kind": "mmvp", "mmvp_dir": str(mmvp_dir), "image_size": size, "rows": rows}

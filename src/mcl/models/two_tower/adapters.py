@@ -120,12 +120,9 @@ class OpenCLIPAdapter(TwoTowerModel):
 
         visit(self.model)
 
-    def freeze_image_bn_stats(self) -> None:
-        """Every BatchNorm of ``model.visual`` in eval mode (open_clip's towers list no layer groups to walk)."""
-        for module in self.model.visual.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self._eval_groups.append(module)
-                module.eval()
+    def _image_tower_modules(self) -> list[nn.Module]:
+        """``model.visual`` whole: open_clip's towers list no layer groups to walk."""
+        return [self.model.visual]
 
     def lock_text(self, unlocked_groups: int = 0) -> None:
         """open_clip's ``lock_text_tower`` (models without one: non-visual parameters frozen); locked layers in eval."""

@@ -192,11 +192,15 @@ class TwoTowerModel(nn.Module):
         pretrained running statistics. Under MCL a batch holds one pseudo-label group, whose statistics
         are not the data's: updating running statistics from them shifts every feature at eval time.
         """
-        for group in self.image_layer_groups():
+        for group in self._image_tower_modules():
             for module in group.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     self._eval_groups.append(module)
                     module.eval()
+
+    def _image_tower_modules(self) -> list[nn.Module]:
+        """The image tower as modules to walk (:meth:`freeze_image_bn_stats`): its layer groups."""
+        return self.image_layer_groups()
 
     def train(self, mode: bool = True) -> TwoTowerModel:
         """Set train/eval mode, keeping locked groups (see ``lock_*``) in eval mode."""
