@@ -20,3 +20,40 @@ def tiny_aligned_stage0(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     build_aligned_stage0(settings, path)
     return [f"multimodal.stage0_checkpoint={path}", "multimodal.embed_dim=16", "multimodal.image_resolution=16",
             f"multimodal.context_length={settings.context_length}"]
+
+
+@pytest.fixture
+def tiny_hf_clip(tmp_path):  # noqa: ANN001, ANN201 - (transformers CLIPModel, CLIPTokenizer)
+    """A tiny random transformers ``CLIPModel`` (seed 0) and a CLIP BPE tokenizer over single letters plus the
+    merges of "red" (its vocab/merges files in ``tmp_path/bpe``). Needs transformers (extra ``text``)."""
+    import json
+
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {c: i for i, c in enumerate(letters)}
+    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(letters)})
+    for token in ("re", "red</w>", "<|startoftext|>", "<|endoftext|>"):
+        vocab[token] = len(vocab)
+    directory = tmp_path / "bpe"
+    directory.mkdir()
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\nr e\nre d</w>\n")
+    tokenizer = transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 24, "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
+    return transformers.CLIPModel(config), tokenizer
+
+
+@pytest.fixture
+def tiny_hf_clip_dir(tmp_path, tiny_hf_clip):  # noqa: ANN001, ANN201
+    """:func:`tiny_hf_clip` saved with ``save_pretrained`` (model and tokenizer) in ``tmp_path/hf-clip``."""
+    model, tokenizer = tiny_hf_clip
+    directory = tmp_path / "hf-clip"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

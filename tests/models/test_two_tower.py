@@ -121,36 +121,8 @@ def test_lock_text_tower() -> None:
 # ---------------------------------------------------------------------------------------------- HF CLIP
 
 
-def _tiny_clip_tokenizer(directory: Path):  # noqa: ANN202 - transformers type
-    """A CLIP BPE tokenizer over single letters plus two merges, from vocab/merges files."""
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": len(vocab) + i for i, c in enumerate(letters)})
-    merges = ["r e", "re d</w>"]
-    for token in ("re", "red</w>", "<|startoftext|>", "<|endoftext|>"):
-        vocab[token] = len(vocab)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
-
-
-def _tiny_hf_clip(directory: Path):  # noqa: ANN202 - transformers type
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
-    tokenizer = _tiny_clip_tokenizer(directory)
-    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 24, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
-    torch.manual_seed(0)
-    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
-    return transformers.CLIPModel(config), tokenizer
-
-
-def test_hf_clip_adapter_tiny(tmp_path: Path) -> None:
-    model, tokenizer = _tiny_hf_clip(tmp_path / "bpe")
+def test_hf_clip_adapter_tiny(tiny_hf_clip) -> None:  # noqa: ANN001 - (CLIPModel, CLIPTokenizer)
+    model, tokenizer = tiny_hf_clip
     adapter = HFCLIPAdapter(model, tokenizer)
     _check_interface(adapter, image_size=20)  # resized to 32 inside
     tokens = adapter.tokenize(CAPTIONS)
@@ -164,12 +136,11 @@ def test_hf_clip_adapter_tiny(tmp_path: Path) -> None:
     assert any(name.startswith("model.text_model.encoder.") for name in trainable)
 
 
-def test_hf_clip_adapter_from_pretrained_directory(tmp_path: Path) -> None:
-    model, tokenizer = _tiny_hf_clip(tmp_path / "bpe")
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
-    adapter = build_two_tower("hf-clip", path_or_name=tmp_path)
+def test_hf_clip_adapter_from_pretrained_directory(tiny_hf_clip, tiny_hf_clip_dir: Path) -> None:  # noqa: ANN001
+    model, tokenizer = tiny_hf_clip
+    (tiny_hf_clip_dir / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    adapter = build_two_tower("hf-clip", path_or_name=tiny_hf_clip_dir)
     assert isinstance(adapter, HFCLIPAdapter) and adapter.embed_dim == 8
     assert torch.allclose(adapter.preprocess.std.flatten(), torch.full((3,), 0.25))
     reference = HFCLIPAdapter(model, tokenizer).eval()
@@ -337,15 +308,12 @@ def test_user_two_tower_from_config_defaults() -> None:
         TWO_TOWER_MODELS.unregister("mine")
 
 
-def test_hf_prefix_name_builds_from_directory(tmp_path: Path) -> None:
+def test_hf_prefix_name_builds_from_directory(tiny_hf_clip_dir: Path) -> None:
     from mcl.config import MultimodalConfig
     from mcl.models.two_tower import build_two_tower_from_config
 
-    model, tokenizer = _tiny_hf_clip(tmp_path / "bpe")
-    model.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
     mm = MultimodalConfig(enabled=True)
-    mm.model = f"hf:{tmp_path}"  # the config's type check is the lead's; the registry resolves the prefix
+    mm.model = f"hf:{tiny_hf_clip_dir}"  # the config's type check is the lead's; the registry resolves the prefix
     adapter = build_two_tower_from_config(mm, None, load_pretrained=False)
     assert isinstance(adapter, HFCLIPAdapter) and adapter.embed_dim == 8
 
