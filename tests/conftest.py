@@ -57,3 +57,20 @@ def tiny_hf_clip_dir(tmp_path, tiny_hf_clip):  # noqa: ANN001, ANN201
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Path
+    """A 2-layer, 16-wide random BERT (seed 0) with a small word vocabulary, saved as a local Hugging Face
+    model directory: a fast stand-in for MiniLM as ``PretrainedTowers``' text tower. Needs transformers."""
+    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
+    words = ["a", "red", "green", "blue", "square", "circle", "triangle", "striped", "dotted"]
+    directory = tmp_path_factory.mktemp("bert") / "tiny-bert"
+    directory.mkdir()
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    transformers.BertTokenizer(str(directory / "vocab.txt")).save_pretrained(str(directory))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    transformers.BertModel(config).save_pretrained(str(directory))
+    return directory

