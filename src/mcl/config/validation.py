@@ -112,7 +112,7 @@ def _check_shard_order(config: Config) -> None:
 
 def _check_multimodal(config: Config) -> None:
     """Keys that only make sense together (each error names the key to change)."""
-    from mcl.data.captions import TRIFEATURE_ATTRIBUTES
+    from mcl.data.captions import MARKED_TRIFEATURE_ATTRIBUTES, TRIFEATURE_ATTRIBUTES
 
     multimodal = config.multimodal
     if (config.objective.name == "clip") != multimodal.enabled:
@@ -122,7 +122,7 @@ def _check_multimodal(config: Config) -> None:
     if config.data.source in WEB_SOURCES and not config.data.path:
         raise ConfigError(f"config key 'data.path': required for data.source={config.data.source!r} "
                           "(the img2dataset folder or the WebDataset shard pattern)")
-    named = (*TRIFEATURE_ATTRIBUTES, "mark") if config.data.source == "captioned-trifeature-marked" \
+    named = MARKED_TRIFEATURE_ATTRIBUTES if config.data.source == "captioned-trifeature-marked" \
         else TRIFEATURE_ATTRIBUTES
     unknown = sorted(set(multimodal.caption_drop_prob) - set(named))
     if unknown:

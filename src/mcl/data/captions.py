@@ -39,6 +39,7 @@ from mcl.data.trifeature import (
 from mcl.errors import ConfigError, DataError
 
 TRIFEATURE_ATTRIBUTES = ("color", "texture", "shape")
+MARKED_TRIFEATURE_ATTRIBUTES = (*TRIFEATURE_ATTRIBUTES, "mark")  # captioned-trifeature-marked
 
 TRIFEATURE_TEMPLATES: tuple[str, ...] = (
     "a {color} {texture_adj} {shape}",
@@ -221,7 +222,7 @@ def generate_marked_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, 
     has none) and its image embedding barely encodes one: the attribute it is weak at, which the captions
     name (issue 11's demo). Horizontal flips change the answer: train without them.
     """
-    names = (*TRIFEATURE_ATTRIBUTES, "mark")
+    names = MARKED_TRIFEATURE_ATTRIBUTES
     _drop_probabilities(drop_prob, names)  # fail before rendering
     images, columns, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
     mark_codes = balanced_codes(np.random.default_rng(seed + 2), n_train, n_test, len(MARK_CORNERS))

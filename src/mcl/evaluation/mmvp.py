@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from mcl.data.captions import (
+    MARKED_TRIFEATURE_ATTRIBUTES,
     MARKED_TRIFEATURE_TEMPLATES,
     TRIFEATURE_ATTRIBUTES,
     TRIFEATURE_TEMPLATES,
@@ -254,7 +255,7 @@ class PairedBenchmark:
 
 # The statement template of a table whose attribute columns are exactly these (the generated captioned tables).
 _DEFAULT_TEMPLATES = {frozenset(TRIFEATURE_ATTRIBUTES): TRIFEATURE_TEMPLATES[0],
-                      frozenset((*TRIFEATURE_ATTRIBUTES, "mark")): MARKED_TRIFEATURE_TEMPLATES[0]}
+                      frozenset(MARKED_TRIFEATURE_ATTRIBUTES): MARKED_TRIFEATURE_TEMPLATES[0]}
 
 
 def _caption(table: ImageTable, row: int, template: str | None) -> str:
