@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcl.align import (
+from mcl.modalities.image_text.align import (
     ALIGNED,
     CACHE_ENV,
     METADATA_KEY,
@@ -28,7 +28,7 @@ from mcl.align import (
     split_image_tower,
 )
 from mcl.errors import ConfigError, RunDirError
-from mcl.io import save_tensors
+from mcl.files import save_tensors
 from mcl.models import efficientnet_lite
 from mcl.models.efficientnet_lite import efficientnet_lite0
 from mcl.models.two_tower import ImagePreprocess, PretrainedTowers

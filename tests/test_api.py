@@ -66,7 +66,7 @@ def test_evaluating_an_unfinished_run_names_the_stages(tmp_path: Path) -> None:
 
 
 def test_finetune_baseline_takes_the_steps_of_the_stages(tmp_path: Path) -> None:
-    from mcl.io import read_jsonl
+    from mcl.files import read_jsonl
     from mcl.stages import stage_steps
 
     data = _table(tmp_path / "t", ["train"] * 40 + ["test"] * 8)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mcl.cli import main
 from mcl.data import load_table, write_table
-from mcl.io import save_arrays
+from mcl.files import save_arrays
 from mcl.run import RunDirectory
 
 CONFIG = "configs/demo.yaml"

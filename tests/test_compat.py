@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import mcl
-from mcl.io import load_tensors
+from mcl.files import load_tensors
 from mcl.run import RunDirectory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs-v1"

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcl.io import load_tensors
+from mcl.files import load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(Path(__file__).resolve().parent / "elastic_worker.py")

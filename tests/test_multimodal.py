@@ -18,8 +18,8 @@ from mcl.data.captions import import_image_text
 from mcl.data.table import ImageTable
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import ConfigError, DataError
-from mcl.io import load_arrays, read_json
-from mcl.multimodal import TOKENIZER_FILE, ImageTextTask, MultistageTwoTower, lock_towers
+from mcl.files import load_arrays, read_json
+from mcl.modalities.image_text.task import TOKENIZER_FILE, ImageTextTask, MultistageTwoTower, lock_towers
 from mcl.objectives.clip import MAX_LOGIT_SCALE
 from mcl.run import RunDirectory
 from mcl.stages import ENCODER_FILE, PSEUDO_LABELS_FILE, StageHistory, next_pseudo_labels, run_stages

@@ -17,7 +17,7 @@ from mcl.augment import build_augmentation, to_float_images
 from mcl.config import AugmentConfig, config_from_dict
 from mcl.data.table import ImageTable
 from mcl.errors import ConfigError
-from mcl.multimodal import ImageTextTask, locked_cache_blocker
+from mcl.modalities.image_text.task import ImageTextTask, locked_cache_blocker
 from mcl.run import RunDirectory
 
 pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")

@@ -1,6 +1,6 @@
 """Crash-safety end to end: ``python -m mcl train`` killed with SIGKILL at several points, then resumed.
 
-The run is killed (``MCL_TEST_KILL_AT=<phase>:<n>``, see :func:`mcl.io.crash_point`) in the middle of
+The run is killed (``MCL_TEST_KILL_AT=<phase>:<n>``, see :func:`mcl.files.crash_point`) in the middle of
 a training epoch, after embedding, after k-means, inside an atomic write and between an epoch's
 checkpoint and its metrics line, resuming after each kill. The result must equal an uninterrupted run
 with the same seed *bitwise*: every tensor of every file, the pseudo-labels, the clusters, the losses
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mcl.api import evaluate as evaluate_run
-from mcl.io import load_tensors, read_jsonl
+from mcl.files import load_tensors, read_jsonl
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = [

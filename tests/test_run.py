@@ -6,7 +6,7 @@ import pytest
 
 from mcl.config import config_from_dict
 from mcl.errors import RunDirError
-from mcl.io import write_bytes
+from mcl.files import write_bytes
 from mcl.run import RunDirectory, config_fingerprint
 
 DATA = {"train_rows": 10, "labels_sha256": "abc"}

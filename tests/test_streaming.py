@@ -18,7 +18,7 @@ import mcl
 from mcl.data.images import DiskImages, TrainingImages, choose_residency
 from mcl.data.table import load_table
 from mcl.data.trifeature import generate_trifeature
-from mcl.io import load_tensors, read_jsonl
+from mcl.files import load_tensors, read_jsonl
 from mcl.sampling import ClusterBatchSampler
 
 TINY = {

@@ -20,7 +20,7 @@ import pytest
 
 from mcl.config import load_config
 from mcl.embedding_file import open_embeddings
-from mcl.io import load_arrays
+from mcl.files import load_arrays
 from mcl.run import EMBEDDINGS_FILE, RunDirectory
 from mcl.sampling import ClusterBatchSampler
 from mcl.stages import StageHistory, next_pseudo_labels

@@ -12,7 +12,7 @@ from torch import nn
 from mcl.config import TrainConfig
 from mcl.data.loader import TensorLoader
 from mcl.errors import ConfigError, RunDirError, TrainingError
-from mcl.io import load_tensors, load_tensors_with_metadata, read_jsonl, save_tensors
+from mcl.files import load_tensors, load_tensors_with_metadata, read_jsonl, save_tensors
 from mcl.logging_utils import metrics_logging
 from mcl.sampling import RandomBatchSampler
 from mcl.training import CHECKPOINT, METRICS, TrainState, train

@@ -23,7 +23,7 @@ from mcl import distributed
 from mcl.config import Config, apply_overrides, config_from_dict, load_config, save_config
 from mcl.data.resolve import data_fingerprint, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
-from mcl.io import write_json
+from mcl.files import write_json
 from mcl.modalities import modality_of
 from mcl.run import EVAL_FILE, RunDirectory
 from mcl.stages import StageHistory, run_stages, train_ensemble, train_finetune_baseline
@@ -123,7 +123,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The trained multistage model of a run (every finished stage), in eval mode.
 
     Unimodal runs give a :class:`~mcl.integration.MultistageEncoder`, image-text runs a
-    :class:`~mcl.multimodal.MultistageTwoTower` (with stage 0 when the run has one).
+    :class:`~mcl.modalities.image_text.task.MultistageTwoTower` (with stage 0 when the run has one).
     """
     run = RunDirectory(run_dir)
     config = run.config()

@@ -1,6 +1,6 @@
 """Batched embedding of images and texts under eval mode and ``no_grad``, L2-normalised, on the CPU.
 
-Shared by the two-tower integration (:class:`mcl.multimodal.MultistageTwoTower.embed`) and every
+Shared by the two-tower integration (:class:`mcl.modalities.image_text.task.MultistageTwoTower.embed`) and every
 evaluator (zero-shot, retrieval, MMVP), so all of them encode exactly alike.
 
 Example:

@@ -44,7 +44,7 @@ import torch
 
 from mcl import distributed
 from mcl.errors import RunDirError
-from mcl.io import _fsync_dir, crash_point, disk_full_error
+from mcl.files import _fsync_dir, crash_point, disk_full_error
 
 logger = logging.getLogger("mcl")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mcl.errors import ConfigError
-from mcl.io import crash_point
+from mcl.files import crash_point
 
 logger = logging.getLogger("mcl")
 
@@ -131,7 +131,7 @@ def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
 def phase(stage: str, name: str, description: str) -> Iterator[None]:
     """Log the start and duration of a phase without a progress bar (embedding, k-means).
 
-    ``name`` is also the crash point the phase passes when it finishes (see :func:`mcl.io.crash_point`).
+    ``name`` is also the crash point the phase passes when it finishes (see :func:`mcl.files.crash_point`).
     """
     logger.info("%s: %s ...", stage, description)
     started = time.perf_counter()

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from mcl import distributed
 from mcl.config import FORMAT_VERSION, Config, load_config
 from mcl.errors import RunDirError
-from mcl.io import read_json, sha256_file, write_json
+from mcl.files import read_json, sha256_file, write_json
 
 logger = logging.getLogger("mcl")
 

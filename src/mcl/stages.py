@@ -36,7 +36,7 @@ from mcl.config import Config
 from mcl.data.loader import BatchSampler
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import RunDirError
-from mcl.io import load_arrays, read_json, read_jsonl, save_arrays, write_json
+from mcl.files import load_arrays, read_json, read_jsonl, save_arrays, write_json
 from mcl.logging_utils import phase, timed_phase
 from mcl.models import unwrap_model
 from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages

@@ -2,7 +2,7 @@
 
 The stage loop (:mod:`mcl.stages`) is the same for every modality; a task supplies the parts that
 differ. :class:`ImageContrastiveTask` is unimodal two-view training (SimCLR/DCL, or MoCo with a
-momentum key encoder and a labelled queue); the multimodal CLIP task lives in :mod:`mcl.multimodal`.
+momentum key encoder and a labelled queue); the multimodal CLIP task lives in :mod:`mcl.modalities.image_text.task`.
 A batch is a dict (``{"index", "image", ...}``, see :mod:`mcl.data.loader`) built by the task's
 :meth:`StageTask.loader` around the batch sampler the stage loop chose.
 """
@@ -23,7 +23,7 @@ from mcl.config import Config, ObjectiveConfig
 from mcl.data.images import DiskImages, TrainingImages
 from mcl.data.loader import Batch, BatchSampler, Loader
 from mcl.embedding_file import EmbeddingFile
-from mcl.io import load_tensors, save_tensors
+from mcl.files import load_tensors, save_tensors
 from mcl.models import ContrastiveEncoder, build_encoder, evaluating, unwrap_model
 from mcl.objectives import MoCoLoss, MoCoState, MomentumEncoder, build_objective
 

@@ -27,7 +27,7 @@ from mcl import distributed
 from mcl.config import TrainConfig
 from mcl.data.loader import Batch, Loader
 from mcl.errors import RunDirError, TrainingError, one_line
-from mcl.io import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
+from mcl.files import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
 from mcl.logging_utils import emit_metrics, progress_bar
 from mcl.run import CHECKPOINT_FILE as CHECKPOINT
 from mcl.run import METRICS_FILE as METRICS

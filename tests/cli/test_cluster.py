@@ -7,7 +7,7 @@ import pytest
 from mcl.cli import cluster, main
 from mcl.clustering import kmeans
 from mcl.errors import ConfigError, DataError
-from mcl.io import load_arrays
+from mcl.files import load_arrays
 from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
 
 

@@ -169,7 +169,7 @@ def test_bad_image_in_the_stream(tmp_path: Path) -> None:
 def test_the_trainer_runs_on_a_stream_with_pseudo_labels(index: ShardIndex, labels: np.ndarray,
                                                          tmp_path: Path) -> None:
     from mcl.config import TrainConfig
-    from mcl.io import read_jsonl
+    from mcl.files import read_jsonl
     from mcl.training import METRICS, train
 
     groups_seen: list[int] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from mcl.evaluation.mmvp import IMAGES_DIR, MMVP_CATEGORIES, QUESTIONS_FILE
-from mcl.io import write_bytes
+from mcl.files import write_bytes
 
 
 def write_mmvp_fixture(directory: str | os.PathLike, n_categories: int = 9, pairs_per_category: int = 15,

@@ -23,9 +23,9 @@ from mcl.evaluation.multimodal_runner import (
 )
 from mcl.evaluation.tables import compare
 from mcl.evaluation.zeroshot import zeroshot_attributes
-from mcl.io import read_json
+from mcl.files import read_json
 from mcl.modalities import IMAGE_TEXT
-from mcl.multimodal import MultistageTwoTower
+from mcl.modalities.image_text.task import MultistageTwoTower
 from mcl.run import RunDirectory
 
 format_tables = IMAGE_TEXT.format_results  # the multimodal tables (moved from multimodal_runner)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import mcl
-from mcl.io import read_jsonl
+from mcl.files import read_jsonl
 from mcl.run import RunDirectory
 from mcl.stages import stage_steps
 

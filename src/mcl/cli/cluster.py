@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.errors import ConfigError, DataError, one_line
-from mcl.io import load_arrays, save_arrays, write_bytes, write_json
+from mcl.files import load_arrays, save_arrays, write_bytes, write_json
 from mcl.pseudolabels import PseudoLabeller, cluster_stage
 
 STAGES_FILE = "stages.safetensors"

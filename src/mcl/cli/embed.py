@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> None:
     from mcl.api import load, read_run_config
     from mcl.data import load_table
     from mcl.data.table.labels import read_labels
-    from mcl.io import atomic_open, write_bytes
+    from mcl.files import atomic_open, write_bytes
 
     config = read_run_config(args.run_dir)
     table = load_table(args.data, image_size=config.data.image_size, on_bad_image=config.data.on_bad_image,

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     """Score ``args.run_dir`` on the MMVP-VLM pairs in ``args.mmvp``; write and print the table."""
     from mcl.evaluation.mmvp_runner import mmvp_rows
     from mcl.evaluation.tables import format_table
-    from mcl.io import write_json
+    from mcl.files import write_json
 
     result = mmvp_rows(args.run_dir, args.mmvp, getattr(args, "image_size", None))
     write_json(Path(args.run_dir) / MMVP_FILE, result)

@@ -138,7 +138,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config (atomic) as YAML."""
-    from mcl.io import write_bytes
+    from mcl.files import write_bytes
 
     header = f"# resolved mcl config, format version {FORMAT_VERSION}\n"
     write_bytes(path, (header + yaml.safe_dump(config.to_dict(), sort_keys=False)).encode())

@@ -8,7 +8,7 @@ stages can still learn from the images. :func:`generate_marked_trifeature` adds 
 corner mark, that every caption names (:data:`MARKED_TRIFEATURE_TEMPLATES`). Also: Fashion-MNIST and
 MNIST-digit captions, the prompt templates of zero-shot classification per attribute, and in-memory captioned samples
 (:func:`captioned_trifeature_arrays`, :func:`captioned_fashion_arrays`, :func:`captioned_digit_arrays`)
-that :mod:`mcl.align` mixes into the corpus of the aligned stage 0 (every caption complete).
+that :mod:`mcl.modalities.image_text.align` mixes into the corpus of the aligned stage 0 (every caption complete).
 
 Template mini-syntax: ``{name}`` is an attribute word; a segment in ``[...]`` disappears when an
 attribute inside it is dropped; a dropped word outside brackets disappears too, except a noun with a

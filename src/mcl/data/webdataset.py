@@ -60,7 +60,7 @@ from mcl.data.table import SPLITS, check_load_options
 from mcl.data.table.decode import to_rgb
 from mcl.data.table.strings import StringColumn
 from mcl.errors import DataError, one_line
-from mcl.io import atomic_open
+from mcl.files import atomic_open
 
 logger = logging.getLogger("mcl")
 

@@ -14,7 +14,7 @@ for each image the statement naming its own difference. Here the pairs are mined
   e.g. "a photo of a striped object"); a pair is solved when both statements prefer their own image
   (:func:`~mcl.evaluation.mmvp.pair_success`). The score of an attribute is its share of solved pairs.
 
-Pairs are ``{attribute: (P, 2) int64 table rows}``, storable as is with :func:`mcl.io.save_arrays`,
+Pairs are ``{attribute: (P, 2) int64 table rows}``, storable as is with :func:`mcl.files.save_arrays`,
 so every representation of a run (stage-0, stage-k, mcl-k, finetune-k) is scored on the same pairs.
 
 Example:

@@ -6,7 +6,7 @@ again. :class:`MemberEmbeddings` keeps every member's raw (unnormalised) embeddi
 (keyed by its content) or a text list (keyed by the texts), computed the first time any representation
 asks, in one pass over the batches for all members. :class:`RepresentationEmbedder` (an
 :class:`~mcl.embedding.Embedder`) gives a representation's embeddings from its members' with
-:meth:`MultistageTwoTower.compose <mcl.multimodal.MultistageTwoTower.compose>`, then L2-normalised as
+:meth:`MultistageTwoTower.compose <mcl.modalities.image_text.task.MultistageTwoTower.compose>`, then L2-normalised as
 :func:`~mcl.embedding.encode_images` does. Same batches (``batch_size``), same operations (composing and
 normalising work row by row): the numbers are those of encoding with the representation's model.
 
@@ -14,7 +14,7 @@ normalising work row by row): the numbers are those of encoding with the represe
 stage 0, every stage and every ``finetune-k`` share the whole text tower and the image tower but its
 last ``unlocked_image_groups`` groups) run them once per batch: a
 :class:`~mcl.models.two_tower.PretrainedTowers` member's image embedding is
-``image_projection(suffix(prefix(images)))`` (:func:`mcl.align.split_image_tower`, exactly its
+``image_projection(suffix(prefix(images)))`` (:func:`mcl.modalities.image_text.align.split_image_tower`, exactly its
 ``encode_image``) and its text embedding ``text_projection(text_features(tokens))``; ``prefix`` and
 ``text_features`` run once per group of members with equal weights (compared tensor by tensor), the
 rest per member. Any other two-tower model encodes whole.
@@ -43,7 +43,7 @@ from torch import nn
 from mcl.embedding import ImageBatch, images_to_tensor, model_device
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers, tokens_to
-from mcl.multimodal import MultistageTwoTower
+from mcl.modalities.image_text.task import MultistageTwoTower
 from mcl.objectives.core import l2_normalize
 
 Fn = Callable[[Any], torch.Tensor]
@@ -168,7 +168,7 @@ def _parts(name: str, model: nn.Module, unlocked_image_groups: int | None, image
                  model.text_features, model.text_projection)
     if unlocked_image_groups is None:
         return _Part(image_groups.key(("own", name), []), _identity, model.encode_image), text
-    from mcl.align import split_image_tower
+    from mcl.modalities.image_text.align import split_image_tower
 
     prefix, suffix = split_image_tower(model, unlocked_image_groups)
     groups = model.image_layer_groups()
@@ -183,7 +183,7 @@ def _parts(name: str, model: nn.Module, unlocked_image_groups: int | None, image
 class RepresentationEmbedder:
     """:class:`~mcl.embedding.Embedder` of one representation from its members' embeddings in ``store``.
 
-    ``model``: the representation (its :meth:`~mcl.multimodal.MultistageTwoTower.compose` integrates);
+    ``model``: the representation (its :meth:`~mcl.modalities.image_text.task.MultistageTwoTower.compose` integrates);
     ``members``: the store's names of its members, in ``model.members`` order.
     """
 

@@ -19,7 +19,7 @@ Image-text data without attributes (img2dataset, WebDataset) gets the retrieval 
 
 Every member (stage checkpoint) encodes the train and test images and each text list once for all
 representations (:mod:`mcl.evaluation.member_embeddings`); ``mcl-k`` is composed from its members'
-embeddings as :class:`~mcl.multimodal.MultistageTwoTower` composes them: the same numbers as encoding
+embeddings as :class:`~mcl.modalities.image_text.task.MultistageTwoTower` composes them: the same numbers as encoding
 each representation's model.
 """
 
@@ -40,7 +40,7 @@ from mcl.evaluation.member_embeddings import MemberEmbeddings, RepresentationEmb
 from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
 from mcl.evaluation.zeroshot import retrieval_recall, zeroshot_attributes
-from mcl.multimodal import MultistageTwoTower
+from mcl.modalities.image_text.task import MultistageTwoTower
 from mcl.run import RunDirectory
 
 logger = logging.getLogger("mcl")

@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 
 from mcl.errors import ConfigError
-from mcl.io import write_bytes
+from mcl.files import write_bytes
 from mcl.report.data import Evaluation, ReportRun
 from mcl.report.findings import (
     Claim,

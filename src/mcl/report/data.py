@@ -34,7 +34,7 @@ from torch import nn
 from mcl.config import Config
 from mcl.data.table import ImageTable
 from mcl.errors import DataError
-from mcl.io import load_arrays, read_json, read_jsonl
+from mcl.files import load_arrays, read_json, read_jsonl
 from mcl.modalities import Modality, modality_of
 from mcl.report.findings import chance_levels
 from mcl.report.recipe import FINETUNE, Recipe, member_number, recipe_of

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import html
 
-from mcl.align import ALIGNED
+from mcl.modalities.image_text.align import ALIGNED
 from mcl.config import Config
 from mcl.modalities import IMAGES
 from mcl.report.data import ReportRun

@@ -22,7 +22,7 @@ import numpy as np
 from mcl.data.table import decode
 from mcl.data.table.core import CACHE_DIR, Rows
 from mcl.data.table.decode import BadImage, ImageSizes
-from mcl.io import atomic_open, write_json
+from mcl.files import atomic_open, write_json
 
 logger = logging.getLogger("mcl")
 

@@ -34,7 +34,7 @@ from mcl.data.table.core import LABELS_FILE, RESERVED_COLUMNS, SPLITS
 from mcl.data.table.decode import ImageSizes
 from mcl.data.table.labels import read_labels
 from mcl.errors import ConfigError
-from mcl.io import atomic_open, write_bytes
+from mcl.files import atomic_open, write_bytes
 
 
 def write_table(

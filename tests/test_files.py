@@ -1,4 +1,4 @@
-"""Atomic writes, full disks, safe tensor loading and the crash hook of ``mcl.io``."""
+"""Atomic writes, full disks, safe tensor loading and the crash hook of ``mcl.files``."""
 
 import errno
 import io
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mcl.errors import DiskFullError, RunDirError
-from mcl.io import (
+from mcl.files import (
     atomic_open,
     load_tensors,
     load_tensors_with_metadata,
@@ -121,7 +121,7 @@ def test_truncated_safetensors_is_a_run_dir_error(tmp_path):
 
 
 def test_crash_point_kills_at_the_nth_call(tmp_path):
-    code = "from mcl.io import crash_point\nfor i in range(3):\n    print(i, flush=True)\n    crash_point('step')\n"
+    code = "from mcl.files import crash_point\nfor i in range(3):\n    print(i, flush=True)\n    crash_point('step')\n"
     env = {**os.environ, "MCL_TEST_KILL_AT": "step:2"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == -9 and result.stdout.split() == ["0", "1"]

@@ -61,7 +61,7 @@ from mcl.embedding import encode_images
 from mcl.embedding_file import EmbeddingFile
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.integration import check_integration_mode, integrate
-from mcl.io import read_json, write_json
+from mcl.files import read_json, write_json
 from mcl.logging_utils import logger, record_time
 from mcl.models import evaluating, unwrap_model
 from mcl.models.text import WordTokenizer
@@ -142,7 +142,7 @@ def locked_cache_blocker(config: Config) -> str | None:
     """Why ``config``'s training cannot run on cached locked features (None: it can; see the module docstring).
 
     Needs ``pretrained-towers`` (its image tower splits into a locked prefix and a trainable suffix,
-    :func:`mcl.align.split_image_tower`), the text tower locked whole, the image tower locked, an
+    :func:`mcl.modalities.image_text.align.split_image_tower`), the text tower locked whole, the image tower locked, an
     augmentation that is at most a horizontal flip (``crop_scale: [1.0, 1.0]`` crops the whole square
     image: the identity) and a single process (a cached step does not call the model's ``forward``,
     through which DDP synchronises gradients).
@@ -254,7 +254,7 @@ class ImageTextTask:
         # An aligned stage 0 (built and cached when missing); a run that recorded stage 0 reloads it from
         # its own stage-0/ (initial_stage), so resuming never depends on the cache.
         if config.multimodal.stage0_checkpoint and not run.has_stage0():
-            from mcl.align import load_stage0_into
+            from mcl.modalities.image_text.align import load_stage0_into
 
             load_stage0_into(self.initial, config.multimodal.stage0_checkpoint)
         distinct, caption_ids = np.unique(np.asarray(table.captions, dtype=str), return_inverse=True)
@@ -337,7 +337,7 @@ class ImageTextTask:
     def _serving_suffix(self, model: PretrainedTowers, digest: str, build: bool = True) -> ImageFn | None:
         """``model``'s unlocked image suffix, :attr:`locked_features` holding the outputs of its locked layers
         (weights ``digest``): rebuilt when they hold another model's, unless ``build`` is False (then None)."""
-        from mcl.align import split_image_tower
+        from mcl.modalities.image_text.align import split_image_tower
 
         prefix, suffix = split_image_tower(model, self.config.multimodal.unlocked_image_groups)
         if not self._cache_serves(digest):

@@ -93,19 +93,19 @@ IMAGES = Modality(
 
 
 def _image_text_task(config: Config, table: ImageTable, device: torch.device, run: RunDirectory) -> StageTask:
-    from mcl.multimodal import ImageTextTask
+    from mcl.modalities.image_text.task import ImageTextTask
 
     return ImageTextTask(config, table, device, run)
 
 
 def _two_tower(config: Config, run: RunDirectory) -> nn.Module:
-    from mcl.multimodal import load_run_two_tower
+    from mcl.modalities.image_text.task import load_run_two_tower
 
     return load_run_two_tower(config, run.root)
 
 
 def _integrate_two_tower(models: Sequence[nn.Module], config: Config, stage0: nn.Module | None) -> nn.Module:
-    from mcl.multimodal import MultistageTwoTower
+    from mcl.modalities.image_text.task import MultistageTwoTower
 
     return MultistageTwoTower(list(models), config.mcl.integration, stage0,
                               config.multimodal.integrate_stage0 and stage0 is not None)

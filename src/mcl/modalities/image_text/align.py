@@ -59,7 +59,7 @@ from mcl.data.captions import (
 from mcl.data.trifeature import COLORS, SHAPES, TEXTURES
 from mcl.embedding import images_to_tensor
 from mcl.errors import ConfigError, DataError, RunDirError
-from mcl.io import load_tensors_with_metadata, save_tensors
+from mcl.files import load_tensors_with_metadata, save_tensors
 from mcl.logging_utils import logger, record_time
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers
@@ -68,7 +68,7 @@ from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
 CACHE_ENV = "MCL_CACHE_DIR"
 ALIGNED = "aligned"
 METADATA_KEY = "mcl_align"
-DEFAULT_SETTINGS_FILE = Path(__file__).parent / "configs" / "align.yaml"
+DEFAULT_SETTINGS_FILE = Path(__file__).parents[2] / "configs" / "align.yaml"
 TRIFEATURE_VALUES = {"shape": SHAPES, "texture": TEXTURES, "color": tuple(COLORS)}
 
 __all__ = ["ALIGNED", "AlignSettings", "CaptionedCorpus", "add_parser", "aligned_stage0", "aligned_stage0_path",
