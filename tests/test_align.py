@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from mcl.errors import ConfigError, RunDirError
+from mcl.files import save_tensors
 from mcl.modalities.image_text.align import (
     ALIGNED,
     CACHE_ENV,
@@ -27,8 +29,6 @@ from mcl.modalities.image_text.align import (
     load_stage0_into,
     split_image_tower,
 )
-from mcl.errors import ConfigError, RunDirError
-from mcl.files import save_tensors
 from mcl.models import efficientnet_lite
 from mcl.models.efficientnet_lite import efficientnet_lite0
 from mcl.models.two_tower import ImagePreprocess, PretrainedTowers

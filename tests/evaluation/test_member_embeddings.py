@@ -20,8 +20,8 @@ from mcl.embedding import encode_images, encode_texts
 from mcl.evaluation.clip_blind import score_clip_blind
 from mcl.evaluation.member_embeddings import MemberEmbeddings, RepresentationEmbedder
 from mcl.evaluation.multimodal_runner import clip_blind_pairs, paired_benchmarks, score_representation
-from mcl.models.two_tower import SmallCLIP
 from mcl.modalities.image_text.task import MultistageTwoTower
+from mcl.models.two_tower import SmallCLIP
 
 CAPTIONS = ["a red striped circle", "a blue dotted square", "a green plain triangle", "something red"]
 TEXTS = [f"a {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "triangle")]

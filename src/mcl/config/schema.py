@@ -167,8 +167,8 @@ class MultimodalConfig:
     unlocked_text_groups: int = 0
     mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives
     # pretrained-towers with the text tower and all but the last image groups locked and at most a flip as
-    # augmentation: auto = compute the locked parts' outputs once and train on them (mcl.modalities.image_text.task); "off" =
-    # never (quoted: YAML reads a bare off as false)
+    # augmentation: auto = compute the locked parts' outputs once and train on them
+    # (mcl.modalities.image_text.task); "off" = never (quoted: YAML reads a bare off as false)
     cache_locked_features: Literal["auto", "off"] = "auto"
     init_temperature: float = 0.07
     context_length: int = 32

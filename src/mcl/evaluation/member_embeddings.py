@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from mcl.embedding import ImageBatch, images_to_tensor, model_device
+from mcl.modalities.image_text.task import MultistageTwoTower
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers, tokens_to
-from mcl.modalities.image_text.task import MultistageTwoTower
 from mcl.objectives.core import l2_normalize
 
 Fn = Callable[[Any], torch.Tensor]

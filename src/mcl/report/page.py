@@ -15,9 +15,9 @@ from __future__ import annotations
 import base64
 import html
 
-from mcl.modalities.image_text.align import ALIGNED
 from mcl.config import Config
 from mcl.modalities import IMAGES
+from mcl.modalities.image_text.align import ALIGNED
 from mcl.report.data import ReportRun
 from mcl.report.recipe import ENSEMBLE, FINETUNE
 from mcl.report.sections import Section

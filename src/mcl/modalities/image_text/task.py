@@ -60,8 +60,8 @@ from mcl.data.table import ImageTable
 from mcl.embedding import encode_images
 from mcl.embedding_file import EmbeddingFile
 from mcl.errors import ConfigError, DataError, RunDirError
-from mcl.integration import check_integration_mode, integrate
 from mcl.files import read_json, write_json
+from mcl.integration import check_integration_mode, integrate
 from mcl.logging_utils import logger, record_time
 from mcl.models import evaluating, unwrap_model
 from mcl.models.text import WordTokenizer
