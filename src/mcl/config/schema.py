@@ -199,13 +199,6 @@ class Config:
         """Plain nested dict (tuples become lists), as written to ``config.yaml``."""
         return _plain(dataclasses.asdict(self))
 
-    def validate(self) -> Config:
-        """Check value ranges, registered names and keys that go together; returns self."""
-        from mcl.config.validation import check_config
-
-        check_config(self)
-        return self
-
 
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import difflib
 import typing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mcl.config.schema import Config
 from mcl.errors import ConfigError
-
-if TYPE_CHECKING:  # only a type here: the schema calls check_config, so importing it would be a cycle
-    from mcl.config.schema import Config
 
 WEB_SOURCES = ("img2dataset", "webdataset")
 
@@ -68,8 +66,9 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 }
 
 
-def check_config(config: Config) -> None:
-    """Raise a one-line :class:`ConfigError` for the first value the schema's types cannot rule out."""
+def check_config(config: Config) -> Config:
+    """Raise a one-line :class:`ConfigError` for the first value the schema's types cannot rule out; else return
+    ``config``."""
     for key, (ok, expected) in _RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
@@ -78,6 +77,7 @@ def check_config(config: Config) -> None:
     _check_registered(config)
     _check_multimodal(config)
     _check_shard_order(config)
+    return config
 
 
 def _check_registered(config: Config) -> None:
