@@ -116,7 +116,7 @@ def kmeans(
         raise ValueError(f"cannot make {clusters} clusters from {n_points} points")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    if backend == "auto":  # the sampled torch fit is the faster one (benchmarks/README.md, section 2b)
+    if backend == "auto":  # the sampled torch fit is the faster one (benchmarks/clustering.py)
         backend = "torch"
     if backend == "faiss":
         fit = fit_faiss(points, clusters, restarts, iterations, seed, spherical, sample_per_cluster, chunk_size)
