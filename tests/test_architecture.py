@@ -1,6 +1,7 @@
 """The package's shape: no import cycles (package ``__init__`` edges and typing-only imports count), no upward
-imports, no module named like a standard-library module, no source file over 400 lines, one place decides the
-modality, and ``import mcl.sampling`` stays light.
+imports (a lower layer importing an upper one, a module taking names from its own package's ``__init__``, the
+foundation importing anything above it), no module named like a standard-library module, no source file over
+400 lines, one place decides the modality, and ``import mcl.sampling`` stays light.
 
 The import graph is read from the source (``ast``), not by importing: an edge ``a -> b`` for every
 ``import b`` / ``from b import x`` anywhere in ``a`` (function bodies and ``if TYPE_CHECKING:`` blocks included),
@@ -38,6 +39,11 @@ ALLOWED_CYCLES: list[list[str]] = [
 ]
 # Source files over MAX_LINES lines (paths relative to src/): data/webdataset.py (branch that owns src/mcl/data/*);
 # the image-text modality's two files (branch that splits src/mcl/modalities/image_text/*).
+# Upward imports from a package's own __init__ (module -> the ancestor package it takes a name from):
+# data/resolve takes GENERATORS from data/__init__ (branch that owns src/mcl/data/*).
+ALLOWED_UPWARD: list[tuple[str, str]] = [
+    ("mcl.data.resolve", "mcl.data"),
+]
 ALLOWED_LONG_FILES: list[str] = [
     "mcl/data/webdataset.py",
     "mcl/modalities/image_text/align.py",
@@ -136,6 +142,23 @@ def test_lower_layers_never_import_upper_ones() -> None:
     wrong = [(module, target) for module, targets in _imports().items() if _in(module, LOWER)
              for target in targets if _in(target, UPPER)]
     assert wrong == []
+
+
+def test_no_module_takes_names_from_its_own_package_init() -> None:
+    # `from mcl.data import GENERATORS` inside mcl.data.resolve runs upwards: the package's __init__ gathers its
+    # submodules, so a submodule that needs its __init__ closes a cycle as soon as the __init__ needs it back.
+    # Importing a sibling submodule (`from mcl.data import images`) names that submodule, not the __init__.
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module != "mcl" \
+                    and name.startswith(node.module + ".") \
+                    and any(f"{node.module}.{alias.name}" not in modules for alias in node.names):
+                upward.append((name, node.module))
+    upward = sorted(set(upward))
+    assert [u for u in upward if u not in ALLOWED_UPWARD] == []
+    assert [u for u in ALLOWED_UPWARD if u not in upward] == [], "fixed: remove it from ALLOWED_UPWARD"
 
 
 def test_the_foundation_imports_only_the_foundation() -> None:
