@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mcl import faults
 from mcl.errors import ConfigError
-from mcl.files import crash_point
 
 logger = logging.getLogger("mcl")
 
@@ -131,11 +131,11 @@ def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
 def phase(stage: str, name: str, description: str) -> Iterator[None]:
     """Log the start and duration of a phase without a progress bar (embedding, k-means).
 
-    ``name`` is also the crash point the phase passes when it finishes (see :func:`mcl.files.crash_point`).
+    ``name`` is also the fault-injection moment the phase reaches when it finishes (:mod:`mcl.faults`).
     """
     logger.info("%s: %s ...", stage, description)
     started = time.perf_counter()
     with timed_phase(f"{stage} {name}"):
         yield
     logger.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
-    crash_point(name)
+    faults.reached(name)
