@@ -17,12 +17,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mcl.logging_utils import LOGGERS
+from mcl.logging_utils import LOG_FORMAT, LOGGERS
 
 logger = logging.getLogger("mcl")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the configs shipped inside the package
-LOG_FORMAT = "[mcl] %(message)s"
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -61,10 +60,11 @@ def add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def add_log(parser: argparse.ArgumentParser) -> None:
-    """``--log tensorboard``: extra metric sinks besides ``metrics.jsonl``."""
+    """``--log tensorboard|mlflow|wandb`` (repeatable): trackers besides ``metrics.jsonl`` (:mod:`mcl.tracking`)."""
     parser.add_argument("--log", action="append", default=[], choices=LOGGERS,
-                        help="also log epoch metrics to TensorBoard (RUN_DIR/tensorboard); metrics.jsonl is "
-                             "always written")
+                        help="also send epoch metrics to a tracker (repeatable): tensorboard (RUN_DIR/tensorboard), "
+                             "mlflow (RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set), wandb (WANDB_MODE=offline "
+                             "logs locally); metrics.jsonl is always written")
 
 
 class RankFilter(logging.Filter):
