@@ -11,8 +11,7 @@ import pytest
 
 from mcl.cli import main
 from mcl.errors import ConfigError
-from mcl.logging_utils import emit_metrics
-from mcl.tracking import metrics_logging
+from mcl.logging_utils import emit_metrics, metrics_logging
 
 RECORDS = [{"stage": "stage-1", "epoch": 1, "loss": 2.5, "lr": 0.1, "images_per_s": 100.0},
            {"stage": "stage-1", "epoch": 2, "loss": 1.25, "lr": 0.05, "images_per_s": 110.0},

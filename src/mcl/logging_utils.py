@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from mcl.files import crash_point
+from mcl.tracking import TRACKERS, open_tracker
 
 logger = logging.getLogger("mcl")
 
 MetricsSink = Callable[[dict[str, Any]], None]
-LOGGERS = ("tensorboard", "mlflow", "wandb")  # --log choices (mcl.tracking)
+LOGGERS = TRACKERS  # the --log choices
 LOG_FORMAT = "[mcl] %(message)s"
 _SINKS: list[MetricsSink] = []
 # (label, seconds) of every finished phase in this process, in order.
@@ -137,16 +138,12 @@ def metrics_sink(sink: MetricsSink) -> Iterator[None]:
 
 @contextlib.contextmanager
 def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
-    """Route epoch metrics to the trackers named in ``kinds`` (each one of :data:`LOGGERS`) meanwhile.
-
-    The trackers live in :mod:`mcl.tracking` (imported only when one is asked for).
-    """
-    if not kinds:
-        yield
-        return
-    from mcl.tracking import metrics_logging as tracking
-
-    with tracking(kinds, run_dir):
+    """Send every epoch record to the trackers named in ``kinds`` (:data:`LOGGERS`) meanwhile; close them after."""
+    with contextlib.ExitStack() as stack:
+        for kind in dict.fromkeys(kinds):
+            tracker = open_tracker(kind, Path(run_dir))
+            stack.callback(tracker.close)
+            stack.enter_context(metrics_sink(tracker.log))
         yield
 
 

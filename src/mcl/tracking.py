@@ -1,10 +1,10 @@
 """Experiment trackers: where epoch metrics go besides ``metrics.jsonl`` (``--log tensorboard|mlflow|wandb``).
 
 A tracker is an object with ``log(record)`` (one epoch record: ``stage``, ``epoch``, ``loss``, ``lr``,
-``images_per_s``, ...) and ``close()``. :func:`metrics_logging` opens the trackers named (several at once),
-registers them as metric sinks (:func:`mcl.logging_utils.metrics_sink`) for the ``with`` block, and closes
-them after it. Each library is imported only when its tracker is asked for; a missing one is a one-line
-error naming the extra to install.
+``images_per_s``, ...) and ``close()``; :func:`open_tracker` opens one by name.
+:func:`mcl.logging_utils.metrics_logging` opens the trackers named (several at once), registers them as
+metric sinks for a ``with`` block, and closes them after it. Each library is imported only when its
+tracker is asked for; a missing one is a one-line error naming the extra to install.
 
 - ``tensorboard``: event files in ``RUN_DIR/tensorboard/`` (scalars ``<stage>/<metric>``, step = epoch);
 - ``mlflow``: one MLflow run per ``mcl`` command, experiment ``mcl``, metrics ``<stage>/<metric>`` at
@@ -16,21 +16,20 @@ error naming the extra to install.
   (``wandb sync`` uploads later).
 
 Example:
-    >>> with metrics_logging(["mlflow", "tensorboard"], Path("runs/demo")):
-    ...     train(...)  # every epoch record reaches both
+    >>> tracker = open_tracker("mlflow", Path("runs/demo"))
+    >>> tracker.log({"stage": "stage-1", "epoch": 1, "loss": 2.3})
+    >>> tracker.close()
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from mcl.errors import ConfigError
-from mcl.logging_utils import LOGGERS as TRACKERS
-from mcl.logging_utils import metrics_sink
+
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # the --log choices
 
 SCALARS = ("loss", "lr", "images_per_s", "seconds")
 
@@ -185,14 +184,3 @@ def open_tracker(kind: str, run_dir: Path) -> Tracker:
     if kind == "wandb":
         return WandbTracker(run_dir)
     raise ConfigError(f"--log {kind!r}: expected one of {', '.join(TRACKERS)}")
-
-
-@contextlib.contextmanager
-def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
-    """Send every epoch record to the trackers named in ``kinds`` during the block; close them after."""
-    with contextlib.ExitStack() as stack:
-        for kind in dict.fromkeys(kinds):
-            tracker = open_tracker(kind, Path(run_dir))
-            stack.callback(tracker.close)
-            stack.enter_context(metrics_sink(tracker.log))
-        yield
