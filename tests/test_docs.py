@@ -112,3 +112,21 @@ def test_every_page_is_in_the_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in PAGES:
         assert f": {page.name}" in nav, f"{page.name} is not in mkdocs.yml's nav"
+
+
+@pytest.mark.slow
+def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    """What ``make docs`` runs: ``mkdocs build --strict`` (a broken link or an unresolved API name fails)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs")
+    pytest.importorskip("mkdocstrings")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "site" / "configuration" / "index.html").read_text().count("train.batch_size") >= 1
+    assert "mcl.api.train" in (tmp_path / "site" / "api" / "index.html").read_text()
