@@ -18,22 +18,24 @@ FORMAT_VERSION = 1
 class DataConfig:
     """Where the images come from: a generator or an image-table directory."""
 
+    # a generator (written into RUN_DIR/data), table (data.path: an image table, ImageFolder or shards), or an
+    # image-text web format imported once (img2dataset, webdataset)
     source: Literal["trifeature", "overlay", "table", "captioned-trifeature", "captioned-fashion-mnist",
                     "captioned-trifeature-marked", "img2dataset", "webdataset"] = "trifeature"
     # image-table directory (source=table), where a generator writes, or the img2dataset folder /
     # WebDataset shard pattern (those are imported once into RUN_DIR/data as an image table)
     path: str | None = None
-    image_size: int = 32
+    image_size: int = 32  # every image is resized to image_size x image_size (bilinear)
     n_train: int = 4000  # generators; img2dataset/webdataset: pairs read = n_train + n_test
     n_test: int = 1000  # generators; img2dataset/webdataset: the last n_test pairs are the test split
     seed: int = 0  # generators only
-    on_bad_image: Literal["error", "skip"] = "error"
-    cache: bool = True
+    on_bad_image: Literal["error", "skip"] = "error"  # an unreadable image: stop naming it, or drop it (logged)
+    cache: bool = True  # keep the decoded table as a uint8 .npy cache beside it (DIR/.mcl_cache/)
     allow_outside_paths: bool = False  # table rows may name images outside the table directory
     # memory: decode once, keep on the device; stream: decode each batch from disk in worker processes;
     # auto: memory when the decoded set fits memory_budget_gb (default: half the available RAM / device memory)
     residency: Literal["auto", "memory", "stream"] = "auto"
-    memory_budget_gb: float | None = None
+    memory_budget_gb: float | None = None  # residency auto: the most decoded data kept in memory; None: half
     workers: int = 2  # DataLoader processes decoding streamed images (0: in the training process)
     # WebDataset shards streamed (residency: stream): random = the batch sampler's batches, each sample read at
     # its offset; sequential = shards in a seeded order read front to back, single-group batches bucketed
@@ -50,8 +52,8 @@ class ModelConfig:
     backbone: str = "convnet"
     backbone_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments passed to the backbone
     width: float = 1.0  # channel multiplier (backbones that take one)
-    projection_dim: int = 128
-    hidden_dim: int = 512
+    projection_dim: int = 128  # output of the MLP projection head (what the loss sees)
+    hidden_dim: int = 512  # hidden width of the projection head
 
 
 @dataclass
@@ -59,7 +61,7 @@ class ObjectiveConfig:
     """Base contrastive objective (see ``mcl.objectives``)."""
 
     name: str = "ntxent"  # a registered objective (mcl.objectives.OBJECTIVES): ntxent, simclr, dcl, moco, clip
-    temperature: float = 0.5
+    temperature: float = 0.5  # softmax temperature tau of the contrastive loss
     queue_size: int = 4096  # moco: negatives kept from earlier batches (each with its pseudo-label)
     momentum: float = 0.99  # moco: EMA rate of the key encoder
 
@@ -68,12 +70,12 @@ class ObjectiveConfig:
 class AugmentConfig:
     """Batched kornia augmentation; ``color_jitter`` is the jitter strength s of SimCLR."""
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    flip: float = 0.5
-    color_jitter: float = 0.5
-    color_jitter_prob: float = 0.8
-    grayscale: float = 0.2
-    blur: float = 0.0
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop: the area fraction range kept
+    flip: float = 0.5  # probability of a horizontal flip
+    color_jitter: float = 0.5  # colour jitter strength s (brightness, contrast, saturation 0.8 s; hue min(0.5, 0.2 s))
+    color_jitter_prob: float = 0.8  # probability of applying the colour jitter
+    grayscale: float = 0.2  # probability of converting a view to grey
+    blur: float = 0.0  # probability of a Gaussian blur
     # which code computes it, never what: fused = mcl.augment_fused (same output bit for bit, faster on CPU);
     # auto = fused on the device types where it measured faster (mcl.augment.AUTO_FUSED_DEVICES), else kornia
     backend: Literal["kornia", "fused", "auto"] = "auto"
@@ -83,18 +85,18 @@ class AugmentConfig:
 class TrainConfig:
     """Optimisation of one stage."""
 
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    warmup_epochs: float = 1.0
+    epochs: int = 10  # per stage
+    batch_size: int = 256  # global batch (under DDP each rank takes its slice); MCL batches come from one group
+    lr: float = 2e-3  # peak learning rate, after the linear warm-up
+    weight_decay: float = 1e-4  # on weights only (biases and norm parameters: none); decoupled for AdamW
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: with momentum 0.9
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to train.lr over this many epochs
     warmup_steps: int | None = None  # overrides warmup_epochs (e.g. the paper's 600 steps)
     schedule: Literal["cosine", "constant"] = "cosine"  # after warm-up: cosine decay to 0, or the constant train.lr
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    compile: bool = False
-    channels_last: bool = False
+    amp: Literal["off", "bf16", "fp16"] = "off"  # automatic mixed precision (fp16 with a gradient scaler)
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False  # channels-last memory format for the model and the batches (faster convs on GPU)
     threads: int = 0  # torch intra-op threads; 0 = torch default
     max_steps: int | None = None  # per-stage cap on optimiser steps (quick runs on large sets); None: all epochs
 
@@ -103,18 +105,22 @@ class TrainConfig:
 class MCLConfig:
     """The multistage part: stages, clustering and feature-aware negatives."""
 
-    stages: int = 3
-    clusters: int = 10
+    stages: int = 3  # number of training stages
+    clusters: int = 10  # k-means K per stage; pseudo-labels combine the clusters of every earlier stage
+    # batch: every batch from one pseudo-label group (ClusterBatchSampler); mask: random batches, the loss ignores
+    # candidates of other groups
     negatives: Literal["batch", "mask"] = "batch"
-    init: Literal["scratch", "previous"] = "scratch"
+    init: Literal["scratch", "previous"] = "scratch"  # each stage trains a fresh encoder or continues the previous
+    # how stages are combined: each stage's features L2-normalised then concatenated, or concatenated then normalised
     integration: Literal["normalized-concat", "concat-then-normalize"] = "normalized-concat"
-    min_group_size: int = 32
-    kmeans_restarts: int = 5
-    kmeans_iterations: int = 100
+    min_group_size: int = 32  # smaller pseudo-label groups merge into the nearest group (by centroid)
+    kmeans_restarts: int = 5  # k-means++ initialisations; the lowest inertia wins
+    kmeans_iterations: int = 100  # Lloyd iterations per restart (at most)
+    # torch (sampled fit, chunked assignment) or faiss (if installed); auto: torch
     kmeans_backend: Literal["auto", "torch", "faiss"] = "auto"
     # k-means fits on a seeded sample of this many points, then assigns all in chunks; None: max(64 K, 8192)
     kmeans_sample: int | None = None
-    spherical: bool = False
+    spherical: bool = False  # cluster by cosine similarity (centroids re-normalised each step)
     # each stage's embeddings of the training set, stage-s/embeddings.npy (k-means reads it as a memory map):
     # auto = float32 up to a 1 GiB float32 map (small runs keep their exact values), else float16 (half the disk)
     embedding_dtype: Literal["auto", "float16", "float32"] = "auto"
@@ -124,9 +130,9 @@ class MCLConfig:
 class EvalConfig:
     """Per-attribute probes and reference representations."""
 
-    knn_k: int = 20
-    linear_max_iter: int = 1000
-    linear_c: float = 1.0
+    knn_k: int = 20  # neighbours of the kNN probe (cosine, votes weighted by exp(sim / 0.07))
+    linear_max_iter: int = 1000  # L-BFGS iterations of the linear probe (at most)
+    linear_c: float = 1.0  # inverse L2 regularisation of the linear probe (scikit-learn's C)
     ensemble: bool = True  # train the ensemble-k baseline
     finetune_baseline: bool = False  # train the finetune-k baseline: plain fine-tuning with MCL's step budget
     clip_blind_pairs: int = 100  # multimodal: CLIP-blind test pairs per attribute, mined with stage 0 (0: off)
@@ -146,37 +152,37 @@ class MultimodalConfig:
     stage 1 already trains with feature-aware negatives.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # image-text MCL (needs objective.name: clip)
     # a registered two-tower model (mcl.models.two_tower.TWO_TOWER_MODELS): small, pretrained-towers,
     # open_clip, hf-clip, or open_clip:<arch> / hf:<path>
     model: str = "small"
     arch: str | None = None  # open_clip model name, e.g. "ViT-B-32"
     pretrained: str | None = None  # open_clip tag or checkpoint; hf-clip directory; pretrained-towers text model dir
     embed_dim: int = 128  # small and pretrained-towers (the adapters keep their own)
-    init: Literal["pretrained", "previous", "scratch"] = "pretrained"
-    stage0: bool = False
+    init: Literal["pretrained", "previous", "scratch"] = "pretrained"  # where each stage starts (class docstring)
+    stage0: bool = False  # cluster the initial model's image embeddings so stage 1 already has groups
     # the initial model's weights: "aligned" (the cached `mcl align` model, built when missing) or a checkpoint path
     stage0_checkpoint: str | None = None
     integrate_stage0: bool = False  # the integrated model (mcl-k, mcl.load) also includes stage 0
-    lock_image: bool = False
+    lock_image: bool = False  # freeze the image tower (but its last unlocked_image_groups layer groups)
     unlocked_image_groups: int = 0  # with lock_image: the last N image layer groups stay trainable
     # every image-tower BatchNorm keeps its running statistics (unlocked groups too): single-group MCL batches
     # would otherwise pull them towards one group's statistics (open_clip: --lock-image-freeze-bn-stats)
     freeze_bn_stats: bool = False
-    lock_text: bool = False
-    unlocked_text_groups: int = 0
+    lock_text: bool = False  # freeze the text tower (but its last unlocked_text_groups layer groups)
+    unlocked_text_groups: int = 0  # with lock_text: the last N text layer groups stay trainable
     mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives
     # pretrained-towers with the text tower and all but the last image groups locked and at most a flip as
     # augmentation: auto = compute the locked parts' outputs once and train on them
     # (mcl.modalities.image_text.task); "off" = never (quoted: YAML reads a bare off as false)
     cache_locked_features: Literal["auto", "off"] = "auto"
-    init_temperature: float = 0.07
-    context_length: int = 32
+    init_temperature: float = 0.07  # initial CLIP temperature (learned, clamped)
+    context_length: int = 32  # caption tokens (longer captions are cut)
     image_resolution: int | None = None  # pretrained-towers: resize images to this size (None: keep)
     image_width: float = 1.0  # small: ConvNet channel multiplier
     text_width: int = 128  # small: transformer width
-    text_layers: int = 2
-    text_heads: int = 4
+    text_layers: int = 2  # small: transformer layers
+    text_heads: int = 4  # small: attention heads (must divide text_width)
     # captioned-trifeature: probability of leaving each attribute's word out of a caption, e.g. {texture: 0.8}
     caption_drop_prob: dict[str, float] = field(default_factory=dict)
 
@@ -185,7 +191,7 @@ class MultimodalConfig:
 class Config:
     """A whole run."""
 
-    seed: int = 0
+    seed: int = 0  # stage s trains with seed 1000 * seed + s (k-means and batch order likewise)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
