@@ -130,3 +130,9 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "site" / "configuration" / "index.html").read_text().count("train.batch_size") >= 1
     assert "mcl.api.train" in (tmp_path / "site" / "api" / "index.html").read_text()
+
+
+def test_every_config_key_has_a_meaning() -> None:
+    """The meaning comes from the comment beside or above the field in schema.py: every field has one."""
+    missing = [row["key"] for row in reference().config_keys() if not row["meaning"]]
+    assert not missing, f"schema.py fields without a comment: {missing}"
