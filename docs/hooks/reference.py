@@ -195,13 +195,14 @@ def cli_reference() -> str:
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
-            names = ", ".join(action.option_strings) or action.dest
+            names = ", ".join(action.option_strings) or str(action.metavar or action.dest)
             if action.option_strings and action.nargs != 0:
                 names += f" {action.metavar or action.dest.upper()}"
             text = action.help or ""
             if action.choices:
                 text += f" (choices: {', '.join(map(str, action.choices))})"
-            if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings:
+            if action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings \
+                    and "default" not in text:
                 text += f" (default: {action.default})"
             out.append(f"| `{_cell(names)}` | {_cell(text)} |")
         out.append("")
