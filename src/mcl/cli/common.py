@@ -63,7 +63,7 @@ def add_log(parser: argparse.ArgumentParser) -> None:
     """``--log tensorboard|mlflow|wandb`` (repeatable): trackers besides ``metrics.jsonl`` (:mod:`mcl.tracking`)."""
     parser.add_argument("--log", action="append", default=[], choices=LOGGERS,
                         help="also send epoch metrics to a tracker (repeatable): tensorboard (RUN_DIR/tensorboard), "
-                             "mlflow (RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set), wandb (WANDB_MODE=offline "
+                             "mlflow (RUN_DIR/mlflow.db unless MLFLOW_TRACKING_URI is set), wandb (WANDB_MODE=offline "
                              "logs locally); metrics.jsonl is always written")
 
 
