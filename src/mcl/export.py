@@ -74,12 +74,8 @@ class ImageEncoderGraph(nn.Module):
         return self.model(images)
 
 
-def _stage_count(model: nn.Module) -> int:
-    return model.num_stages
-
-
 def _check_stages(model: nn.Module, stages: int | None, run_dir: Path) -> list[int]:
-    count = _stage_count(model)
+    count = model.num_stages
     if stages is not None and not 1 <= stages <= count:
         raise ConfigError(f"--stages {stages}: {run_dir} has finished stages 1..{count}")
     if hasattr(model, "select"):
