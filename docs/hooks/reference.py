@@ -4,8 +4,9 @@ An mkdocs hook (``hooks:`` in ``mkdocs.yml``): a page containing one of the mark
 marker replaced by Markdown generated from the code, so the reference cannot drift from it.
 
 - ``<!-- mcl:config-reference -->``: every key of :class:`mcl.config.Config` under its dotted ``--set``
-  name, with its type and default (the dataclasses), its range (the :class:`~mcl.config.schema.Range` in the field's metadata)
-  and its meaning (the comments beside or above the field in ``schema.py``, the section's docstring);
+  name, with its type and default (the dataclasses), its range (the field metadata's
+  :class:`~mcl.config.schema.Range`) and its meaning (the comments beside or above the field in
+  ``schema.py``, the section's docstring);
 - ``<!-- mcl:cli-reference -->``: every ``mcl`` command with its usage and options (from argparse);
 - ``<!-- mcl:api-reference -->``: one mkdocstrings block per name of ``mcl.__all__``.
 
