@@ -20,8 +20,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "mcl"
 MAX_LINES = 400
-# Foundation: small utilities every layer may use; they import nothing of mcl but each other.
-BASE = ("mcl.errors", "mcl.files", "mcl.faults", "mcl.distributed", "mcl.logging_utils")
+# Foundation: small utilities every layer may use (logging and its metric trackers included); they import
+# nothing of mcl but each other.
+BASE = ("mcl.errors", "mcl.files", "mcl.faults", "mcl.distributed", "mcl.logging_utils", "mcl.tracking")
 # Lower layers: building blocks that know nothing of runs, stages, evaluation or the CLI.
 LOWER = ("mcl.data", "mcl.models", "mcl.objectives", "mcl.sampling", "mcl.clustering", "mcl.pseudolabels")
 UPPER = ("mcl.stages", "mcl.api", "mcl.cli", "mcl.evaluation", "mcl.report", "mcl.modalities")

@@ -23,7 +23,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from mcl.integrations import IndexedDataset, StagePlan
+from mcl.integrations.plan import IndexedDataset, StagePlan
 
 __all__ = ["MCLTrainer"]
 

@@ -32,7 +32,7 @@ try:
 except ImportError:  # the unified package
     import lightning.pytorch as pl
 
-from mcl.integrations import IndexedDataset, StagePlan
+from mcl.integrations.plan import IndexedDataset, StagePlan
 
 __all__ = ["MCLCallback", "MCLDataModule"]
 
