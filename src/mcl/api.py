@@ -77,7 +77,11 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     """
     config = as_config(config, overrides)
     run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirectory(run_dir).writer():  # a second writer of this directory is refused until this one ends
+        return _train(config, run_dir, data, progress, fit)
+
+
+def _train(config: Config, run_dir: Path, data: str | Path | None, progress: bool, fit: Fit) -> Run:
     config = resolve_data(config, run_dir, data, progress)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

@@ -33,10 +33,11 @@ to continue); every recorded file is verified against its checksum first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from mcl import distributed
 from mcl.config import FORMAT_VERSION, Config, load_config
 from mcl.errors import RunDirError
 from mcl.files import read_json, sha256_file, write_json
+from mcl.run_lock import check_out_dir, writer_lock
 
 logger = logging.getLogger("mcl")
 
@@ -100,7 +102,10 @@ class Representation:
 def _training_values(config: Config) -> dict[str, Any]:
     """The config keys that change what training computes, as a nested dict."""
     values = config.to_dict()
-    values["train"].pop("threads", None)  # parallelism does not change the result's meaning
+    # Parallelism does not change the result's meaning: CPU thread counts may move the last bits of float
+    # reductions, and refusing a resume on a machine with another core count would strand runs. Two writers
+    # with different thread counts are refused by the run directory's lock (mcl.run_lock), not by this.
+    values["train"].pop("threads", None)
     values["train"].pop("device", None)
     for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
         values["data"].pop(key, None)
@@ -147,6 +152,21 @@ class RunDirectory:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Create the directory and hold its writer lock meanwhile (:mod:`mcl.run_lock`; rank 0 only).
+
+        Refuses a directory that is neither empty nor an mcl run, and one another process is writing.
+        """
+        if not distributed.is_main_process():
+            self.root.mkdir(parents=True, exist_ok=True)
+            yield
+            return
+        check_out_dir(self.root, MANIFEST, CONFIG_FILE)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with writer_lock(self.root):
+            yield
 
     def stage_dir(self, stage: int) -> Path:
         """``stage-<s>/`` (1-based; 0 is the initial model of runs that cluster one)."""
