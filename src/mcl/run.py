@@ -107,7 +107,8 @@ def _training_values(config: Config) -> dict[str, Any]:
     # with different thread counts are refused by the run directory's lock (mcl.run_lock), not by this.
     values["train"].pop("threads", None)
     values["train"].pop("device", None)
-    for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
+    # Where images live (the same run, bit for bit) and a size limit that can only refuse data, never change it.
+    for key in ("residency", "workers", "memory_budget_gb", "max_text_bytes"):
         values["data"].pop(key, None)
     values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
     values.pop("eval", None)

@@ -39,6 +39,7 @@ class DataConfig:
     # its offset; sequential = shards in a seeded order read front to back, single-group batches bucketed
     # from the stream (mcl.data.stream); another run than random's, the same number of steps
     shard_order: Literal["random", "sequential"] = "random"
+    max_text_bytes: int = 1 << 20  # largest caption / .txt / .json member read (checked before reading it)
 
 
 @dataclass

@@ -42,6 +42,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.warmup_steps": (lambda v: v is None or v >= 0, "null or a non-negative integer"),
     "data.memory_budget_gb": (lambda v: v is None or v > 0, "null or a positive number"),
     "data.workers": (lambda v: v >= 0, "a non-negative integer"),
+    "data.max_text_bytes": (lambda v: 1 <= v <= 1 << 30, "an integer in [1, 1073741824] (bytes)"),
     "mcl.stages": (lambda v: v >= 1, "a positive integer"),
     "mcl.clusters": (lambda v: v >= 2, "an integer >= 2"),
     "mcl.min_group_size": (lambda v: v >= 2, "an integer >= 2"),

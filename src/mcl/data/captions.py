@@ -26,6 +26,7 @@ import numpy as np
 
 from mcl.data.image_text import load_img2dataset, load_webdataset
 from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist, load_mnist_digits
+from mcl.data.shard_files import MAX_TEXT_BYTES
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
 from mcl.data.trifeature import (
     COLORS,
@@ -287,7 +288,8 @@ def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 
 
 
 def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.PathLike, n_train: int,
-                      n_test: int, image_size: int, on_bad_image: str = "error", progress: bool = False) -> Path:
+                      n_test: int, image_size: int, on_bad_image: str = "error", progress: bool = False,
+                      max_text_bytes: int = MAX_TEXT_BYTES) -> Path:
     """Copy the first ``n_train + n_test`` pairs of an img2dataset folder or WebDataset shards into an image table.
 
     ``source`` is ``"img2dataset"`` or ``"webdataset"`` (``path``: the folder, or a shard pattern).
@@ -297,7 +299,8 @@ def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.Pa
     loaders = {"img2dataset": load_img2dataset, "webdataset": load_webdataset}
     if source not in loaders:
         raise ConfigError(f"config key 'data.source': {source!r} is not an image-text source ({sorted(loaders)})")
-    table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image)
+    table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image,
+                            max_text_bytes=max_text_bytes)
     if len(table) <= n_test:
         raise DataError(f"{path}: {len(table)} image-text pairs, need more than data.n_test={n_test}")
     split = split_column(len(table) - n_test, n_test)

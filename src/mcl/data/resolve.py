@@ -65,7 +65,8 @@ def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
     target = run_dir / DATA_DIR
     _write_table_once(target, f"importing {data.source} pairs from {data.path} into {target}",
                       lambda: import_image_text(data.source, data.path, target, data.n_train, data.n_test,
-                                                data.image_size, data.on_bad_image, progress))
+                                                data.image_size, data.on_bad_image, progress,
+                                                max_text_bytes=data.max_text_bytes))
     return replace(config, data=replace(data, source="table", path=str(target.resolve())))
 
 
@@ -85,7 +86,7 @@ def load_table_for(config: Config, progress: bool = True, device: torch.device |
         residency = choose_residency(residency, count, data.image_size, data.memory_budget_gb,
                                      device or torch.device("cpu"))
     return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress,
-                       stream=residency == "stream")
+                       stream=residency == "stream", max_text_bytes=data.max_text_bytes)
 
 
 def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:
