@@ -21,7 +21,7 @@ from torch import nn
 
 from mcl import distributed
 from mcl.config import Config, apply_overrides, config_from_dict, load_config, save_config
-from mcl.data.resolve import data_fingerprint, load_table_for, resolve_data
+from mcl.data.resolve import data_identity, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.files import write_json
 from mcl.modalities import modality_of
@@ -94,7 +94,7 @@ def _train(config: Config, run_dir: Path, data: str | Path | None, progress: boo
                        Path(config.data.path) / "labels.csv")
     run = RunDirectory(run_dir)
     if distributed.is_main_process():
-        run.start(config, data_fingerprint(config, len(table)))
+        run.start(config, *data_identity(config, len(table)))
         save_config(config, run.config_path)
     distributed.barrier()
     modality = modality_of(config)

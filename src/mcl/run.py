@@ -78,6 +78,7 @@ MMVP_FILE = "mmvp.json"
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 DATA_DIR = "data"  # generated or imported data sets (mcl.data.resolve)
+DATA_FILES = "data_files.npz"  # every data file's size and mtime when the run started (mcl.data.data_files)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _training_values(config: Config) -> dict[str, Any]:
     values["train"].pop("threads", None)
     values["train"].pop("device", None)
     # Where images live (the same run, bit for bit) and a size limit that can only refuse data, never change it.
-    for key in ("residency", "workers", "memory_budget_gb", "max_text_bytes"):
+    for key in ("residency", "workers", "memory_budget_gb", "max_text_bytes", "fingerprint"):
         values["data"].pop(key, None)
     values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
     values.pop("eval", None)
@@ -305,18 +306,29 @@ class RunDirectory:
                               f"version {FORMAT_VERSION}; use a matching mcl or start a new run directory")
         return manifest
 
-    def start(self, config: Config, data_fingerprint: dict[str, Any]) -> dict[str, Any]:
-        """Create the manifest, or check that an existing run matches this config and data."""
+    def start(self, config: Config, data_fingerprint: dict[str, Any], files: Any = None) -> dict[str, Any]:
+        """Create the manifest, or check that an existing run matches this config and data.
+
+        ``files`` (a :class:`~mcl.data.data_files.DataFiles`) is kept beside the manifest so that a resume
+        on changed data can name the first changed file. Keys recorded by only one side (a run started
+        before a key existed; a content digest taken on one start only) are not compared.
+        """
         if self.exists():
             manifest = self.read_manifest()
             self._check_config(manifest, config)
-            if manifest.get("data") != data_fingerprint:
+            recorded = manifest.get("data")
+            if not isinstance(recorded, dict) or any(recorded[key] != data_fingerprint[key]
+                                                     for key in recorded if key in data_fingerprint):
+                changed = files.changed_since(self.root / DATA_FILES) if files is not None else None
+                what = f"{changed} changed" if changed else f"recorded {recorded}, now {data_fingerprint}"
                 raise RunDirError(f"{self.manifest_path}: the data set differs from the one this run started with "
-                                  f"(recorded {manifest.get('data')}, now {data_fingerprint}); use the same data "
-                                  "to resume, or a new --out directory")
+                                  f"({what}); resume on the data it started with, or start afresh in a new "
+                                  "--out directory")
             self.verify(manifest)
             self._remove_stale_temporaries()
             return manifest
+        if files is not None:
+            files.save(self.root / DATA_FILES)
         manifest = {"format_version": FORMAT_VERSION, "config_fingerprint": config_fingerprint(config),
                     "config": _training_values(config), "data": data_fingerprint, "files": {}}
         write_json(self.manifest_path, manifest)

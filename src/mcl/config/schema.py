@@ -40,6 +40,8 @@ class DataConfig:
     # from the stream (mcl.data.stream); another run than random's, the same number of steps
     shard_order: Literal["random", "sequential"] = "random"
     max_text_bytes: int = 1 << 20  # largest caption / .txt / .json member read (checked before reading it)
+    # what a resume compares of every data file: stat = size and mtime; content = also its sha256 (reads all)
+    fingerprint: Literal["stat", "content"] = "stat"
 
 
 @dataclass

@@ -90,7 +90,18 @@ def load_table_for(config: Config, progress: bool = True, device: torch.device |
 
 
 def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:
-    """Identity of the training data for resume checks: row count and the labels.csv (or folder listing) digest."""
+    """Identity of the training data for resume checks: row count, the labels.csv (or folder listing) digest
+    and the digest of every file's size and mtime (:mod:`mcl.data.data_files`)."""
+    return data_identity(config, train_rows)[0]
+
+
+def data_identity(config: Config, train_rows: int) -> tuple[dict[str, Any], Any]:
+    """:func:`data_fingerprint` and the :class:`~mcl.data.data_files.DataFiles` listing it was made from
+    (which :meth:`mcl.run.RunDirectory.start` keeps beside the manifest to name a changed file)."""
+    from mcl.data.data_files import source_files
     from mcl.data.sources import source_digest
 
-    return {"train_rows": train_rows, "labels_sha256": source_digest(config.data.path)[:16]}
+    files = source_files(config.data.path, config.data.fingerprint)
+    fingerprint = {"train_rows": train_rows, "labels_sha256": source_digest(config.data.path)[:16],
+                   **files.fingerprint()}
+    return fingerprint, files
