@@ -34,9 +34,8 @@ to continue); every recorded file is verified against its checksum first.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from mcl import distributed
 from mcl.config import FORMAT_VERSION, Config, load_config
 from mcl.errors import RunDirError
 from mcl.files import read_json, sha256_file, write_json
+from mcl.run_identity import changed_keys, config_fingerprint, training_values
 from mcl.run_lock import check_out_dir, writer_lock
 
 logger = logging.getLogger("mcl")
@@ -98,55 +98,6 @@ class Representation:
         if any(not member.startswith("stage-") for member in self.members):
             return None
         return tuple(int(member.removeprefix("stage-")) for member in self.members)
-
-
-def _training_values(config: Config) -> dict[str, Any]:
-    """The config keys that change what training computes, as a nested dict."""
-    values = config.to_dict()
-    # Parallelism does not change the result's meaning: CPU thread counts may move the last bits of float
-    # reductions, and refusing a resume on a machine with another core count would strand runs. Two writers
-    # with different thread counts are refused by the run directory's lock (mcl.run_lock), not by this.
-    values["train"].pop("threads", None)
-    values["train"].pop("device", None)
-    # Where images live (the same run, bit for bit) and a size limit that can only refuse data, never change it.
-    for key in ("residency", "workers", "memory_budget_gb", "max_text_bytes", "fingerprint"):
-        values["data"].pop(key, None)
-    values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
-    values.pop("eval", None)
-    return values
-
-
-def config_fingerprint(config: Config) -> str:
-    """Hash of everything in the config that changes what training computes."""
-    return hashlib.sha256(json.dumps(_training_values(config), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _flatten(values: dict[str, Any]) -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{name}": inner for name, inner in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
-    """``key (old -> new)`` for every training key that differs from the values a run started with.
-
-    A key that did not exist when the run started (added to mcl since) counts as unchanged if it
-    has its default value, so upgrading mcl does not strand runs in progress.
-    """
-    old, new = _flatten(started), _flatten(_training_values(config))
-    default = _flatten(_training_values(Config()))
-    missing = object()
-    changed = []
-    for key in dict.fromkeys([*old, *new]):
-        before, after = old.get(key, default.get(key, missing)), new.get(key, missing)
-        if before != after:
-            changed.append(f"{key} ({'absent' if before is missing else repr(before)} -> "
-                           f"{'absent' if after is missing else repr(after)})")
-    return changed
 
 
 class RunDirectory:
@@ -330,7 +281,7 @@ class RunDirectory:
         if files is not None:
             files.save(self.root / DATA_FILES)
         manifest = {"format_version": FORMAT_VERSION, "config_fingerprint": config_fingerprint(config),
-                    "config": _training_values(config), "data": data_fingerprint, "files": {}}
+                    "config": training_values(config), "data": data_fingerprint, "files": {}}
         write_json(self.manifest_path, manifest)
         return manifest
 
@@ -374,11 +325,27 @@ class RunDirectory:
         """Check every recorded file against its checksum; raises :class:`RunDirError` on the first bad one."""
         files = (manifest or self.read_manifest())["files"]
         for key in files:
-            self._check(self.root / key, files[key])
+            self._check(self._entry(key), files[key])
+
+    def _entry(self, key: Any) -> Path:
+        """The file a manifest key names: a relative path inside the run (``../x``, ``/dev/zero`` refused)."""
+        parts = Path(key).parts if isinstance(key, str) else ()
+        if not parts or Path(key).is_absolute() or ".." in parts:
+            raise RunDirError(f"{self.manifest_path}: entry {key!r} is not a path inside the run directory; "
+                              f"remove it from {MANIFEST}")
+        return self.root / key
 
     def _check(self, path: Path, checksum: str) -> None:
-        if not path.exists():
-            raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing")
+        if not isinstance(checksum, str):
+            raise RunDirError(f"{self.manifest_path}: the checksum of {path.name} is not a string")
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing") from None
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot be read ({exc.strerror})") from None
+        if not stat.S_ISREG(info.st_mode):  # a symlink to /dev/zero, a FIFO: never opened
+            raise RunDirError(f"{path}: recorded in {MANIFEST} but not a regular file; restore it")
         # Hashing a ViT-L-sized member on every listing is seconds; a file whose identity, size and mtime are
         # unchanged since this process hashed it (verified or recorded) is not hashed again (make's and rsync's rule).
         identity = (*_identity(path), checksum)

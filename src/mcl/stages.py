@@ -175,6 +175,7 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     def save(result: KMeansResult, path: Path) -> None:
         write_json(directory / CLUSTERS_INFO_FILE, {"inertia": result.inertia, "iterations": result.iterations,
                                                     "backend": result.backend, "sizes": result.sizes.tolist()})
+        run.record(directory / CLUSTERS_INFO_FILE)  # hashed like every finished file: an edit is refused
         save_arrays(path, {"centroids": result.centroids, "labels": result.labels, "sizes": result.sizes})
 
     def load(path: Path) -> KMeansResult:

@@ -16,15 +16,23 @@ if TYPE_CHECKING:  # only a type here: the schema calls check_config, so importi
 
 WEB_SOURCES = ("img2dataset", "webdataset")
 
+# Bounds far beyond any real run that keep a typo (an extra digit or ten) from becoming a MemoryError,
+# an overflow deep in torch or numpy, or a generator writing for a week.
+_MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed both take it; seed + k stays < 2**63
+_MAX_ROWS = 100_000_000
+_MAX_DIM = 65_536
+_MAX_QUEUE = 16_777_216
+
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.image_size": (lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"),
-    "data.n_train": (lambda v: v >= 1, "a positive integer"),
-    "data.n_test": (lambda v: v >= 0, "a non-negative integer"),
+    "data.n_train": (lambda v: 1 <= v <= _MAX_ROWS, f"an integer in [1, {_MAX_ROWS}]"),
+    "data.n_test": (lambda v: 0 <= v <= _MAX_ROWS, f"an integer in [0, {_MAX_ROWS}]"),
+    "data.seed": (lambda v: 0 <= v <= _MAX_SEED, f"an integer in [0, {_MAX_SEED}]"),
     "model.width": (lambda v: v > 0, "a positive number"),
-    "model.projection_dim": (lambda v: v >= 1, "a positive integer"),
-    "model.hidden_dim": (lambda v: v >= 1, "a positive integer"),
+    "model.projection_dim": (lambda v: 1 <= v <= _MAX_DIM, f"an integer in [1, {_MAX_DIM}]"),
+    "model.hidden_dim": (lambda v: 1 <= v <= _MAX_DIM, f"an integer in [1, {_MAX_DIM}]"),
     "objective.temperature": (lambda v: v > 0, "a positive number"),
-    "objective.queue_size": (lambda v: v >= 0, "a non-negative integer"),
+    "objective.queue_size": (lambda v: 0 <= v <= _MAX_QUEUE, f"an integer in [0, {_MAX_QUEUE}]"),
     "objective.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     "augment.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
@@ -76,7 +84,10 @@ def check_config(config: Config) -> None:
         value = getattr(getattr(config, section), name)
         if not ok(value):
             raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
+    if not 0 <= config.seed <= _MAX_SEED:
+        raise ConfigError(f"config key 'seed': expected an integer in [0, {_MAX_SEED}], got {config.seed!r}")
     _check_registered(config)
+    _check_backbone_arg_types(config)
     _check_multimodal(config)
     _check_shard_order(config)
 
@@ -90,6 +101,51 @@ def _check_registered(config: Config) -> None:
     check_backbone(config.model.backbone, config.model.width, **config.model.backbone_args)
     _check_name("objective.name", config.objective.name, [*OBJECTIVES, "clip"])
     TWO_TOWER_MODELS.check(config.multimodal.model, {})
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
+
+
+def _check_backbone_arg_types(config: Config) -> None:
+    """Each ``model.backbone_args`` value against its parameter's simple type (annotation or default's type).
+
+    Parameters annotated with anything but ``int``/``float``/``bool``/``str``/``None`` unions are left to
+    the backbone (a zoo model's own checks).
+    """
+    from mcl.models.backbones import BACKBONES
+
+    try:
+        parameters = BACKBONES.entry(config.model.backbone).parameters()
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return
+    for name, value in config.model.backbone_args.items():
+        parameter = parameters.get(name)
+        if parameter is None:
+            continue
+        expected = _simple_types(parameter)
+        if expected is None:
+            continue
+        ok = any(isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool)) for tp in expected)
+        ok = ok or (float in expected and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            names = " or ".join("null" if tp is type(None) else tp.__name__ for tp in expected)
+            raise ConfigError(f"config key 'model.backbone_args.{name}': expected {names} for backbone "
+                              f"{config.model.backbone!r}, got {value!r}")
+
+
+def _simple_types(parameter: Any) -> tuple[type, ...] | None:
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in annotation.split("|")]
+        if all(part in _SIMPLE_TYPES for part in parts):
+            return tuple(_SIMPLE_TYPES[part] for part in parts)
+        return None
+    if annotation in _SIMPLE_TYPES.values():
+        return (annotation,)
+    default = parameter.default
+    if annotation is parameter.empty and type(default) in (int, float, bool, str):
+        return (type(default),)
+    return None
 
 
 def _check_name(key: str, name: str, known: list[str]) -> None:
