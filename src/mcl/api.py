@@ -62,6 +62,10 @@ def _check_training_table(config: Config, table: Any) -> None:
     if len(table) < config.mcl.clusters:
         raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
                           "training images")
+    if config.mcl.min_group_size > len(table) and config.mcl.stages > 1:
+        logger.warning("config key 'mcl.min_group_size': %d is larger than the training set (%d images): every "
+                       "pseudo-label group merges into one, so stages after the first train like the first",
+                       config.mcl.min_group_size, len(table))
     if config.train.batch_size > len(table):
         raise ConfigError(f"config key 'train.batch_size': {config.train.batch_size} is larger than the "
                           f"training set ({len(table)} images)")

@@ -47,6 +47,7 @@ def _read_umask() -> int:
 
 # mkstemp creates 0600 files; finished files get the usual permissions (0666 less the umask).
 _FILE_MODE = 0o666 & ~_read_umask()
+FILE_MODE = _FILE_MODE  # for writers that cannot use atomic_open (a memory map needs its path)
 
 
 def crash_point(phase: str) -> None:
@@ -148,7 +149,19 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None) -> None:
     """Atomically save torch tensors as safetensors."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    write_bytes(path, _save_torch_bytes(tensors, metadata=metadata))
+    data = _save_torch_bytes(tensors, metadata=metadata)
+    write_bytes(path, _sorted_metadata(data) if metadata and len(metadata) > 1 else data)
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """safetensors bytes with the ``__metadata__`` keys in sorted order (the library writes them in hash-map
+    order, which differs between processes, so identical runs would give files with other checksums)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as the library writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + length:]
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -18,21 +18,21 @@ WEB_SOURCES = ("img2dataset", "webdataset")
 
 # Bounds far beyond any real run that keep a typo (an extra digit or ten) from becoming a MemoryError,
 # an overflow deep in torch or numpy, or a generator writing for a week.
-_MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed both take it; seed + k stays < 2**63
-_MAX_ROWS = 100_000_000
-_MAX_DIM = 65_536
-_MAX_QUEUE = 16_777_216
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed both take it; seed + k stays < 2**63
+MAX_ROWS = 100_000_000
+MAX_DIM = 65_536
+MAX_QUEUE = 16_777_216
 
 _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.image_size": (lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"),
-    "data.n_train": (lambda v: 1 <= v <= _MAX_ROWS, f"an integer in [1, {_MAX_ROWS}]"),
-    "data.n_test": (lambda v: 0 <= v <= _MAX_ROWS, f"an integer in [0, {_MAX_ROWS}]"),
-    "data.seed": (lambda v: 0 <= v <= _MAX_SEED, f"an integer in [0, {_MAX_SEED}]"),
+    "data.n_train": (lambda v: 1 <= v <= MAX_ROWS, f"an integer in [1, {MAX_ROWS}]"),
+    "data.n_test": (lambda v: 0 <= v <= MAX_ROWS, f"an integer in [0, {MAX_ROWS}]"),
+    "data.seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
     "model.width": (lambda v: v > 0, "a positive number"),
-    "model.projection_dim": (lambda v: 1 <= v <= _MAX_DIM, f"an integer in [1, {_MAX_DIM}]"),
-    "model.hidden_dim": (lambda v: 1 <= v <= _MAX_DIM, f"an integer in [1, {_MAX_DIM}]"),
+    "model.projection_dim": (lambda v: 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
+    "model.hidden_dim": (lambda v: 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
     "objective.temperature": (lambda v: v > 0, "a positive number"),
-    "objective.queue_size": (lambda v: 0 <= v <= _MAX_QUEUE, f"an integer in [0, {_MAX_QUEUE}]"),
+    "objective.queue_size": (lambda v: 0 <= v <= MAX_QUEUE, f"an integer in [0, {MAX_QUEUE}]"),
     "objective.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
     "augment.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
@@ -84,8 +84,8 @@ def check_config(config: Config) -> None:
         value = getattr(getattr(config, section), name)
         if not ok(value):
             raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
-    if not 0 <= config.seed <= _MAX_SEED:
-        raise ConfigError(f"config key 'seed': expected an integer in [0, {_MAX_SEED}], got {config.seed!r}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"config key 'seed': expected an integer in [0, {MAX_SEED}], got {config.seed!r}")
     _check_registered(config)
     _check_backbone_arg_types(config)
     _check_multimodal(config)

@@ -1,6 +1,7 @@
 """Decoding image files into uint8 RGB ``(size, size, 3)`` arrays, in parallel, with a size summary.
 
-Any Pillow mode becomes RGB (16-bit grey rescaled to 8 bits, palette transparency and alpha dropped
+Any Pillow mode becomes RGB (16-bit grey rescaled to 8 bits, 32-bit and float grey by its range,
+palette transparency and alpha dropped
 like torchvision's loader), EXIF orientation is applied, and the image is resized to ``size x size``
 with Pillow's antialiased bilinear filter (aspect ratio not kept; JPEGs are first DCT-downscaled).
 Changing any of this changes every decoded pixel: bump ``cache._CACHE_VERSION`` with it.
@@ -84,12 +85,28 @@ def _area(size: tuple[int, int]) -> tuple[int, int, int]:
     return (size[0] * size[1], *size)
 
 
+def _wide_grey_to_8bit(image: Image.Image) -> np.ndarray:
+    """uint8 grey of a 16/32-bit integer or float image (Pillow would clip it to black or white).
+
+    Integers within [0, 65535] are 16-bit grey (divided by 257); floats within [0, 1] are scaled by
+    255 and floats within [0, 255] kept; anything else (32-bit integers beyond 16 bits, negative or
+    larger floats) is stretched from its own minimum to maximum. NaN becomes 0.
+    """
+    grey = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if image.mode != "F" and low >= 0 and high <= 65535:
+        grey = grey / 257.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        grey = grey * 255.0
+    elif not (image.mode == "F" and low >= 0 and high <= 255):
+        grey = (grey - low) * (255.0 / (high - low)) if high > low else np.zeros_like(grey)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB."""
-    if image.mode in _WIDE_GREY_MODES:
-        # Pillow clips (rather than rescales) 16-bit grey to 8 bits, which would turn most pixels white.
-        grey = np.asarray(image, dtype=np.float32) / 257.0
-        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    """Any Pillow mode as 8-bit RGB (16/32-bit integer and float grey: :func:`_wide_grey_to_8bit`)."""
+    if image.mode in _WIDE_GREY_MODES or image.mode == "F" or image.mode.startswith("I;"):
+        image = Image.fromarray(_wide_grey_to_8bit(image), "L")
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when palette transparency is dropped directly
     # Alpha is dropped, not composited, like torchvision's default image loader.
