@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from mcl.config.schema import FORMAT_VERSION, Config
-from mcl.errors import ConfigError
+from mcl.errors import ConfigError, one_line
 
 MAX_FREE_NODES = 10_000
 _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -162,10 +162,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         values = read_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: config file cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{path}:{where} not valid YAML ({one_line(getattr(exc, 'problem', None) or exc)})") \
+            from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
     apply_overrides(values, overrides or [])
@@ -187,8 +192,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         try:
             node[parts[-1]] = read_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})") \
-                from None
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({one_line(getattr(exc, 'problem', None) or exc)})") from None
     return values
 
 

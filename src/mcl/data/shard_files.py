@@ -139,6 +139,12 @@ def open_shard(path: Path) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 (the caller closes it)
 
 
+def shown(name: str) -> str:
+    """A member name or key as messages print it: as is, or escaped when it holds line breaks or other
+    unprintable characters (a message is always one line)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def split_member(name: str) -> tuple[str, str]:
     """WebDataset key and extension: ``dir/000001.seg.jpg`` -> (``dir/000001``, ``seg.jpg``)."""
     directory, _, base = name.rpartition("/")
@@ -178,9 +184,9 @@ class _Reader:
 
     def add(self, name: str, kind: bytes, offset: int, size: int, linkname: str, read: Any) -> None:
         """Record one member from its header; ``read()`` reads its data (called only for a wanted text member)."""
-        where = f"{self.shard.name}#{name}"
+        where = f"{self.shard.name}#{shown(name)}"
         if self.limit is not None and offset + size > self.limit:
-            raise DataError(f"{self.shard}: member {name!r} claims {size} bytes at offset {offset}, beyond the "
+            raise DataError(f"{self.shard}: member {shown(name)!r} claims {size} bytes at offset {offset}, beyond the "
                             f"shard's {self.limit} bytes (corrupt or forged tar header)")
         if kind == _HARDLINK:
             target = self.by_name.get(linkname)
@@ -201,7 +207,7 @@ class _Reader:
             data = None
             if self._wanted(name):
                 if size > self.max_text_bytes:
-                    raise DataError(f"{self.shard}#{name}: {size} bytes, more than data.max_text_bytes "
+                    raise DataError(f"{self.shard}#{shown(name)}: {size} bytes, more than data.max_text_bytes "
                                     f"({self.max_text_bytes}) for a text member; raise data.max_text_bytes if "
                                     "the file is genuine")
                 data = read()

@@ -58,6 +58,7 @@ from mcl.data.shard_files import (
     read_members,
     resolve_shards,
     shards_fingerprint,
+    shown,
     split_member,
 )
 from mcl.data.table import SPLITS, check_load_options
@@ -124,7 +125,7 @@ class ShardIndex:
 
     def where(self, sample: int) -> str:
         """``shard-000003.tar#KEY``: how messages name a sample."""
-        return f"{self.shards[self.shard[sample]]}#{self.keys[sample]}"
+        return f"{self.shards[self.shard[sample]]}#{shown(self.keys[sample])}"
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index as one ``.npz`` (no pickles), e.g. rank 0 indexes and the other ranks :meth:`load`."""
@@ -181,13 +182,13 @@ def _index_one(path: Path, skipped: dict[str, list[str]], max_text_bytes: int) -
         key, extension = split_member(name)
         if key != last_key and key in found.keys_seen:
             skipped.setdefault("member(s) of a key that appeared earlier in the shard", []).append(
-                f"{path.name}#{name}")
+                f"{path.name}#{shown(name)}")
             continue
         found.keys_seen[key] = None
         last_key = key
         if extension in IMAGE_EXTENSIONS:
             if key in found.images:
-                skipped.setdefault("extra image(s) under one key", []).append(f"{path.name}#{name}")
+                skipped.setdefault("extra image(s) under one key", []).append(f"{path.name}#{shown(name)}")
             else:
                 found.images[key] = (member.offset, member.size)
         elif member.data is not None:
@@ -196,12 +197,12 @@ def _index_one(path: Path, skipped: dict[str, list[str]], max_text_bytes: int) -
 
 
 def _parse_meta(path: Path, key: str, data: bytes) -> dict[str, str]:
-    meta = parse_json(data, f"{path}#{key}.json")
+    meta = parse_json(data, f"{path}#{shown(key)}.json")
     if not isinstance(meta, dict):
-        raise DataError(f"{path}#{key}.json: expected a JSON object, got {type(meta).__name__}")
+        raise DataError(f"{path}#{shown(key)}.json: expected a JSON object, got {type(meta).__name__}")
     split = meta.get("split", "train")
     if split not in SPLITS:
-        raise DataError(f"{path}#{key}.json: 'split' is {split!r}; expected 'train' or 'test'")
+        raise DataError(f"{path}#{shown(key)}.json: 'split' is {split!r}; expected 'train' or 'test'")
     return {name: ("" if value is None else str(value)) for name, value in meta.items()}
 
 
@@ -220,7 +221,7 @@ def index_shards(source: str | os.PathLike | Iterable[str | os.PathLike],
     skipped: dict[str, list[str]] = {}
     for position, path in enumerate(shards):
         found = _index_one(path, skipped, max_text_bytes)
-        orphans = [f"{path.name}#{key}" for key in found.keys_seen if key not in found.images]
+        orphans = [f"{path.name}#{shown(key)}" for key in found.keys_seen if key not in found.images]
         if orphans:
             skipped.setdefault("sample(s) without an image (caption/json only)", []).extend(orphans)
         # Ids follow the image members' order in the shard, which is the order a sequential read meets them.
