@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 import os
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from mcl.data.shard_files import (
     IMAGE_EXTENSIONS,
@@ -45,9 +43,11 @@ from mcl.data.shard_files import (
     expand_shards,
     open_shard,
     read_members,
+    resolve_shards,
     split_member,
 )
 from mcl.data.table import ImageTable, check_load_options
+from mcl.data.table.decode import decode
 from mcl.errors import DataError, one_line
 
 logger = logging.getLogger("mcl")
@@ -70,16 +70,14 @@ class ImageTextPair:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def decode_image(source: str | os.PathLike | bytes, image_size: int | None = None) -> np.ndarray:
-    """Decode to uint8 RGB ``(H, W, 3)``; with ``image_size``, centre-crop to a square and resize.
+def decode_image(source: str | os.PathLike | bytes, image_size: int | None = None, fit: str = "crop") -> np.ndarray:
+    """Decode to uint8 RGB ``(H, W, 3)``; with ``image_size``, resized to a square by ``fit``
+    (:func:`mcl.data.table.decode.decode`).
 
-    Cropping (rather than squashing) keeps the proportions of web photos, as CLIP's preprocessing does.
+    The default ``crop`` (rather than squashing) keeps the proportions of web photos, as CLIP's
+    preprocessing does; ``squash`` gives an image table's pixels.
     """
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    if image_size is not None:
-        image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
+    return decode(source, image_size, fit)[0]
 
 
 def _report_unpaired(where: str | os.PathLike, what: str, keys: Sequence[str]) -> None:
@@ -153,7 +151,8 @@ def scan_img2dataset(directory: str | os.PathLike, max_text_bytes: int = MAX_TEX
 
 
 def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int | None = None,
-                     on_bad_image: str = "error", max_text_bytes: int = MAX_TEXT_BYTES) -> ImageTable:
+                     on_bad_image: str = "error", max_text_bytes: int = MAX_TEXT_BYTES,
+                     fit: str = "crop") -> ImageTable:
     """Decode the pairs of an img2dataset ``files`` folder into an :class:`ImageTable`.
 
     ``limit`` keeps the first pairs by key. ``on_bad_image='skip'`` drops (and logs) unreadable
@@ -164,7 +163,7 @@ def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int |
 
     def decode(pair: ImageTextPair) -> np.ndarray | None:
         try:
-            return decode_image(pair.image_path, image_size)
+            return decode_image(pair.image_path, image_size, fit)
         except Exception as exc:  # Pillow raises many unrelated types for corrupt files
             if on_bad_image == "error":
                 raise DataError(f"{pair.image_path}: image cannot be read ({type(exc).__name__}: {exc})") from None
@@ -223,7 +222,8 @@ def _read_at(shard: Path, raw: IO[bytes], member: Member) -> bytes:
 
 
 def _webdataset_samples(shards: list[Path], image_size: int | None, on_bad_image: str,
-                        max_text_bytes: int = MAX_TEXT_BYTES) -> Iterator[tuple[str, np.ndarray, str]]:
+                        max_text_bytes: int = MAX_TEXT_BYTES, fit: str = "crop"
+                        ) -> Iterator[tuple[str, np.ndarray, str]]:
     """``(shard#key, image, caption)`` of every complete, readable sample."""
     for shard in shards:
         unpaired: list[str] = []
@@ -235,7 +235,7 @@ def _webdataset_samples(shards: list[Path], image_size: int | None, on_bad_image
                 unpaired.append(key)
                 continue
             try:
-                image = decode_image(image_bytes, image_size)
+                image = decode_image(image_bytes, image_size, fit)
             except Exception as exc:  # Pillow raises many unrelated types for corrupt files
                 if on_bad_image == "error":
                     raise DataError(f"{shard}: sample {key!r}: image cannot be read ({type(exc).__name__})") from None
@@ -248,16 +248,14 @@ def _webdataset_samples(shards: list[Path], image_size: int | None, on_bad_image
 
 def load_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int,
                     limit: int | None = None, on_bad_image: str = "error",
-                    max_text_bytes: int = MAX_TEXT_BYTES) -> ImageTable:
+                    max_text_bytes: int = MAX_TEXT_BYTES, fit: str = "crop") -> ImageTable:
     """Materialise (the first ``limit`` pairs of) WebDataset shards into an :class:`ImageTable`.
 
     For small sets only: every image is held in memory. ``paths`` holds ``<shard file>#<key>``.
     """
     check_load_options(image_size, on_bad_image, size_optional=True)
-    paths = expand_shards(shards)
-    if not paths:
-        raise DataError("no WebDataset shards given")
-    samples = list(itertools.islice(_webdataset_samples(paths, image_size, on_bad_image, max_text_bytes), limit))
+    paths = resolve_shards(shards)  # a directory of shards, a brace pattern, one file or a list
+    samples = list(itertools.islice(_webdataset_samples(paths, image_size, on_bad_image, max_text_bytes, fit), limit))
     if not samples:
         raise DataError(f"{paths[0]}: no image/caption samples in {len(paths)} shard(s)")
     keys, images, captions = (list(column) for column in zip(*samples, strict=True))

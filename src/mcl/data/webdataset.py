@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import zlib
@@ -47,7 +46,6 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from mcl.data.shard_files import (
     IMAGE_EXTENSIONS,
@@ -62,7 +60,7 @@ from mcl.data.shard_files import (
     split_member,
 )
 from mcl.data.table import SPLITS, check_load_options
-from mcl.data.table.decode import to_rgb
+from mcl.data.table.decode import decode_bytes
 from mcl.data.table.strings import StringColumn
 from mcl.errors import DataError, one_line
 from mcl.files import atomic_open
@@ -72,7 +70,6 @@ logger = logging.getLogger("mcl")
 __all__ = ["DecodeStats", "ShardDataset", "ShardIndex", "ShardReader", "decode_bytes", "decode_samples",
            "index_shards", "open_shard", "resolve_shards", "shards_fingerprint"]
 _EXAMPLES = 5
-_ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -299,33 +296,6 @@ class ShardReader:
             self._open = None
 
 
-def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode encoded image bytes to uint8 RGB ``(size, size, 3)``: the same pixels as an image table's
-    :func:`~mcl.data.table.decode.decode_image` (JPEG draft, EXIF orientation, any mode to RGB, bilinear).
-
-    Raises ``ValueError`` for an image of more than ``max_pixels`` pixels (default Pillow's
-    ``Image.MAX_IMAGE_PIXELS``) from its header alone, so a decompression bomb never allocates pixels.
-    The image is opened once and copied only when EXIF rotates it (twice as fast as the file path on
-    small JPEGs, where opening costs as much as decoding).
-    """
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"decompression bomb refused ({one_line(exc)})") from None
-    with image:
-        width, height = image.size
-        if limit is not None and width * height > limit:
-            raise ValueError(f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {limit}")
-        if image.format == "JPEG":
-            image.draft("RGB", (size, size))  # DCT-domain downscaling, as decode_image does
-        oriented = ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) != 1 else image
-        rgb = to_rgb(oriented)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
 @dataclass
 class DecodeStats:
     """Images skipped as unreadable (``on_bad_image='skip'``) by one process."""
@@ -335,7 +305,7 @@ class DecodeStats:
 
 def decode_samples(index: ShardIndex, samples: Sequence[int], blobs: Sequence[bytes], image_size: int,
                    on_bad_image: str, stats: DecodeStats | None = None,
-                   max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   max_pixels: int | None = None, fit: str = "squash") -> tuple[np.ndarray, np.ndarray]:
     """Decode ``blobs`` of ``samples``; returns ``(readable (n,) bool, images (n, size, size, 3) uint8)``.
 
     Rows of unreadable images (``on_bad_image='skip'``) are left undefined; with ``'error'`` the first
@@ -345,7 +315,7 @@ def decode_samples(index: ShardIndex, samples: Sequence[int], blobs: Sequence[by
     keep = np.ones(len(samples), dtype=bool)
     for row, (sample, data) in enumerate(zip(samples, blobs, strict=True)):
         try:
-            out[row] = decode_bytes(data, image_size, max_pixels)
+            out[row] = decode_bytes(data, image_size, max_pixels, fit)
         except Exception as exc:  # Pillow raises many unrelated types for corrupt images
             if on_bad_image == "error":
                 raise DataError(f"{index.where(int(sample))}: image cannot be read "
@@ -369,8 +339,9 @@ class ShardDataset:
     """
 
     def __init__(self, index: ShardIndex, ids: np.ndarray, image_size: int, on_bad_image: str = "error",
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, fit: str = "squash") -> None:
         check_load_options(image_size, on_bad_image)
+        self.fit = fit
         self.index, self.ids = index, np.asarray(ids, dtype=np.int64)
         self.image_size, self.on_bad_image, self.max_pixels = image_size, on_bad_image, max_pixels
         self.stats = DecodeStats()
@@ -387,7 +358,7 @@ class ShardDataset:
         samples = self.ids[positions[order]]
         blobs = [data for _, data in self._reader.read_many(samples.tolist())]
         keep, images = decode_samples(self.index, samples, blobs, self.image_size, self.on_bad_image, self.stats,
-                                      self.max_pixels)
+                                      self.max_pixels, self.fit)
         back = np.argsort(order, kind="stable")  # the caller's order again
         back = back[keep[back]]
         return {"index": torch.from_numpy(positions[order][back]), "image": torch.from_numpy(images[back])}

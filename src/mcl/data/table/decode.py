@@ -12,8 +12,10 @@ resized, so that loading logs one line such as ``images 28x28..64x64 resized to 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -113,23 +115,71 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode one image of any mode/size into uint8 RGB ``(size, size, 3)`` (aspect ratio not kept).
+FITS = ("crop", "squash")
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
-    Also returns the image's original ``(width, height)`` (after EXIF rotation).
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """``Image.open`` of a file or of encoded bytes; a path that is not a regular file (a FIFO would block,
+    a device never end) is refused before it is opened."""
+    if isinstance(source, bytes):
+        return Image.open(io.BytesIO(source))
+    if not stat.S_ISREG(os.stat(source).st_mode):
+        raise ValueError("not a regular file (a directory, FIFO or device)")
+    return Image.open(source)
+
+
+def decode(source: str | os.PathLike | bytes, size: int | None, fit: str = "squash",
+           max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The one image decoder: uint8 RGB ``(size, size, 3)`` (``size=None``: as stored) and the original
+    ``(width, height)`` after EXIF rotation.
+
+    ``fit='squash'`` resizes to ``size x size`` with Pillow's antialiased bilinear filter (aspect ratio
+    not kept; JPEGs first DCT-downscaled); ``fit='crop'`` centre-crops to a square and resizes with
+    bicubic (``ImageOps.fit``, proportions kept, as CLIP's preprocessing; no DCT draft). Any mode
+    becomes RGB (:func:`to_rgb`). ``max_pixels``: an image with more pixels is refused from its header
+    (``ValueError``), before any pixel is decoded.
     """
-    with Image.open(path) as image:
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    with open_image(source) as image:
         original = image.size
-        if image.format == "JPEG":
+        if max_pixels is not None and original[0] * original[1] > max_pixels:
+            raise ValueError(f"decompression bomb refused: {original[0]}x{original[1]} pixels exceeds the limit "
+                             f"of {max_pixels}")
+        if fit == "squash" and size is not None and image.format == "JPEG":
             image.draft("RGB", (size, size))  # DCT-domain downscaling: much faster for big photos
         drafted = image.size
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+        oriented = ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) != 1 else image
+        rgb = to_rgb(oriented)
     if rgb.size != drafted:
         original = original[::-1]  # EXIF rotated the image by 90 degrees
-    if rgb.size != (size, size):
+    if size is not None and fit == "crop":
+        rgb = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+    elif size is not None and rgb.size != (size, size):
         # Bilinear resampling in Pillow widens its kernel when shrinking, so it is antialiased.
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8), original
+
+
+def decode_image(path: Path, size: int, fit: str = "squash") -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image file of any mode/size into uint8 RGB ``(size, size, 3)`` (:func:`decode`; an image
+    table's default ``fit`` is ``squash``). Also returns the original ``(width, height)``."""
+    return decode(path, size, fit)
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int | None = None, fit: str = "squash") -> np.ndarray:
+    """Decode encoded image bytes (a shard member) to uint8 RGB ``(size, size, 3)``: with the same ``fit``,
+    the same pixels as :func:`decode_image` of the same bytes in a file.
+
+    Raises ``ValueError`` for an image of more than ``max_pixels`` pixels (default Pillow's
+    ``Image.MAX_IMAGE_PIXELS``) from its header alone, so a decompression bomb never allocates pixels.
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        return decode(data, size, fit, limit)[0]
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"decompression bomb refused ({one_line(exc)})") from None
 
 
 def failure_reason(exc: Exception) -> str:

@@ -96,13 +96,13 @@ def check_headers(root: Path, rows: Rows, fail_fast: bool) -> list[BadImage]:
     """
     from PIL import Image
 
-    from mcl.data.table.decode import failure_reason
+    from mcl.data.table.decode import failure_reason, open_image
 
     limit = Image.MAX_IMAGE_PIXELS
     bad = []
     for row, path in enumerate(rows.paths):
         try:
-            with Image.open(root / path) as image:
+            with open_image(root / path) as image:
                 width, height = image.size
             if limit is not None and width * height > 2 * limit:
                 raise ValueError(f"{width}x{height} pixels exceeds the decompression-bomb limit")
