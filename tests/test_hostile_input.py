@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mcl.cli import main
-from mcl.files import load_tensors_with_metadata, save_tensors
+from mcl.errors import RunDirError
+from mcl.files import DATA_SHA256, load_tensors, load_tensors_with_metadata, save_tensors
 from test_bad_input import CONFIG, TINY, error_line, train, write_images
 
 
@@ -156,9 +157,21 @@ def test_safetensors_metadata_is_written_in_sorted_order(tmp_path):
     save_tensors(tmp_path / "a.safetensors", {"x": torch.arange(3.0)}, metadata=metadata)
     raw = (tmp_path / "a.safetensors").read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-    assert list(header["__metadata__"]) == sorted(metadata)
+    assert list(header["__metadata__"]) == sorted([*metadata, DATA_SHA256])
     tensors, loaded = load_tensors_with_metadata(tmp_path / "a.safetensors")
     assert loaded == metadata and tensors["x"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.safetensors"
+    save_tensors(path, {"w": torch.arange(64.0)}, metadata={"checkpoint": "{}"})
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunDirError, match="tensor bytes differ from the checksum recorded in it"):
+        load_tensors_with_metadata(path)
+    with pytest.raises(RunDirError, match="tensor bytes differ"):
+        load_tensors(path)
 
 
 def test_tiny_config_still_trains(table, tmp_path):  # the TINY overrides themselves stay valid
