@@ -175,7 +175,6 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     def save(result: KMeansResult, path: Path) -> None:
         write_json(directory / CLUSTERS_INFO_FILE, {"inertia": result.inertia, "iterations": result.iterations,
                                                     "backend": result.backend, "sizes": result.sizes.tolist()})
-        run.record(directory / CLUSTERS_INFO_FILE)  # hashed like every finished file: an edit is refused
         save_arrays(path, {"centroids": result.centroids, "labels": result.labels, "sizes": result.sizes})
 
     def load(path: Path) -> KMeansResult:
@@ -186,7 +185,10 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
         return KMeansResult(arrays["centroids"], arrays["labels"], arrays["sizes"], meta["inertia"],
                             meta["iterations"], meta["backend"])
 
-    return run.phase(directory / CLUSTERS_FILE, compute, save, load)
+    result = run.phase(directory / CLUSTERS_FILE, compute, save, load)
+    if distributed.is_main_process() and not run.is_finished(directory / CLUSTERS_INFO_FILE):
+        run.record(directory / CLUSTERS_INFO_FILE)  # hashed like every finished file: an edit is refused
+    return result
 
 
 def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:
