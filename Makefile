@@ -15,7 +15,7 @@ ZOO_OPENCLIP_PIN  ?= open-clip-torch==3.3.0
 ZOO_LIGHTLY_PIN   ?= lightly==1.6.0
 ZOO_PINS          := $(ZOO_TORCH_PIN) $(ZOO_VISION_PIN) $(ZOO_TIMM_PIN) $(ZOO_OPENCLIP_PIN) $(ZOO_LIGHTLY_PIN)
 
-.PHONY: install install-dev install-multimodal install-zoo demo demo-multimodal test test-zoo lint clean
+.PHONY: install install-dev install-multimodal install-zoo demo demo-multimodal test test-zoo lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +59,13 @@ test: install-dev
 test-zoo: install-zoo
 	$(ZOO_BIN)/python -m pytest tests/zoo
 
+# The documentation site: mkdocs-material, reference pages generated from the code (docs/hooks/reference.py);
+# --strict turns every warning (a broken link, an unresolved API name) into an error.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) $(ZOO_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(ZOO_VENV) runs site .pytest_cache

@@ -9,8 +9,8 @@ uniform directions), K = 10 and 100: 100k points of both kinds, 1M clustered poi
   points (``max(64 K, 8192)``) ``mcl-torch`` fits a seeded sample, then makes one chunked pass over all points;
 - ``mcl-full``: the torch backend fitting every point (``sample_size=N``): the behaviour before sampling,
   side by side with ``mcl-torch`` (``--no-full`` leaves it out);
-- ``mcl-<rev>`` (``--baseline REV``): ``kmeans`` of ``src/mcl/clustering.py`` as committed at git revision
-  ``REV`` (e.g. ``HEAD``), loaded as a separate module: before/after a change, in one run;
+- ``mcl-<rev>`` (``--baseline REV``): ``kmeans`` of ``mcl.clustering`` as committed at git revision
+  ``REV`` (e.g. ``HEAD``), loaded in isolation: before/after a change, in one run;
 - ``sk-minibatch``: ``MiniBatchKMeans(K)`` (batch 1024, k-means++, early stopping);
 - ``sk-kmeans``: ``KMeans(K)`` (k-means++, one run, ``max_iter`` 300; at 1M points capped at
   ``--max-iter-1m``, default 30, to bound the runtime).
@@ -27,9 +27,11 @@ any round); the table shows median seconds and the ratios
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import io
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -53,18 +55,31 @@ def points(n: int, kind: str, seed: int = 0) -> np.ndarray:
 
 
 def baseline_module(revision: str) -> ModuleType:
-    """``src/mcl/clustering.py`` at git ``revision``, imported under its own name (it needs only numpy and torch)."""
+    """``mcl.clustering`` as committed at git ``revision``, imported in isolation (it needs only numpy and torch).
+
+    ``src/mcl`` at that revision is unpacked to a temporary directory and imported with the current ``mcl``
+    modules set aside, then put back: the returned module (a single file or a package, whichever the revision
+    has) keeps running the old code.
+    """
     root = Path(__file__).resolve().parents[1]
-    source = subprocess.run(["git", "-C", str(root), "show", f"{revision}:src/mcl/clustering.py"],
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "clustering_baseline.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("mcl_clustering_baseline", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+    archive = subprocess.run(["git", "-C", str(root), "archive", revision, "src/mcl"],
+                             check=True, capture_output=True).stdout
+    target = Path(tempfile.mkdtemp())
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+
+    def ours() -> list[str]:
+        return [name for name in sys.modules if name == "mcl" or name.startswith("mcl.")]
+
+    current = {name: sys.modules.pop(name) for name in ours()}
+    sys.path.insert(0, str(target / "src"))
+    try:
+        return importlib.import_module("mcl.clustering")
+    finally:
+        sys.path.remove(str(target / "src"))
+        for name in ours():
+            del sys.modules[name]
+        sys.modules.update(current)
 
 
 def methods(data: np.ndarray, k: int, device: str, max_iter: int, full: bool = True,
@@ -124,7 +139,7 @@ def main() -> None:
     options.add_argument("--sklearn", choices=["both", "minibatch"], default="both",
                          help="scikit-learn methods: MiniBatchKMeans and KMeans (default), or MiniBatchKMeans only")
     options.add_argument("--no-full", action="store_true", help="leave out mcl-full (the unsampled torch fit)")
-    options.add_argument("--baseline", metavar="REV", help="also time src/mcl/clustering.py at git revision REV")
+    options.add_argument("--baseline", metavar="REV", help="also time mcl.clustering at git revision REV")
     options.add_argument("--sizes", type=int, nargs="+", help="only these N (default 100k and 1M; --quick 20k, 100k)")
     options.add_argument("--clusters", type=int, nargs="+", default=[10, 100], help="K values (default 10 100)")
     args = options.parse_args()

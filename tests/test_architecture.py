@@ -1,17 +1,54 @@
-"""The package's shape: no import cycles, lower layers never import upper ones, one place decides the modality."""
+"""The package's shape: no import cycles (package ``__init__`` edges and typing-only imports count), no upward
+imports (a lower layer importing an upper one, a module taking names from its own package's ``__init__``, the
+foundation importing anything above it), no module named like a standard-library module, no source file over
+400 lines, one place decides the modality, and ``import mcl.sampling`` stays light.
+
+The import graph is read from the source (``ast``), not by importing: an edge ``a -> b`` for every
+``import b`` / ``from b import x`` anywhere in ``a`` (function bodies and ``if TYPE_CHECKING:`` blocks included),
+plus ``a -> b.x`` when ``b.x`` is itself a module. ``from mcl.report import plots`` is therefore an edge to the
+package ``mcl.report`` (its ``__init__`` runs first) as well as to ``mcl.report.plots``.
+"""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "mcl"
+MAX_LINES = 400
+# Foundation: small utilities every layer may use; they import nothing of mcl but each other.
+BASE = ("mcl.errors", "mcl.files", "mcl.faults", "mcl.distributed", "mcl.logging_utils")
 # Lower layers: building blocks that know nothing of runs, stages, evaluation or the CLI.
 LOWER = ("mcl.data", "mcl.models", "mcl.objectives", "mcl.sampling", "mcl.clustering", "mcl.pseudolabels")
 UPPER = ("mcl.stages", "mcl.api", "mcl.cli", "mcl.evaluation", "mcl.report", "mcl.modalities")
+
+# ---------------------------------------------------------------------------------------------------------------
+# KNOWN OFFENDERS, fixed on other branches of issue 18. The lead empties these lists when those branches merge;
+# an entry that no longer offends fails the test too, so what is listed here is exactly what is left to do.
+# ---------------------------------------------------------------------------------------------------------------
+# Import cycles (each a strongly connected component, members sorted): the data/ readers' cycle
+# data/table/__init__ -> table/load -> data/images -> data/webdataset -> data/image_text -> data/table
+# (branch that owns src/mcl/data/*).
+ALLOWED_CYCLES: list[list[str]] = [
+    ["mcl.data.image_text", "mcl.data.images", "mcl.data.stream", "mcl.data.table", "mcl.data.table.cache",
+     "mcl.data.table.load", "mcl.data.table.write", "mcl.data.webdataset"],
+]
+# Source files over MAX_LINES lines (paths relative to src/): data/webdataset.py (branch that owns src/mcl/data/*);
+# the image-text modality's two files (branch that splits src/mcl/modalities/image_text/*).
+# Upward imports from a package's own __init__ (module -> the ancestor package it takes a name from):
+# data/resolve takes GENERATORS from data/__init__ (branch that owns src/mcl/data/*).
+ALLOWED_UPWARD: list[tuple[str, str]] = [
+    ("mcl.data.resolve", "mcl.data"),
+]
+ALLOWED_LONG_FILES: list[str] = [
+    "mcl/data/webdataset.py",
+    "mcl/modalities/image_text/align.py",
+    "mcl/modalities/image_text/task.py",
+]
 
 
 def _module_name(path: Path) -> str:
@@ -21,23 +58,25 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports() -> dict[str, set[str]]:
-    """Module -> the mcl modules it imports anywhere in its body (function-level imports included)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
+@cache
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+@cache
+def _imports() -> dict[str, frozenset[str]]:
+    """Module -> the mcl modules it imports anywhere in its body (see the module docstring for the edges)."""
+    modules = _modules()
+    graph = {}
     for name, path in modules.items():
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
+                targets.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            elif isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-                continue
-            else:
-                continue
-            targets.update(n for n in names if n in modules and n != name)
-        graph[name] = targets
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = frozenset(t for t in targets if t in modules and t != name)
     return graph
 
 
@@ -45,36 +84,19 @@ def _in(module: str, layers: tuple[str, ...]) -> bool:
     return any(module == layer or module.startswith(layer + ".") for layer in layers)
 
 
-def _type_checking_only(path: Path) -> set[str]:
-    """Modules imported only under ``if TYPE_CHECKING:`` (not an import at run time)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.ImportFrom) and inner.module:
-                    out.add(inner.module)
-    return out
+def _cycles(graph: dict[str, frozenset[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
 
-
-def test_no_import_cycles() -> None:
-    graph = _imports()
-    for name in graph:
-        path = PACKAGE.parent / (name.replace(".", "/") + ".py")
-        if not path.exists():
-            path = PACKAGE.parent / name.replace(".", "/") / "__init__.py"
-        graph[name] -= _type_checking_only(path)
-    # Packages import their submodules and vice versa by design of __init__ re-exports: an edge
-    # from a package to its own submodule is not a cycle we care about.
-    def edges(module: str) -> set[str]:
-        return {t for t in graph[module] if not t.startswith(module + ".") and not module.startswith(t + ".")}
-
-    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
-
-    def visit(node: str) -> None:  # Tarjan's strongly connected components
+    def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
-        for target in edges(node):
+        for target in sorted(graph[node]):
             if target not in index:
                 visit(target)
                 low[node] = min(low[node], low[target])
@@ -91,17 +113,72 @@ def test_no_import_cycles() -> None:
             if len(component) > 1:
                 cycles.append(sorted(component))
 
-    sys.setrecursionlimit(10000)
-    for module in graph:
-        if module not in index:
-            visit(module)
-    assert cycles == []
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10000))
+    try:
+        for module in sorted(graph):
+            if module not in index:
+                visit(module)
+    finally:
+        sys.setrecursionlimit(limit)
+    return sorted(cycles)
+
+
+def test_the_cycle_finder_sees_package_init_and_typing_edges() -> None:
+    graph = {"p": frozenset({"p.a"}), "p.a": frozenset({"p.b"}), "p.b": frozenset({"p"}),
+             "q": frozenset({"r"}), "r": frozenset()}
+    assert _cycles(graph) == [["p", "p.a", "p.b"]]
+    # the real graph has the edge from a package __init__ to its own submodule
+    assert "mcl.config.schema" in _imports()["mcl.config"]
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(_imports())
+    assert [c for c in cycles if c not in ALLOWED_CYCLES] == []
+    assert [c for c in ALLOWED_CYCLES if c not in cycles] == [], "fixed: remove it from ALLOWED_CYCLES"
 
 
 def test_lower_layers_never_import_upper_ones() -> None:
     wrong = [(module, target) for module, targets in _imports().items() if _in(module, LOWER)
              for target in targets if _in(target, UPPER)]
     assert wrong == []
+
+
+def test_no_module_takes_names_from_its_own_package_init() -> None:
+    # `from mcl.data import GENERATORS` inside mcl.data.resolve runs upwards: the package's __init__ gathers its
+    # submodules, so a submodule that needs its __init__ closes a cycle as soon as the __init__ needs it back.
+    # Importing a sibling submodule (`from mcl.data import images`) names that submodule, not the __init__.
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module != "mcl" \
+                    and name.startswith(node.module + ".") \
+                    and any(f"{node.module}.{alias.name}" not in modules for alias in node.names):
+                upward.append((name, node.module))
+    upward = sorted(set(upward))
+    assert [u for u in upward if u not in ALLOWED_UPWARD] == []
+    assert [u for u in ALLOWED_UPWARD if u not in upward] == [], "fixed: remove it from ALLOWED_UPWARD"
+
+
+def test_the_foundation_imports_only_the_foundation() -> None:
+    wrong = [(module, target) for module, targets in _imports().items() if _in(module, BASE)
+             for target in targets if target != "mcl" and not _in(target, BASE)]
+    assert wrong == []
+
+
+def test_no_module_is_named_like_a_standard_library_module() -> None:
+    # `import io` next to `from mcl.io import ...` reads as the wrong module; tools that put src/mcl on the path
+    # would shadow the standard library outright
+    clashes = [name for name in _modules() if name.rsplit(".", 1)[-1] in sys.stdlib_module_names]
+    assert clashes == []
+
+
+def test_no_source_file_is_over_the_line_limit() -> None:
+    long_files = sorted(str(path.relative_to(SRC)) for path in _modules().values()
+                        if len(path.read_text().splitlines()) > MAX_LINES)
+    assert [f for f in long_files if f not in ALLOWED_LONG_FILES] == []
+    assert [f for f in ALLOWED_LONG_FILES if f not in long_files] == [], "fixed: remove it from ALLOWED_LONG_FILES"
 
 
 def test_the_modality_is_decided_in_one_place() -> None:

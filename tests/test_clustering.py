@@ -213,17 +213,17 @@ def test_small_data_full_fit_is_pinned(spherical):
 def test_fast_row_min_matches_torch_min(clusters):
     import torch
 
-    from mcl.clustering import _assign_fast, _row_min, assign
+    from mcl.clustering.lloyd import assign, assign_fast, row_min
 
     generator = torch.Generator().manual_seed(clusters)
     block = torch.randn(777, clusters, generator=generator)
     block[::3, clusters // 2] = block[::3].min(1).values  # ties: the first minimum wins, as in torch.min
     values, labels = torch.empty(777), torch.empty(777, dtype=torch.long)
-    _row_min(block, values, labels)
+    row_min(block, values, labels)
     expected = torch.min(block, dim=1)
     assert torch.equal(labels, expected.indices) and torch.equal(values, expected.values)
     data, centroids = torch.randn(5000, 9, generator=generator), torch.randn(clusters, 9, generator=generator)
-    fast, reference = _assign_fast(data, centroids), assign(data, centroids)
+    fast, reference = assign_fast(data, centroids), assign(data, centroids)
     assert torch.equal(fast[0], reference[0]) and torch.equal(fast[1], reference[1])
 
 

@@ -6,8 +6,15 @@ import pytest
 import mcl.pseudolabels
 from mcl.clustering import kmeans
 from mcl.config import config_from_dict
-from mcl.pseudolabels import PseudoLabeller, cluster_stage, pseudo_labels_from_stages
-from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
+from mcl.pseudolabels import (
+    PseudoLabeller,
+    cluster_stage,
+    combine_cluster_labels,
+    contiguous_labels,
+    group_centroids,
+    merge_small_groups,
+    pseudo_labels_from_stages,
+)
 from mcl.stages import StageHistory, next_pseudo_labels
 
 
@@ -76,3 +83,61 @@ def test_bad_stage_is_a_clear_error(labels, centroids, match):
 def test_docstring_example_runs():
     result = doctest.testmod(mcl.pseudolabels)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_pseudo_labels_use_every_stage_not_only_the_latest():
+    stage1 = np.array([0, 1, 0, 1])
+    stage2 = np.array([2, 2, 2, 0])
+    labels = combine_cluster_labels([stage1, stage2], clusters=3)
+    # samples 0 and 1 share the latest cluster (2) but not the earlier one: different pseudo-labels
+    assert labels[0] != labels[1]
+    # samples 0 and 2 share both: same pseudo-label
+    assert labels[0] == labels[2]
+    assert sorted(set(labels.tolist())) == [0, 1, 2]
+
+
+def test_pseudo_labels_are_contiguous_and_deterministic():
+    rng = np.random.default_rng(0)
+    stages = [rng.integers(0, 10, 500) for _ in range(3)]
+    first = combine_cluster_labels(stages, 10)
+    assert np.array_equal(first, combine_cluster_labels(stages, 10))
+    assert set(first.tolist()) == set(range(first.max() + 1))
+    combos = {tuple(s[i] for s in stages) for i in range(500)}
+    assert first.max() + 1 == len(combos)
+
+
+def test_combine_rejects_out_of_range_ids():
+    with pytest.raises(ValueError):
+        combine_cluster_labels([np.array([0, 5])], clusters=3)
+
+
+def test_merge_small_groups_into_nearest_centroid():
+    labels = np.array([0] * 50 + [1] * 50 + [2] * 3)
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0], [9.0, 0.0]])
+    merged, count = merge_small_groups(labels, centroids, min_group_size=10)
+    assert count == 1
+    assert (merged[100:] == merged[50]).all(), "the small group joins the nearest large group"
+    assert merged[0] != merged[50]
+
+
+def test_group_centroids_concatenate_stage_centroids():
+    stage_labels = [np.array([0, 1, 1]), np.array([1, 0, 0])]
+    stage_centroids = [np.array([[0.0], [1.0]]), np.array([[5.0], [6.0]])]
+    pseudo = combine_cluster_labels(stage_labels, 2)
+    centroids = group_centroids(stage_labels, stage_centroids, pseudo)
+    assert centroids[pseudo[0]].tolist() == [0.0, 6.0]
+    assert centroids[pseudo[1]].tolist() == [1.0, 5.0]
+
+
+def test_combination_equals_one_mixed_radix_code_relabelled():
+    rng = np.random.default_rng(5)
+    stages, radices = [rng.integers(0, k, 2000) for k in (7, 5, 9)], [7, 5, 9]
+    code = (stages[0] * 5 + stages[1]) * 9 + stages[2]
+    assert np.array_equal(combine_cluster_labels(stages, radices), np.unique(code, return_inverse=True)[1])
+
+
+@pytest.mark.parametrize("scale,bound", [(1, 60), (10**7, 10**10)])  # presence table; sort fallback for huge codes
+def test_contiguous_labels_keep_order(scale, bound):
+    values = np.random.default_rng(6).integers(0, 60, 500) * scale
+    labels, groups = contiguous_labels(values, bound)
+    assert np.array_equal(labels, np.unique(values, return_inverse=True)[1]) and groups == len(np.unique(values))

@@ -1,6 +1,6 @@
 """Crash-safety end to end: ``python -m mcl train`` killed with SIGKILL at several points, then resumed.
 
-The run is killed (``MCL_TEST_KILL_AT=<phase>:<n>``, see :func:`mcl.files.crash_point`) in the middle of
+The run is killed (``MCL_TEST_KILL_AT=<phase>:<n>``, see :mod:`mcl.faults`) in the middle of
 a training epoch, after embedding, after k-means, inside an atomic write and between an epoch's
 checkpoint and its metrics line, resuming after each kill. The result must equal an uninterrupted run
 with the same seed *bitwise*: every tensor of every file, the pseudo-labels, the clusters, the losses

@@ -1,42 +1,15 @@
 import numpy as np
 import pytest
 
+from mcl.data.stream import plan_epoch
 from mcl.sampling import (
     ClusterBatchSampler,
+    GroupBuffers,
     RandomBatchSampler,
-    combine_cluster_labels,
-    contiguous_labels,
-    group_centroids,
-    merge_small_groups,
+    rank_slices,
     split_sizes,
     stable_group_order,
 )
-
-
-def test_pseudo_labels_use_every_stage_not_only_the_latest():
-    stage1 = np.array([0, 1, 0, 1])
-    stage2 = np.array([2, 2, 2, 0])
-    labels = combine_cluster_labels([stage1, stage2], clusters=3)
-    # samples 0 and 1 share the latest cluster (2) but not the earlier one: different pseudo-labels
-    assert labels[0] != labels[1]
-    # samples 0 and 2 share both: same pseudo-label
-    assert labels[0] == labels[2]
-    assert sorted(set(labels.tolist())) == [0, 1, 2]
-
-
-def test_pseudo_labels_are_contiguous_and_deterministic():
-    rng = np.random.default_rng(0)
-    stages = [rng.integers(0, 10, 500) for _ in range(3)]
-    first = combine_cluster_labels(stages, 10)
-    assert np.array_equal(first, combine_cluster_labels(stages, 10))
-    assert set(first.tolist()) == set(range(first.max() + 1))
-    combos = {tuple(s[i] for s in stages) for i in range(500)}
-    assert first.max() + 1 == len(combos)
-
-
-def test_combine_rejects_out_of_range_ids():
-    with pytest.raises(ValueError):
-        combine_cluster_labels([np.array([0, 5])], clusters=3)
 
 
 def _check_epoch(sampler, labels, n):
@@ -94,38 +67,6 @@ def test_random_batch_sampler_covers_everything():
     assert sorted(np.concatenate(list(sampler)).tolist()) == list(range(130))
 
 
-def test_merge_small_groups_into_nearest_centroid():
-    labels = np.array([0] * 50 + [1] * 50 + [2] * 3)
-    centroids = np.array([[0.0, 0.0], [10.0, 0.0], [9.0, 0.0]])
-    merged, count = merge_small_groups(labels, centroids, min_group_size=10)
-    assert count == 1
-    assert (merged[100:] == merged[50]).all(), "the small group joins the nearest large group"
-    assert merged[0] != merged[50]
-
-
-def test_group_centroids_concatenate_stage_centroids():
-    stage_labels = [np.array([0, 1, 1]), np.array([1, 0, 0])]
-    stage_centroids = [np.array([[0.0], [1.0]]), np.array([[5.0], [6.0]])]
-    pseudo = combine_cluster_labels(stage_labels, 2)
-    centroids = group_centroids(stage_labels, stage_centroids, pseudo)
-    assert centroids[pseudo[0]].tolist() == [0.0, 6.0]
-    assert centroids[pseudo[1]].tolist() == [1.0, 5.0]
-
-
-def test_combination_equals_one_mixed_radix_code_relabelled():
-    rng = np.random.default_rng(5)
-    stages, radices = [rng.integers(0, k, 2000) for k in (7, 5, 9)], [7, 5, 9]
-    code = (stages[0] * 5 + stages[1]) * 9 + stages[2]
-    assert np.array_equal(combine_cluster_labels(stages, radices), np.unique(code, return_inverse=True)[1])
-
-
-@pytest.mark.parametrize("scale,bound", [(1, 60), (10**7, 10**10)])  # presence table; sort fallback for huge codes
-def test_contiguous_labels_keep_order(scale, bound):
-    values = np.random.default_rng(6).integers(0, 60, 500) * scale
-    labels, groups = contiguous_labels(values, bound)
-    assert np.array_equal(labels, np.unique(values, return_inverse=True)[1]) and groups == len(np.unique(values))
-
-
 @pytest.mark.parametrize("high", [3, 70_000, 5_000_000_000])  # one, two and three 16-bit digits
 def test_stable_group_order_is_a_stable_argsort(high):
     labels = np.random.default_rng(7).integers(0, high, 3000)
@@ -154,3 +95,45 @@ def test_epoch_layout_of_a_large_set_covers_it_once():
     assert np.array_equal(np.sort(layout.order), np.arange(len(labels)))
     first = layout.batch(0)
     assert len(set(labels[first].tolist())) == 1 and len(first) <= 512
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_the_sampler_and_the_stream_plan_agree_where_every_group_fits_one_batch(world):
+    """The planner's two cuts meet where a group is one batch: the same batches, one per group."""
+    labels = np.random.default_rng(9).integers(0, 12, 300)  # ~25 per group, batch 32: one batch each
+    sampler = ClusterBatchSampler(labels, 32, seed=4, world_size=world)
+    whole = sampler.epoch_layout()
+    shard_of = np.repeat(np.arange(6), 50)
+    for kwargs in ({"shuffle_buffer": 64}, {"shuffle": False}):
+        plan = plan_epoch(shard_of, labels, 32, seed=4, epoch=0, world_size=world, **kwargs)
+        assert len(plan) == len(whole) == len(sampler) == 12
+        as_sets = sorted(sorted(batch.tolist()) for batch in (plan.batch(b) for b in range(len(plan))))
+        assert as_sets == sorted(sorted(whole.batch(b).tolist()) for b in range(len(whole)))
+
+
+def test_both_cuts_slice_global_batches_for_the_ranks_alike():
+    labels = np.random.default_rng(10).integers(0, 5, 700)
+    world = 3
+    layout = ClusterBatchSampler(labels, 60, seed=2).epoch_layout()
+    for rank in range(world):
+        sampler = ClusterBatchSampler(labels, 60, seed=2, rank=rank, world_size=world)
+        offsets, sizes = rank_slices(layout.sizes, rank, world)
+        expected = [layout.batch(b)[o : o + k] for b, (o, k) in enumerate(zip(offsets, sizes, strict=True))]
+        assert all(np.array_equal(a, e) for a, e in zip(sampler, expected, strict=True))
+    plan = plan_epoch(np.zeros(700, dtype=np.int64), labels, 60, seed=2, epoch=0, world_size=world)
+    slices = [rank_slices(plan.sizes, rank, world) for rank in range(world)]
+    for b in range(len(plan)):  # the ranks' slices partition every batch, none empty
+        assert sum(int(sizes[b]) for _, sizes in slices) == plan.sizes[b] and min(s[b] for _, s in slices) >= 1
+        assert [int(offsets[b]) for offsets, _ in slices] == sorted(int(offsets[b]) for offsets, _ in slices)
+
+
+def test_group_buffers_emit_full_batches_then_the_remainders():
+    labels = np.array([0, 1, 0, 0, 1, 0, 0, 2, 1, 0])
+    buffers = GroupBuffers(np.bincount(labels), batch_size=3, world_size=1, cap=len(labels))
+    for t, group in enumerate(labels.tolist()):
+        buffers.add(t, group, ready=t)
+    assert buffers.batches == [[0, 2, 3], [1, 4, 8], [5, 6, 9]] and buffers.ready == [3, 8, 9]
+    buffers.flush(buffers.pending(), ready=len(labels))
+    assert buffers.batches[-1] == [7] and buffers.groups == [0, 1, 0, 2] and buffers.held == 0
+    with pytest.raises(ValueError, match="min_group_size"):
+        GroupBuffers(np.array([5, 1]), batch_size=4, world_size=2, cap=10)

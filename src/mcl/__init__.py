@@ -9,7 +9,10 @@ all earlier stages); finally concatenate the features of all stages.
 >>> encoder = mcl.load("runs/demo")
 >>> features = encoder.embed(images)  # uint8 (N, H, W, 3) -> (N, D)
 
-Names are imported on first use, so ``import mcl.sampling`` stays light (no kornia, no matplotlib).
+``mcl.__all__`` is the documented API: a whole run (:func:`train`, :func:`load`, :func:`evaluate`, ...) and
+the pieces for MCL inside your own training loop (:class:`PseudoLabeller`, :func:`cluster_stage`,
+:class:`ClusterBatchSampler`, :class:`NTXentLoss`, ...). Names are imported on first use, so
+``import mcl.sampling`` stays light (no kornia, no matplotlib).
 """
 
 from __future__ import annotations
@@ -19,23 +22,37 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# The documented API (README, examples/): name -> the module that defines it, imported on first use.
 _EXPORTS = {
-    "Run": "mcl.api", "load": "mcl.api", "train": "mcl.api", "evaluate": "mcl.api", "load_member": "mcl.api",
-    "Config": "mcl.config", "load_config": "mcl.config",
+    # a whole run: train, reload, evaluate
+    "Run": "mcl.api", "train": "mcl.api", "load": "mcl.api", "load_member": "mcl.api", "evaluate": "mcl.api",
+    "Config": "mcl.config", "AugmentConfig": "mcl.config", "load_config": "mcl.config",
+    "config_from_dict": "mcl.config",
     "MCLError": "mcl.errors",
     "MultistageEncoder": "mcl.integration",
     "MultistageTwoTower": "mcl.modalities.image_text.task",
-    "ClusterBatchSampler": "mcl.sampling", "combine_cluster_labels": "mcl.sampling",
+    # MCL inside your own training loop
+    "PseudoLabeller": "mcl.pseudolabels", "cluster_stage": "mcl.pseudolabels",
+    "ClusterBatchSampler": "mcl.sampling", "RandomBatchSampler": "mcl.sampling",
+    "NTXentLoss": "mcl.objectives", "CLIPLoss": "mcl.objectives.clip",
+    "build_encoder": "mcl.models", "register_backbone": "mcl.models",
+    "build_augmentation": "mcl.augment", "to_float_images": "mcl.augment",
+    "encode_images": "mcl.embedding",
+    "OpenCLIPAdapter": "mcl.models.two_tower",
+    # data and probes the examples use
+    "load_table": "mcl.data.table", "generate_trifeature": "mcl.data.trifeature",
+    "generate_captioned_trifeature": "mcl.data.captions",
+    "linear_probe": "mcl.evaluation.probes",
 }
 
 
 def __getattr__(name: str) -> Any:
+    # Only the names above: a submodule is an attribute once imported (``import mcl.data``), as in any package.
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    try:  # a subpackage, e.g. mcl.data after a plain `import mcl`
-        return importlib.import_module(f"mcl.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module 'mcl' has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
+    raise AttributeError(f"module 'mcl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.config import Config, apply_overrides, config_from_dict, load_config, save_config
+from mcl.config import Config, apply_overrides, check_config, config_from_dict, load_config, save_config
 from mcl.data.resolve import data_identity, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.files import write_json
@@ -49,7 +49,7 @@ def as_config(config: Config | dict[str, Any] | str | Path, overrides: list[str]
     if isinstance(config, Config):
         if overrides:
             raise ConfigError("overrides apply to YAML or dict configs; edit the Config object instead")
-        return config.validate()
+        return check_config(config)
     if isinstance(config, dict):
         return config_from_dict(apply_overrides(dict(config), overrides or []))
     return load_config(config, overrides)

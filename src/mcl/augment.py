@@ -5,8 +5,8 @@ rather than with per-image PIL calls (see ``benchmarks/augment_throughput.py``).
 
 ``augment.backend`` chooses the code that runs, never the result: ``kornia`` is kornia's classes;
 ``fused`` swaps in :mod:`mcl.augment_fused`'s subclasses (the same random draws, the same output bit for
-bit, 2-4x faster on CPU); ``auto`` (the default) uses the fused code on the device types where it measured
-faster (:data:`AUTO_FUSED_DEVICES`: CPU) and kornia's code elsewhere.
+bit, faster on CPU); ``auto`` (the default) uses the fused code on the device types listed in
+:data:`AUTO_FUSED_DEVICES` (CPU) and kornia's code elsewhere.
 """
 
 from __future__ import annotations

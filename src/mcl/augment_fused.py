@@ -4,14 +4,14 @@
 in place of kornia's classes. They keep kornia's parameter generators, so the global torch RNG is drawn
 exactly as before, and they recompute kornia's float operations in kornia's order, so a seeded call returns
 the same tensor bit for bit (``tests/test_augment.py`` checks this against kornia itself). Only the way the
-work is done changes, where a CPU profile showed the time (``benchmarks/README.md`` section 3):
+work is done changes (the CPU profile behind each change: ``benchmarks/README.md``, section 3):
 
 * **Probability gate.** kornia transforms the whole batch and keeps the gated rows with ``torch.where``.
   Here only the selected rows are transformed and copied into a clone of the input; every row is
   independent, so the values are the same.
 * **Colour jitter.** kornia's hue step (an RGB -> HSV -> RGB round trip) spends most of its time in
-  ``torch.where`` (7-10 ns per element on CPU, against 0.1-0.3 for a multiply into a preallocated
-  tensor), ``masked_fill``, ``remainder`` and ``stack``. Each is replaced by an exact equivalent on 0/1
+  ``torch.where`` (per element, many times the cost of a multiply into a preallocated tensor on CPU),
+  ``masked_fill``, ``remainder`` and ``stack``. Each is replaced by an exact equivalent on 0/1
   float masks: a selection ``where(c, a, b)`` becomes ``a * c + b * (1 - c)`` summed term by term (a
   product with 0 or 1 is exact, adding 0 leaves a finite value unchanged), ``x % 1`` for ``x`` in (-1, 1)
   becomes ``x + (x < 0)``, and so on (each line below names kornia's expression it replaces). All planes

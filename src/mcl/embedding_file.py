@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mcl import distributed
+from mcl import distributed, faults
 from mcl.errors import RunDirError
-from mcl.files import _fsync_dir, crash_point, disk_full_error
+from mcl.files import _fsync_dir, disk_full_error
 
 logger = logging.getLogger("mcl")
 
@@ -107,7 +107,7 @@ class EmbeddingFile:
                 raise ValueError(f"{self.path}: {written} rows embedded for a shard of {len(shard)}")
             distributed.barrier()
             if distributed.is_main_process():
-                crash_point("write")
+                faults.reached("write")
                 os.replace(tmp, self.path)
                 _fsync_dir(self.path.parent)
         except BaseException as exc:

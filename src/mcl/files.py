@@ -3,13 +3,8 @@
 Every file is written to a temporary sibling, flushed, fsync'ed and renamed over the target, so a
 crash (or a full disk) leaves either the old file or the new one, never half of one. A full disk
 (``ENOSPC``/``EDQUOT``) becomes a one-line :class:`~mcl.errors.DiskFullError` naming the file. Tensors
-are stored with safetensors and metadata as JSON: nothing is ever unpickled.
-
-Crash tests: with ``MCL_TEST_KILL_AT=<phase>:<n>`` in the environment, the n-th call of
-:func:`crash_point` for ``phase`` in this process kills it with SIGKILL (no cleanup, like a power cut
-or the OOM killer). Phases: ``step`` (after an optimiser step), ``epoch`` (after an epoch checkpoint,
-before metrics.jsonl), ``embed`` (after embedding the training set), ``cluster`` (after k-means,
-before its files) and ``write`` (an atomic write whose temporary file is complete but not yet renamed).
+are stored with safetensors and metadata as JSON: nothing is ever unpickled. An atomic write whose temporary
+file is complete but not yet renamed reaches the fault-injection moment ``write`` (:mod:`mcl.faults`).
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +26,10 @@ from safetensors.numpy import save as _save_numpy_bytes
 from safetensors.torch import load as _load_torch_bytes
 from safetensors.torch import save as _save_torch_bytes
 
+from mcl import faults
 from mcl.errors import DiskFullError, RunDirError
 
-KILL_ENV = "MCL_TEST_KILL_AT"
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-_crash_counts: dict[str, int] = {}
 
 
 def _read_umask() -> int:
@@ -48,16 +41,6 @@ def _read_umask() -> int:
 # mkstemp creates 0600 files; finished files get the usual permissions (0666 less the umask).
 _FILE_MODE = 0o666 & ~_read_umask()
 FILE_MODE = _FILE_MODE  # for writers that cannot use atomic_open (a memory map needs its path)
-
-
-def crash_point(phase: str) -> None:
-    """Test hook: SIGKILL this process at the n-th call for ``phase`` if ``MCL_TEST_KILL_AT=phase:n``."""
-    target = os.environ.get(KILL_ENV)
-    if not target or not target.startswith(f"{phase}:"):
-        return
-    _crash_counts[phase] = _crash_counts.get(phase, 0) + 1
-    if _crash_counts[phase] == int(target.split(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError | None:
@@ -84,7 +67,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        crash_point("write")
+        faults.reached("write")
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:

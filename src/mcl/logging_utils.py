@@ -1,15 +1,20 @@
-"""Where epoch metrics go besides ``metrics.jsonl``; progress bars (on a terminal only) and phase timings.
+"""Logging of the ``mcl`` logger, progress bars, phase timings, and where epoch metrics go.
 
-Progress bars are drawn only when stderr is a terminal: a log file or CI output gets one line per
-phase instead of thousands of carriage returns. Every :func:`phase` (and :func:`timed_phase`) records its
-duration, less the phases nested in it, in :data:`PHASE_TIMES`, so a command can print where its time went
-and the rows add up to the wall time.
+Python API users see INFO lines on stderr by default (one or two per phase: "stage-2: k-means, K=10 ...",
+"... done in 1.2 s"): until the application configures logging itself (any handler on the root logger),
+a default handler prints the ``mcl`` logger's records as ``[mcl] message``; after that the records simply
+propagate to the application's handlers. :func:`configure_logging` changes the level (``WARNING``
+silences mcl). The CLI installs its own handler (:func:`mcl.cli.common.setup_logging`).
 
-``metrics.jsonl`` (one line per epoch, rewritten atomically) is always written by
-:mod:`mcl.training`; every record is also handed to the sinks registered here. ``mcl train --log
-tensorboard`` registers :class:`TensorBoardSink`, which writes event files to ``RUN_DIR/tensorboard/``
-(TensorBoard's own append-only format, the one file type not written atomically; its reader skips a
-torn last record). The ``tensorboard`` package is imported only when asked for.
+Progress bars are drawn only when stderr is a terminal or in a Jupyter notebook (``tqdm.auto``: widgets
+there): a log file or CI output gets one line per phase instead of thousands of carriage returns. Every
+:func:`phase` (and :func:`timed_phase`) records its duration, less the phases nested in it, in
+:data:`PHASE_TIMES`, so a command can print where its time went and the rows add up to the wall time.
+``metrics.jsonl`` (one line per epoch, rewritten atomically) is always written by :mod:`mcl.training`; every
+record is also handed to the sinks registered here. ``mcl train --log tensorboard|mlflow|wandb`` registers the
+trackers of :mod:`mcl.tracking` (TensorBoard's event files are its own append-only format, the one file type
+not written atomically; its reader skips a torn last record). Each tracking library is imported only when
+asked for.
 """
 
 from __future__ import annotations
@@ -22,26 +27,68 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mcl.errors import ConfigError
-from mcl.files import crash_point
+from mcl import faults
+from mcl.tracking import TRACKERS, open_tracker
 
 logger = logging.getLogger("mcl")
 
 MetricsSink = Callable[[dict[str, Any]], None]
-LOGGERS = ("tensorboard",)
+LOGGERS = TRACKERS  # the --log choices
+LOG_FORMAT = "[mcl] %(message)s"
 _SINKS: list[MetricsSink] = []
 # (label, seconds) of every finished phase in this process, in order.
 PHASE_TIMES: list[tuple[str, float]] = []
 
 
+class _DefaultHandler(logging.StreamHandler):
+    """stderr (looked up at each record, so a redirected stderr is honoured) until the application
+    configures logging: once the root logger has a handler, records reach it by propagation instead."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print the record unless the root logger handles it."""
+        if logging.getLogger().handlers:
+            return
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def _install_default_logging() -> None:
+    """INFO to stderr for the ``mcl`` logger, unless it already has a handler or a level."""
+    if not logger.handlers:
+        handler = _DefaultHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Set the level of mcl's log lines (``"WARNING"`` keeps only warnings; ``"DEBUG"`` shows more)."""
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is no terminal but ``tqdm.auto`` draws widgets)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # IPython half imported, or too old to have get_ipython at the top level
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress_bar(iterable: Iterable, desc: str, enabled: bool = True, total: int | None = None) -> Iterable:
-    """``iterable`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal; else unchanged."""
-    if not (enabled and sys.stderr.isatty()):
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` and stderr is a terminal (or in a notebook)."""
+    if not (enabled and (sys.stderr.isatty() or in_notebook())):
         return iterable
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, leave=False, total=total)
 
+
+_install_default_logging()
 
 # Seconds recorded so far inside each open timed_phase, innermost last.
 _NESTED: list[float] = []
@@ -89,41 +136,14 @@ def metrics_sink(sink: MetricsSink) -> Iterator[None]:
         _SINKS.remove(sink)
 
 
-class TensorBoardSink:
-    """Scalars ``<stage>/loss``, ``<stage>/lr``, ``<stage>/images_per_s`` per epoch."""
-
-    SCALARS = ("loss", "lr", "images_per_s")
-
-    def __init__(self, log_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("--log tensorboard: the 'tensorboard' package is not installed; "
-                              "pip install 'mcl[tensorboard]' or leave out --log") from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        """Write the record's scalars at step = epoch."""
-        for key in self.SCALARS:
-            if key in record:
-                self.writer.add_scalar(f"{record['stage']}/{key}", record[key], int(record["epoch"]))
-        self.writer.flush()
-
-    def close(self) -> None:
-        """Flush and close the event file."""
-        self.writer.close()
-
-
 @contextlib.contextmanager
 def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
-    """Route epoch metrics to the loggers named in ``kinds`` (each one of :data:`LOGGERS`) meanwhile."""
+    """Send every epoch record to the trackers named in ``kinds`` (:data:`LOGGERS`) meanwhile; close them after."""
     with contextlib.ExitStack() as stack:
         for kind in dict.fromkeys(kinds):
-            if kind != "tensorboard":
-                raise ConfigError(f"--log {kind!r}: expected one of {', '.join(LOGGERS)}")
-            sink = TensorBoardSink(run_dir / "tensorboard")
-            stack.callback(sink.close)
-            stack.enter_context(metrics_sink(sink))
+            tracker = open_tracker(kind, Path(run_dir))
+            stack.callback(tracker.close)
+            stack.enter_context(metrics_sink(tracker.log))
         yield
 
 
@@ -131,11 +151,11 @@ def metrics_logging(kinds: list[str], run_dir: Path) -> Iterator[None]:
 def phase(stage: str, name: str, description: str) -> Iterator[None]:
     """Log the start and duration of a phase without a progress bar (embedding, k-means).
 
-    ``name`` is also the crash point the phase passes when it finishes (see :func:`mcl.files.crash_point`).
+    ``name`` is also the fault-injection moment the phase reaches when it finishes (:mod:`mcl.faults`).
     """
     logger.info("%s: %s ...", stage, description)
     started = time.perf_counter()
     with timed_phase(f"{stage} {name}"):
         yield
     logger.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
-    crash_point(name)
+    faults.reached(name)

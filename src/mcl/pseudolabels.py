@@ -7,13 +7,13 @@ Algorithm, after stages 1..s (``N`` samples; stage ``t`` clustered into ``K_t`` 
 
 1. **Cluster** each stage's embeddings ``(N, D_t)`` with k-means (:func:`cluster_stage`):
    cluster ids ``c_t`` of shape ``(N,)`` and centroids ``(K_t, D_t)``.
-2. **Combine** the ids of *all* stages so far (:func:`mcl.sampling.combine_cluster_labels`):
+2. **Combine** the ids of *all* stages so far (:func:`combine_cluster_labels`):
    ``g = g * K_t + c_t``, relabelled to ``0..G-1`` in code order, so two samples share a
    pseudo-label only if they shared a cluster in every stage.
 3. **Merge small groups**: a group's centroid is its members' cluster centroids of every stage,
-   concatenated (``(G, sum D_t)``, :func:`mcl.sampling.group_centroids`); every group with fewer
+   concatenated (``(G, sum D_t)``, :func:`group_centroids`); every group with fewer
    than ``min_group_size`` samples joins the nearest large group
-   (:func:`mcl.sampling.merge_small_groups`), so no sample is dropped. Labels stay contiguous.
+   (:func:`merge_small_groups`), so no sample is dropped. Labels stay contiguous.
 
 Example:
     >>> import numpy as np
@@ -33,13 +33,13 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from mcl.clustering import KMeansResult, kmeans
-from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
 
 logger = logging.getLogger("mcl")
 
@@ -57,6 +57,78 @@ def cluster_stage(embeddings: np.ndarray | torch.Tensor, clusters: int, seed: in
     """
     return kmeans(embeddings, clusters, restarts, iterations, seed=seed, spherical=spherical, backend=backend,
                   device=device, sample_size=sample_size)
+
+
+def contiguous_labels(values: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Relabel non-negative ints below ``bound`` to ``0..G-1`` in increasing order; returns ``(labels, G)``.
+
+    O(N + bound) with a presence table when ``bound`` is at most a few times N, else a sort.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    if bound > 4 * len(values) + (1 << 16):
+        _, inverse = np.unique(values, return_inverse=True)
+        return inverse.astype(np.int64).reshape(-1), int(inverse.max(initial=-1)) + 1
+    present = np.bincount(values, minlength=bound) > 0
+    new_id = np.cumsum(present) - 1
+    return new_id[values], int(present.sum())
+
+
+def combine_cluster_labels(stage_labels: Sequence[np.ndarray], clusters: int | Sequence[int]) -> np.ndarray:
+    """Pseudo-labels from the cluster ids of all stages so far, relabelled to ``0..G-1``.
+
+    Mixed radix: ``g = g * K_s + c_s`` over stages s = 1..S, so two samples share a pseudo-label
+    only if they shared a cluster in *every* stage (the public reference code keeps only the latest
+    stage's clusters). Contiguous ids are assigned in order of the combined code, so the result is
+    deterministic. The code is relabelled after every stage (order-preserving), so it stays below
+    ``G * K`` and the whole combination is O(N) per stage.
+    """
+    if not stage_labels:
+        raise ValueError("need the cluster labels of at least one stage")
+    radices = [clusters] * len(stage_labels) if isinstance(clusters, int) else list(clusters)
+    code = np.zeros(len(stage_labels[0]), dtype=np.int64)
+    groups = 1
+    for labels, radix in zip(stage_labels, radices, strict=True):
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != code.shape:
+            raise ValueError(f"stage labels have {labels.shape[0]} entries, expected {code.shape[0]}")
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= radix:
+            raise ValueError(f"cluster ids must lie in [0, {radix})")
+        code, groups = contiguous_labels(code * radix + labels, groups * radix)
+    return code
+
+
+def group_centroids(stage_labels: Sequence[np.ndarray], stage_centroids: Sequence[np.ndarray],
+                    pseudo_labels: np.ndarray) -> np.ndarray:
+    """Centroid of each pseudo-label group: its clusters' centroids from every stage, concatenated."""
+    groups = int(pseudo_labels.max()) + 1
+    first_member = np.zeros(groups, dtype=np.int64)
+    first_member[pseudo_labels[::-1]] = np.arange(len(pseudo_labels))[::-1]
+    parts = [np.asarray(centroids)[np.asarray(labels)[first_member]]
+             for labels, centroids in zip(stage_labels, stage_centroids, strict=True)]
+    return np.concatenate(parts, axis=1)
+
+
+def merge_small_groups(pseudo_labels: np.ndarray, centroids: np.ndarray, min_group_size: int) -> tuple[np.ndarray, int]:
+    """Merge every group smaller than ``min_group_size`` into the nearest large group (by centroid).
+
+    Small groups give too few in-group negatives (and tiny batches); merging keeps every sample
+    in training instead of dropping it as the reference code does. Returns contiguous labels and
+    the number of groups merged. If no group is large enough, everything becomes one group.
+    """
+    sizes = np.bincount(pseudo_labels)
+    small = np.flatnonzero(sizes < min_group_size)
+    if len(small) == 0:
+        return pseudo_labels.copy(), 0
+    large = np.flatnonzero(sizes >= min_group_size)
+    if len(large) == 0:
+        return np.zeros_like(pseudo_labels), len(sizes) - 1 if len(sizes) > 1 else 0
+    distances = ((centroids[small, None, :] - centroids[None, large, :]) ** 2).sum(-1)
+    target = np.arange(len(sizes))
+    target[small] = large[distances.argmin(axis=1)]
+    merged, _ = contiguous_labels(target[pseudo_labels], len(sizes))
+    return merged, len(small)
+
+
 
 
 def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],

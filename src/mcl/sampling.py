@@ -1,95 +1,58 @@
-"""Feature-aware negative sampling: pseudo-labels and the batches drawn from them.
+"""Feature-aware negative sampling: the single-group batch planner and the batch samplers built on it.
 
-After stages 1..s, a sample's pseudo-label is the combination of its cluster ids from *all* of
-those stages. In stage s+1 its negatives come only from samples with the same pseudo-label, so a
-feature that earlier stages already learned (and that the clusters therefore follow) can no longer
-tell anchor and negatives apart; the model has to learn something else.
+After stages 1..s, a sample's pseudo-label (:mod:`mcl.pseudolabels`) is the combination of its cluster ids
+from *all* of those stages. In stage s+1 its negatives come only from samples with the same pseudo-label, so a
+feature that earlier stages already learned (and that the clusters therefore follow) can no longer tell anchor
+and negatives apart; the model has to learn something else.
 
 Two ways to restrict the negatives (config ``mcl.negatives``):
 
-- ``batch``: :class:`ClusterBatchSampler` makes every batch come from one pseudo-label group.
-- ``mask``: ordinary random batches; the loss masks out candidates of other groups.
+- ``batch``: every batch comes from one pseudo-label group.
+- ``mask``: ordinary random batches (:class:`RandomBatchSampler`); the loss masks out candidates of other groups.
+
+**The single-group batch planner.** One epoch's *global* batches, each from one group, every sample in exactly
+one of them; under DDP every rank plans the same batches and takes its own near-equal slice of each
+(:func:`rank_slices`), so each step's gathered negatives stay in-group and, across ranks, every sample is still
+seen once. No batch, and no group's last batch, may be smaller than the number of ranks (every slice non-empty;
+:func:`check_group_sizes` refuses a group smaller than that). The planner cuts a group in one of two ways:
+
+- whole groups at once (:class:`ClusterBatchSampler`, data with random access): each group is shuffled and cut
+  into ``ceil(n / batch_size)`` near-equal batches (a remainder is spread, never left as a runt), and the
+  batches of all groups are shuffled together;
+- one sample at a time (:class:`GroupBuffers`, used by :func:`mcl.data.stream.plan_epoch` for shards read in
+  order): a sample joins its group's buffer, which becomes a batch once it holds ``batch_size`` samples; the
+  remainders leave at the end of the pass, and a cap on the buffered samples emits the fullest buffer early.
+
+Where every group fits in one batch the two agree: one batch per group.
+
+Example:
+    >>> sampler = ClusterBatchSampler(pseudo_labels, batch_size=256, seed=0)
+    >>> sampler.set_epoch(0)
+    >>> batches = list(sampler)          # index arrays, each from one group
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-logger = logging.getLogger("mcl")
+
+def check_group_sizes(sizes: np.ndarray, world_size: int) -> None:
+    """Refuse a pseudo-label group (``sizes``: samples per group, zeros ignored) smaller than the number of ranks."""
+    present = np.asarray(sizes)[np.asarray(sizes) > 0]
+    if len(present) and present.min() < world_size:
+        raise ValueError(f"a pseudo-label group has {present.min()} samples, fewer than the {world_size} ranks; "
+                         "raise mcl.min_group_size to at least the number of processes")
 
 
-def contiguous_labels(values: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
-    """Relabel non-negative ints below ``bound`` to ``0..G-1`` in increasing order; returns ``(labels, G)``.
-
-    O(N + bound) with a presence table when ``bound`` is at most a few times N, else a sort.
-    """
-    values = np.asarray(values, dtype=np.int64)
-    if bound > 4 * len(values) + (1 << 16):
-        _, inverse = np.unique(values, return_inverse=True)
-        return inverse.astype(np.int64).reshape(-1), int(inverse.max(initial=-1)) + 1
-    present = np.bincount(values, minlength=bound) > 0
-    new_id = np.cumsum(present) - 1
-    return new_id[values], int(present.sum())
-
-
-def combine_cluster_labels(stage_labels: Sequence[np.ndarray], clusters: int | Sequence[int]) -> np.ndarray:
-    """Pseudo-labels from the cluster ids of all stages so far, relabelled to ``0..G-1``.
-
-    Mixed radix: ``g = g * K_s + c_s`` over stages s = 1..S, so two samples share a pseudo-label
-    only if they shared a cluster in *every* stage (the public reference code keeps only the latest
-    stage's clusters). Contiguous ids are assigned in order of the combined code, so the result is
-    deterministic. The code is relabelled after every stage (order-preserving), so it stays below
-    ``G * K`` and the whole combination is O(N) per stage.
-    """
-    if not stage_labels:
-        raise ValueError("need the cluster labels of at least one stage")
-    radices = [clusters] * len(stage_labels) if isinstance(clusters, int) else list(clusters)
-    code = np.zeros(len(stage_labels[0]), dtype=np.int64)
-    groups = 1
-    for labels, radix in zip(stage_labels, radices, strict=True):
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.shape != code.shape:
-            raise ValueError(f"stage labels have {labels.shape[0]} entries, expected {code.shape[0]}")
-        if labels.min(initial=0) < 0 or labels.max(initial=0) >= radix:
-            raise ValueError(f"cluster ids must lie in [0, {radix})")
-        code, groups = contiguous_labels(code * radix + labels, groups * radix)
-    return code
-
-
-def group_centroids(stage_labels: Sequence[np.ndarray], stage_centroids: Sequence[np.ndarray],
-                    pseudo_labels: np.ndarray) -> np.ndarray:
-    """Centroid of each pseudo-label group: its clusters' centroids from every stage, concatenated."""
-    groups = int(pseudo_labels.max()) + 1
-    first_member = np.zeros(groups, dtype=np.int64)
-    first_member[pseudo_labels[::-1]] = np.arange(len(pseudo_labels))[::-1]
-    parts = [np.asarray(centroids)[np.asarray(labels)[first_member]]
-             for labels, centroids in zip(stage_labels, stage_centroids, strict=True)]
-    return np.concatenate(parts, axis=1)
-
-
-def merge_small_groups(pseudo_labels: np.ndarray, centroids: np.ndarray, min_group_size: int) -> tuple[np.ndarray, int]:
-    """Merge every group smaller than ``min_group_size`` into the nearest large group (by centroid).
-
-    Small groups give too few in-group negatives (and tiny batches); merging keeps every sample
-    in training instead of dropping it as the reference code does. Returns contiguous labels and
-    the number of groups merged. If no group is large enough, everything becomes one group.
-    """
-    sizes = np.bincount(pseudo_labels)
-    small = np.flatnonzero(sizes < min_group_size)
-    if len(small) == 0:
-        return pseudo_labels.copy(), 0
-    large = np.flatnonzero(sizes >= min_group_size)
-    if len(large) == 0:
-        return np.zeros_like(pseudo_labels), len(sizes) - 1 if len(sizes) > 1 else 0
-    distances = ((centroids[small, None, :] - centroids[None, large, :]) ** 2).sum(-1)
-    target = np.arange(len(sizes))
-    target[small] = large[distances.argmin(axis=1)]
-    merged, _ = contiguous_labels(target[pseudo_labels], len(sizes))
-    return merged, len(small)
+def rank_slices(sizes: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offset and size of ``rank``'s slice of each global batch of ``sizes`` samples: ``np.array_split``'s
+    near-equal slices, so the ranks' slices partition every batch."""
+    offsets, lengths = split_sizes(np.asarray(sizes), np.full(len(sizes), world_size))
+    mine = np.arange(len(sizes)) * world_size + rank
+    return offsets[mine], lengths[mine]
 
 
 def stable_group_order(labels: np.ndarray) -> np.ndarray:
@@ -134,8 +97,80 @@ class EpochLayout:
         return self.order[self.starts[index] : self.starts[index] + self.sizes[index]]
 
 
+class GroupBuffers:
+    """The planner's one-sample-at-a-time cut: group buffers that become single-group global batches.
+
+    :meth:`add` puts a sample into its group's buffer; a buffer holding ``batch_size`` samples leaves as one
+    batch, and while the buffers together hold more than ``cap`` samples the fullest one leaves early. A batch
+    never leaves a group with fewer than ``world_size`` samples to come (it waits for up to ``world_size - 1``
+    more instead), so every rank's slice of every batch is non-empty. :meth:`flush` empties the remaining
+    buffers at the end of the pass. The batches accumulate in emission order in :attr:`batches`, each with the
+    read index after which it is complete (:attr:`ready`) and its group (:attr:`groups`).
+
+    Example:
+        >>> buffers = GroupBuffers(np.bincount(labels), batch_size=4, world_size=1, cap=len(labels))
+        >>> for t, group in enumerate(labels):
+        ...     buffers.add(t, int(group), ready=t)
+        >>> buffers.flush(buffers.pending(), ready=len(labels))
+        >>> sum(len(batch) for batch in buffers.batches) == len(labels)
+        True
+    """
+
+    def __init__(self, group_sizes: np.ndarray, batch_size: int, world_size: int, cap: int) -> None:
+        check_group_sizes(group_sizes, world_size)
+        self.remaining: list[int] = np.asarray(group_sizes, dtype=np.int64).tolist()  # samples not yet in a batch
+        self.batch_size, self.world_size, self.cap = batch_size, world_size, cap
+        self.buffers: dict[int, list[int]] = {}
+        self.held = 0  # samples in the group buffers
+        self.high_water = 0  # most samples held at once, counting those the caller holds outside (``add``)
+        self.early_flushes = 0
+        self.batches: list[list[int]] = []
+        self.ready: list[int] = []
+        self.groups: list[int] = []
+
+    def add(self, sample: int, group: int, ready: int, outside: int = 0) -> None:
+        """Buffer ``sample`` of ``group``; emit what became complete (``ready``: the read index it completes at;
+        ``outside``: samples the caller holds elsewhere, e.g. in a shuffle buffer, for :attr:`high_water`)."""
+        buffer = self.buffers.setdefault(group, [])
+        buffer.append(sample)
+        self.held += 1
+        self.high_water = max(self.high_water, outside + self.held)
+        if len(buffer) >= self.batch_size and self._emittable(group, len(buffer)):
+            self._emit(group, ready)
+        while self.held > self.cap:
+            candidates = sorted(self.buffers, key=lambda g: -len(self.buffers[g]))
+            target = next((g for g in candidates if self._emittable(g, len(self.buffers[g]))), None)
+            if target is None:
+                break  # only possible with world_size > 1 and tiny buffers: exceed the cap rather than misalign
+            self._emit(target, ready)
+            self.early_flushes += 1
+
+    def pending(self) -> list[int]:
+        """Groups with buffered samples, in increasing order."""
+        return sorted(self.buffers)
+
+    def flush(self, groups: list[int], ready: int) -> None:
+        """Emit the buffers of ``groups`` (e.g. :meth:`pending` in a shuffled order), one batch each."""
+        for group in groups:
+            self._emit(group, ready)
+
+    def _emittable(self, group: int, size: int) -> bool:
+        # Never leave a group with fewer than world_size samples: every rank's slice must be non-empty.
+        left = self.remaining[group] - size
+        return size >= self.world_size and not 0 < left < self.world_size
+
+    def _emit(self, group: int, ready: int) -> None:
+        batch = self.buffers.pop(group)
+        self.held -= len(batch)
+        self.remaining[group] -= len(batch)
+        self.batches.append(batch)
+        self.ready.append(ready)
+        self.groups.append(group)
+
+
 class ClusterBatchSampler:
-    """Batches drawn from one pseudo-label group each; every sample exactly once per epoch.
+    """Batches drawn from one pseudo-label group each (the planner's whole-group cut); every sample exactly once
+    per epoch.
 
     Each group is shuffled and cut into ``ceil(n / batch_size)`` batches of near-equal size (a
     group's remainder is spread over its batches rather than left as a runt or dropped), and the
@@ -170,10 +205,7 @@ class ClusterBatchSampler:
         self.world_size = world_size
         self.epoch = 0
         self.sizes = np.bincount(self.pseudo_labels)
-        present = self.sizes[self.sizes > 0]
-        if len(present) and present.min() < world_size:
-            raise ValueError(f"a pseudo-label group has {present.min()} samples, fewer than the {world_size} ranks; "
-                             "raise mcl.min_group_size to at least the number of processes")
+        check_group_sizes(self.sizes, world_size)
         self.pieces = np.maximum(1, -(-self.sizes // batch_size)) * (self.sizes > 0)
         self._grouped = stable_group_order(self.pseudo_labels)  # members of group 0, then group 1, ...
         self._bounds = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
@@ -195,10 +227,8 @@ class ClusterBatchSampler:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         layout = self.epoch_layout()
-        offsets, sizes = split_sizes(layout.sizes, np.full(len(layout), self.world_size))
-        mine = np.arange(len(layout)) * self.world_size + self.rank
-        for start, offset, size in zip(layout.starts.tolist(), offsets[mine].tolist(), sizes[mine].tolist(),
-                                       strict=True):
+        offsets, sizes = rank_slices(layout.sizes, self.rank, self.world_size)
+        for start, offset, size in zip(layout.starts.tolist(), offsets.tolist(), sizes.tolist(), strict=True):
             yield layout.order[start + offset : start + offset + size]
 
     def __len__(self) -> int:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcl import distributed
+from mcl import distributed, faults
 from mcl.config import TrainConfig
 from mcl.data.loader import Batch, Loader
 from mcl.errors import RunDirError, TrainingError, one_line
-from mcl.files import crash_point, load_tensors_with_metadata, save_tensors, write_jsonl
+from mcl.files import load_tensors_with_metadata, save_tensors, write_jsonl
 from mcl.logging_utils import emit_metrics, progress_bar
 from mcl.run import CHECKPOINT_FILE as CHECKPOINT
 from mcl.run import METRICS_FILE as METRICS
@@ -296,7 +296,7 @@ class _StageTrainer:
             loss_sum += loss * size
             if hasattr(bar, "set_postfix"):  # a tqdm bar (terminal only)
                 bar.set_postfix(loss=f"{loss:.3f}")
-            crash_point("step")
+            faults.reached("step")
         seconds = time.perf_counter() - started
         # The logged loss is the mean over every rank's samples, not rank 0's share of them.
         loss_sum, seen = distributed.sum_over_ranks([loss_sum, seen], self.device)
@@ -349,7 +349,7 @@ def train(model: nn.Module, loss_fn: LossFn, loader: Loader, config: TrainConfig
         rng = rank_rng_states()  # a collective: every rank takes part
         if is_main:
             save_checkpoint(stage_dir, model, trainer.optimizer, state, trainer.scaler, extra_state, rng)
-            crash_point("epoch")
+            faults.reached("epoch")
             write_jsonl(stage_dir / METRICS, state.metrics)
             emit_metrics(record)
         distributed.barrier()

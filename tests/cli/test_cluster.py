@@ -8,7 +8,7 @@ from mcl.cli import cluster, main
 from mcl.clustering import kmeans
 from mcl.errors import ConfigError, DataError
 from mcl.files import load_arrays
-from mcl.sampling import combine_cluster_labels, group_centroids, merge_small_groups
+from mcl.pseudolabels import combine_cluster_labels, group_centroids, merge_small_groups
 
 
 def _run(*argv):

@@ -131,3 +131,32 @@ def test_recipe_without_rows_comes_from_the_run_members():
     assert recipe_of({}, ["stage-1", "stage-2", "mcl-2"]) == Recipe(None, "stage-1", "linear")
     assert [counterpart(n) for n in ("finetune-1", "finetune-3", "ensemble-2", "mcl-2")] == \
         ["stage-1", "mcl-3", "mcl-2", None]
+
+
+def test_binomial_interval_is_the_wilson_score_interval():
+    from mcl.report.findings import binomial_interval
+
+    low, high = binomial_interval(0.5, 100)  # closed form: 0.5 -/+ 1.96 sqrt(0.25/100 + 1.96^2/40000) / 1.0384
+    assert low == pytest.approx(0.4038, abs=2e-4) and high == pytest.approx(0.5962, abs=2e-4)
+    assert binomial_interval(1.0, 50)[1] == pytest.approx(1.0) and binomial_interval(1.0, 50)[0] < 0.95
+    assert binomial_interval(0.7, 10_000)[1] - binomial_interval(0.7, 10_000)[0] < \
+        binomial_interval(0.7, 100)[1] - binomial_interval(0.7, 100)[0]
+
+
+def test_headline_carries_intervals_and_claims_a_recovery_only_beyond_the_noise():
+    big = {**RESULT, "test_rows": 1000}
+    assert headline(big, CHANCE) == ("By linear probe, stage 1 suppressed texture (42% ± 3 vs chance 10%); mcl-3 "
+                                     "recovered it to 74% ± 3 (ensemble-3, as many seeds of stage 1: 57% ± 3).")
+    small = {"kind": "images", "test_rows": 60, "rows": rows("linear", {
+        "stage-1": {"shape": 0.90, "texture": 0.42}, "mcl-2": {"shape": 0.90, "texture": 0.49}})}
+    claim = find_claim(small, CHANCE)
+    assert claim.mcl - claim.stage1 >= 0.05  # a gain the old rule called a recovery
+    assert claim.within_noise and not claim.recovered
+    assert "no recovery" in headline(small, CHANCE) and "recovered" not in headline(small, CHANCE)
+    assert find_claim({**small, "test_rows": 100_000}, CHANCE).recovered  # the same gain on many images counts
+
+
+def test_fine_tuning_headline_gives_the_margin_of_each_difference():
+    text = headline({**FINETUNE_RESULT, "test_rows": 1000}, FINETUNE_CHANCE)
+    assert "(+5.2 ± 4.2 points)" in text and "(-0.4 ± 4.3 points)" in text
+    assert text.endswith("(± : 95% margin of a difference on 1000 test images)")

@@ -19,14 +19,14 @@ import argparse
 import os
 import sys
 
-from mcl.cli import cluster, demo, embed, evaluate, generate, mmvp, report, train
+from mcl.cli import cluster, configs, demo, embed, evaluate, export, generate, mmvp, report, train
 from mcl.cli.common import setup_logging
 from mcl.errors import MCLError, one_line
 from mcl.files import DISK_FULL_ERRNOS
 from mcl.modalities.image_text import align
 
 # `mcl <name>` modules in the order --help lists them.
-COMMANDS = (demo, train, evaluate, embed, report, generate, mmvp, cluster, align)
+COMMANDS = (demo, train, evaluate, embed, report, generate, mmvp, cluster, align, export, configs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,7 +107,7 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from mcl.config.validation import MAX_SEED
+    from mcl.config.schema import MAX_SEED
 
     if not 0 <= args.seed <= MAX_SEED:
         raise ConfigError(f"mcl cluster --seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")

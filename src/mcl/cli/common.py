@@ -1,6 +1,7 @@
 """What every ``mcl`` command shares: the config directory, common options, logging, phase timings.
 
-One definition each of :data:`CONFIG_DIR`, ``--quiet`` (:func:`add_quiet`), ``--set``
+One definition each of :data:`CONFIG_DIR` (the shipped configs, usable by name: :func:`resolve_config`),
+``--quiet`` (:func:`add_quiet`), ``--set``
 (:func:`add_set`) and ``--log`` (:func:`add_log`). :func:`setup_logging` sends the ``mcl`` logger
 to stderr as ``[mcl] message``; under ``torchrun`` (``RANK`` > 0) a rank logs warnings and errors
 only, so a run on 8 GPUs reads like a run on one. :func:`format_phase_times` turns
@@ -16,12 +17,35 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mcl.logging_utils import LOGGERS
+from mcl.logging_utils import LOG_FORMAT, LOGGERS
 
 logger = logging.getLogger("mcl")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # the configs shipped inside the package
-LOG_FORMAT = "[mcl] %(message)s"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped inside the package, by name (``demo`` -> ``.../mcl/configs/demo.yaml``)."""
+    return {path.stem: path for path in sorted(CONFIG_DIR.glob("*.yaml"))}
+
+
+def resolve_config(name_or_path: str) -> str:
+    """A config file to load: ``name_or_path`` if it exists, else the shipped config of that name.
+
+    ``demo``, ``demo.yaml`` and ``configs/demo.yaml`` name the shipped ``demo`` config from any directory
+    (a file of that path in the current directory wins). Anything else is a one-line error listing the names.
+    """
+    from mcl.errors import ConfigError
+
+    path = Path(name_or_path)
+    if path.exists():
+        return name_or_path
+    shipped = shipped_configs()
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
+        return str(shipped[name])
+    raise ConfigError(f"{name_or_path}: config file not found; shipped configs (usable by name): "
+                      f"{', '.join(shipped)} (see 'mcl configs')")
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +60,11 @@ def add_set(parser: argparse.ArgumentParser) -> None:
 
 
 def add_log(parser: argparse.ArgumentParser) -> None:
-    """``--log tensorboard``: extra metric sinks besides ``metrics.jsonl``."""
+    """``--log tensorboard|mlflow|wandb`` (repeatable): trackers besides ``metrics.jsonl`` (:mod:`mcl.tracking`)."""
     parser.add_argument("--log", action="append", default=[], choices=LOGGERS,
-                        help="also log epoch metrics to TensorBoard (RUN_DIR/tensorboard); metrics.jsonl is "
-                             "always written")
+                        help="also send epoch metrics to a tracker (repeatable): tensorboard (RUN_DIR/tensorboard), "
+                             "mlflow (RUN_DIR/mlflow.db unless MLFLOW_TRACKING_URI is set), wandb (WANDB_MODE=offline "
+                             "logs locally); metrics.jsonl is always written")
 
 
 class RankFilter(logging.Filter):

@@ -1,4 +1,8 @@
-"""``mcl generate KIND --out DIR``: write a synthetic data set (:data:`mcl.data.GENERATOR_NAMES`) as an image table."""
+"""``mcl generate KIND --out DIR [--format png|jpeg|webdataset]``: write a synthetic data set.
+
+Any generator of :data:`mcl.data.GENERATOR_NAMES`, as an image table (``labels.csv`` and PNG or JPEG files) or
+as WebDataset tar shards (``KEY.png`` with ``KEY.json`` attributes and ``KEY.txt`` captions).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=["png", "jpeg", "webdataset"], default="png",
-                        help="png/jpeg image table (labels.csv), or WebDataset tar shards (trifeature, overlay)")
+                        help="png/jpeg image table (labels.csv), or WebDataset tar shards")
     parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (--format webdataset)")
     add_quiet(parser)
     parser.set_defaults(func=run)
@@ -28,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Generate ``args.kind`` into ``args.out``."""
-    from mcl.config.validation import MAX_SEED
+    from mcl.config.schema import MAX_SEED
     from mcl.data import GENERATORS
     from mcl.errors import ConfigError
 
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"mcl generate --seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
     if args.shard_size < 1:
         raise ConfigError(f"mcl generate --shard-size: expected a positive integer, got {args.shard_size}")
-    options = {} if args.format == "png" else {"format": args.format, "shard_size": args.shard_size}
     path = GENERATORS[args.kind](Path(args.out), n_train=args.n_train, n_test=args.n_test,
-                                 image_size=args.image_size, seed=args.seed, progress=not args.quiet, **options)
-    print(f"wrote the {args.kind} image table to {path}")
+                                 image_size=args.image_size, seed=args.seed, progress=not args.quiet,
+                                 format=args.format, shard_size=args.shard_size)
+    what = "WebDataset shards" if args.format == "webdataset" else "image table"
+    print(f"wrote the {args.kind} {what} to {path}")

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mcl.cli.common import add_log, add_quiet, add_set, init_distributed
+from mcl.cli.common import add_log, add_quiet, add_set, init_distributed, resolve_config
 from mcl.run import CONFIG_FILE
 
 
@@ -20,8 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     text = "train all stages; on an existing run directory, continue that run"
     parser = subparsers.add_parser("train", help=text, description=text)
     parser.add_argument("config", nargs="?",
-                        help=f"YAML config (see configs/); with --resume it defaults to RUN_DIR/{CONFIG_FILE}")
-    parser.add_argument("--data", help="image-table directory (overrides the config's data set)")
+                        help="YAML config, or the name of a shipped one (demo, multimodal, ...: see 'mcl configs'); "
+                             f"with --resume it defaults to RUN_DIR/{CONFIG_FILE}")
+    parser.add_argument("--data", help="data set replacing the config's: an image table (labels.csv), an "
+                                          "ImageFolder directory or WebDataset shards")
     parser.add_argument("--out", default="runs/mcl", help="run directory (default runs/mcl)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out (an error if none was started there); a plain re-run "
@@ -43,7 +45,7 @@ def config_to_train(args: argparse.Namespace) -> str:
             return str(Path(args.out) / CONFIG_FILE)
     if args.config is None:
         raise ConfigError("mcl train: a CONFIG.yaml is required (or --resume --out RUN_DIR to continue a run)")
-    return args.config
+    return resolve_config(args.config)
 
 
 def run(args: argparse.Namespace) -> None:

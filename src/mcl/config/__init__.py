@@ -20,8 +20,8 @@ from mcl.config.schema import (
     ObjectiveConfig,
     TrainConfig,
 )
-from mcl.config.validation import WEB_SOURCES
+from mcl.config.validation import WEB_SOURCES, check_config
 
 __all__ = ["FORMAT_VERSION", "WEB_SOURCES", "AugmentConfig", "Config", "DataConfig", "EvalConfig", "MCLConfig",
-           "ModelConfig", "MultimodalConfig", "ObjectiveConfig", "TrainConfig", "apply_overrides", "config_from_dict",
-           "load_config", "save_config"]
+           "ModelConfig", "MultimodalConfig", "ObjectiveConfig", "TrainConfig", "apply_overrides", "check_config",
+           "config_from_dict", "load_config", "save_config"]

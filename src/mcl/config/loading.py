@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 
 from mcl.config.schema import FORMAT_VERSION, Config
+from mcl.config.validation import check_config
 from mcl.errors import ConfigError, one_line
 
 MAX_FREE_NODES = 10_000
@@ -152,7 +153,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     """Validate a nested dict (e.g. parsed YAML) into a :class:`Config`."""
-    return _build(Config, values or {}, "").validate()
+    return check_config(_build(Config, values or {}, ""))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -1,95 +1,38 @@
-"""Validation beyond types: value ranges, registered names (with did-you-mean), keys that go together.
+"""Validation beyond types: value ranges (each field's :class:`~mcl.config.schema.Range`, declared beside it in
+:mod:`mcl.config.schema`), registered names (with did-you-mean), keys that go together.
 
 Every error is one line naming the key and what was expected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import typing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mcl.config.schema import SEED, Config, Range
 from mcl.errors import ConfigError
-
-if TYPE_CHECKING:  # only a type here: the schema calls check_config, so importing it would be a cycle
-    from mcl.config.schema import Config
 
 WEB_SOURCES = ("img2dataset", "webdataset")
 
-# Bounds far beyond any real run that keep a typo (an extra digit or ten) from becoming a MemoryError,
-# an overflow deep in torch or numpy, or a generator writing for a week.
-MAX_SEED = 2**32 - 1  # numpy's legacy seeding and torch.manual_seed both take it; seed + k stays < 2**63
-MAX_ROWS = 100_000_000
-MAX_DIM = 65_536
-MAX_QUEUE = 16_777_216
 
-_RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "data.image_size": (lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"),
-    "data.n_train": (lambda v: 1 <= v <= MAX_ROWS, f"an integer in [1, {MAX_ROWS}]"),
-    "data.n_test": (lambda v: 0 <= v <= MAX_ROWS, f"an integer in [0, {MAX_ROWS}]"),
-    "data.seed": (lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
-    "model.width": (lambda v: v > 0, "a positive number"),
-    "model.projection_dim": (lambda v: 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
-    "model.hidden_dim": (lambda v: 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]"),
-    "objective.temperature": (lambda v: v > 0, "a positive number"),
-    "objective.queue_size": (lambda v: 0 <= v <= MAX_QUEUE, f"an integer in [0, {MAX_QUEUE}]"),
-    "objective.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"),
-    "augment.flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "augment.color_jitter": (lambda v: v >= 0, "a non-negative strength"),
-    "augment.color_jitter_prob": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "augment.grayscale": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "augment.blur": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "train.epochs": (lambda v: v >= 1, "a positive integer"),
-    "train.batch_size": (lambda v: v >= 2, "an integer >= 2"),
-    "train.lr": (lambda v: v > 0, "a positive number"),
-    "train.weight_decay": (lambda v: v >= 0, "a non-negative number"),
-    "train.warmup_epochs": (lambda v: v >= 0, "a non-negative number"),
-    "train.threads": (lambda v: v >= 0, "a non-negative integer"),
-    "train.max_steps": (lambda v: v is None or v >= 1, "null or a positive integer"),
-    "train.warmup_steps": (lambda v: v is None or v >= 0, "null or a non-negative integer"),
-    "data.memory_budget_gb": (lambda v: v is None or v > 0, "null or a positive number"),
-    "data.workers": (lambda v: v >= 0, "a non-negative integer"),
-    "data.max_text_bytes": (lambda v: 1 <= v <= 1 << 30, "an integer in [1, 1073741824] (bytes)"),
-    "mcl.stages": (lambda v: v >= 1, "a positive integer"),
-    "mcl.clusters": (lambda v: v >= 2, "an integer >= 2"),
-    "mcl.min_group_size": (lambda v: v >= 2, "an integer >= 2"),
-    "mcl.kmeans_restarts": (lambda v: v >= 1, "a positive integer"),
-    "mcl.kmeans_iterations": (lambda v: v >= 1, "a positive integer"),
-    "mcl.kmeans_sample": (lambda v: v is None or v >= 2, "null or an integer >= 2"),
-    "eval.knn_k": (lambda v: v >= 1, "a positive integer"),
-    "eval.linear_max_iter": (lambda v: v >= 1, "a positive integer"),
-    "eval.linear_c": (lambda v: v > 0, "a positive number"),
-    "eval.paired_pairs": (lambda v: v >= 1, "a positive integer"),
-    "eval.clip_blind_pairs": (lambda v: v >= 0, "a non-negative integer"),
-    "multimodal.embed_dim": (lambda v: v >= 1, "a positive integer"),
-    "multimodal.unlocked_image_groups": (lambda v: v >= 0, "a non-negative integer"),
-    "multimodal.unlocked_text_groups": (lambda v: v >= 0, "a non-negative integer"),
-    "multimodal.init_temperature": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "multimodal.context_length": (lambda v: v >= 3, "an integer >= 3"),
-    "multimodal.image_resolution": (lambda v: v is None or 8 <= v <= 1024, "null or an integer in [8, 1024]"),
-    "multimodal.image_width": (lambda v: v > 0, "a positive number"),
-    "multimodal.text_width": (lambda v: v >= 1, "a positive integer"),
-    "multimodal.text_layers": (lambda v: v >= 1, "a positive integer"),
-    "multimodal.text_heads": (lambda v: v >= 1, "a positive integer"),
-    "multimodal.caption_drop_prob": (lambda v: all(0 <= p <= 1 for p in v.values()),
-                                     "a mapping of attribute -> probability in [0, 1]"),
-}
-
-
-def check_config(config: Config) -> None:
-    """Raise a one-line :class:`ConfigError` for the first value the schema's types cannot rule out."""
-    for key, (ok, expected) in _RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if not ok(value):
-            raise ConfigError(f"config key '{key}': expected {expected}, got {value!r}")
-    if not 0 <= config.seed <= MAX_SEED:
-        raise ConfigError(f"config key 'seed': expected an integer in [0, {MAX_SEED}], got {config.seed!r}")
+def check_config(config: Config) -> Config:
+    """Raise a one-line :class:`ConfigError` for the first value the schema's types cannot rule out; else return
+    ``config``."""
+    for section in dataclasses.fields(config):
+        values = getattr(config, section.name)
+        for key in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            valid: Range | None = key.metadata.get("range")
+            value = getattr(values, key.name)
+            if valid is not None and not valid.ok(value):
+                raise ConfigError(f"config key '{section.name}.{key.name}': expected {valid.expected}, got {value!r}")
+    if not SEED.ok(config.seed):  # the one top-level key
+        raise ConfigError(f"config key 'seed': expected {SEED.expected}, got {config.seed!r}")
     _check_registered(config)
     _check_backbone_arg_types(config)
     _check_multimodal(config)
     _check_shard_order(config)
+    return config
 
 
 def _check_registered(config: Config) -> None:

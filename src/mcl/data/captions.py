@@ -205,8 +205,11 @@ def trifeature_captions(attributes: Mapping[str, Sequence[str]], seed: int = 0,
 
 def generate_captioned_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
                                   image_size: int = 32, seed: int = 0,
-                                  drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False) -> Path:
+                                  drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False,
+                                  format: str = "png", shard_size: int = 1000) -> Path:
     """Write a Trifeature image table whose ``caption`` column uses :data:`TRIFEATURE_TEMPLATES`.
+
+    ``format``: ``png`` (default), ``jpeg`` or ``webdataset`` (tar shards of ``shard_size`` samples).
 
     Renders the images and attributes as :func:`~mcl.data.trifeature.generate_trifeature` does (same
     ``seed``, same images) and writes the table once, with captions drawn from a generator seeded
@@ -215,12 +218,14 @@ def generate_captioned_trifeature(out_dir: str | os.PathLike, n_train: int = 400
     _drop_probabilities(drop_prob, TRIFEATURE_ATTRIBUTES)  # fail before rendering
     images, names, split = render_trifeature_table(n_train, n_test, image_size, seed, progress)
     captions = trifeature_captions(names, seed=seed + 1, drop_prob=drop_prob)
-    return write_table(out_dir, images, names, split, captions, progress=progress)
+    return write_table(out_dir, images, names, split, captions, progress=progress, format=format,
+                       shard_size=shard_size)
 
 
 def generate_marked_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
                                image_size: int = 32, seed: int = 0,
-                               drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False) -> Path:
+                               drop_prob: float | Mapping[str, float] = 0.0, progress: bool = False,
+                               format: str = "png", shard_size: int = 1000) -> Path:
     """Captioned Trifeature with a fourth attribute ``mark``: a small black square in one of four corners.
 
     The images are :func:`generate_captioned_trifeature`'s (same ``seed``) with a mark drawn in
@@ -238,7 +243,8 @@ def generate_marked_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, 
     images = draw_corner_marks(images, columns["mark"])
     captions = trifeature_captions(columns, seed=seed + 1, drop_prob=drop_prob,
                                    templates=MARKED_TRIFEATURE_TEMPLATES, names=names)
-    return write_table(out_dir, images, columns, split, captions, progress=progress)
+    return write_table(out_dir, images, columns, split, captions, progress=progress, format=format,
+                       shard_size=shard_size)
 
 
 def fashion_item(class_name: str) -> str:
@@ -270,7 +276,8 @@ def zeroshot_prompts(attribute: str, value: str,
 
 
 def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
-                                     image_size: int = 32, seed: int = 0, progress: bool = False) -> Path:
+                                     image_size: int = 32, seed: int = 0, progress: bool = False,
+                                     format: str = "png", shard_size: int = 1000) -> Path:
     """Write Fashion-MNIST as a captioned image table: attribute ``garment``, captions "a photo of a <item>".
 
     Classes are balanced within each split; train rows come from the Fashion-MNIST training file and
@@ -291,7 +298,8 @@ def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 
     names = [FASHION_MNIST_CLASSES[c] for c in classes]
     captions = [fashion_caption(name, rng) for name in names]
     return write_table(out_dir, images, {"garment": [fashion_item(n) for n in names]},
-                       split_column(n_train, n_test), captions, progress=progress)
+                       split_column(n_train, n_test), captions, progress=progress, format=format,
+                       shard_size=shard_size)
 
 
 def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.PathLike, n_train: int,

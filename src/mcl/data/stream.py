@@ -70,7 +70,7 @@ import torch
 from mcl.data.loader import Batch, batch_dataloader, to_device
 from mcl.data.webdataset import DecodeStats, ShardIndex, ShardReader, decode_samples
 from mcl.errors import ConfigError
-from mcl.sampling import split_sizes
+from mcl.sampling import GroupBuffers, rank_slices
 
 logger = logging.getLogger("mcl")
 
@@ -104,7 +104,8 @@ class EpochPlan:
 def plan_epoch(shard_of: np.ndarray, labels: np.ndarray | None, batch_size: int, seed: int, epoch: int,
                shuffle: bool = True, shuffle_buffer: int = 0, max_buffered: int | None = None,
                world_size: int = 1) -> EpochPlan:
-    """Simulate one epoch of the stream (see the module docstring) from metadata alone.
+    """Simulate one epoch of the stream (see the module docstring) from metadata alone: the read order and the
+    shuffle buffer here, the single-group batches by the planner's :class:`~mcl.sampling.GroupBuffers`.
 
     ``shard_of[p]`` is the shard of position ``p`` (non-decreasing: positions are in id order);
     ``labels[p]`` its pseudo-label (None: one group). Deterministic in ``(seed, epoch)``.
@@ -117,76 +118,36 @@ def plan_epoch(shard_of: np.ndarray, labels: np.ndarray | None, batch_size: int,
         pieces = [pieces[i] for i in rng.permutation(len(pieces))]
     read_order = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     label_of = (np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64))[read_order]
-    remaining = np.bincount(label_of).tolist() if n else []
-    small = [size for size in remaining if 0 < size < world_size]
-    if small:
-        raise ValueError(f"a pseudo-label group has {min(small)} samples, fewer than the {world_size} ranks; "
-                         "raise mcl.min_group_size to at least the number of processes")
     cap = n if max_buffered is None else max(max_buffered, world_size)
+    buffers = GroupBuffers(np.bincount(label_of) if n else np.zeros(0, dtype=np.int64), batch_size, world_size, cap)
     capacity = shuffle_buffer if shuffle else 0
     picks = rng.integers(0, max(capacity, 1), size=n).tolist()
-    buffers: dict[int, list[int]] = {}
-    out_members: list[list[int]] = []
-    out_ready: list[int] = []
-    out_groups: list[int] = []
-    held = 0  # samples in group buffers
-    high_water = 0
-    early = 0
     labels_list = label_of.tolist()
     shuffled: list[int] = []  # the shuffle buffer (read indices)
-
-    def emit(group: int, ready: int) -> None:
-        nonlocal held
-        batch = buffers.pop(group)
-        held -= len(batch)
-        remaining[group] -= len(batch)
-        out_members.append(batch)
-        out_ready.append(ready)
-        out_groups.append(group)
-
-    def emittable(group: int, size: int) -> bool:
-        # Never leave a group with fewer than world_size samples: every rank's slice must be non-empty.
-        left = remaining[group] - size
-        return size >= world_size and not 0 < left < world_size
-
-    def route(t: int, ready: int) -> None:
-        nonlocal held, early, high_water
-        group = labels_list[t]
-        buffer = buffers.setdefault(group, [])
-        buffer.append(t)
-        held += 1
-        high_water = max(high_water, len(shuffled) + held)
-        if len(buffer) >= batch_size and emittable(group, len(buffer)):
-            emit(group, ready)
-        while held > cap:
-            candidates = sorted(buffers, key=lambda g: -len(buffers[g]))
-            target = next((g for g in candidates if emittable(g, len(buffers[g]))), None)
-            if target is None:
-                break  # only possible with world_size > 1 and tiny buffers: exceed the cap rather than misalign
-            emit(target, ready)
-            early += 1
-
+    high_water = 0
     for t in range(n):
         if capacity:
             shuffled.append(t)
-            high_water = max(high_water, len(shuffled) + held)
+            high_water = max(high_water, len(shuffled) + buffers.held)
             if len(shuffled) < capacity:
                 continue
             j = picks[t] % len(shuffled)
             shuffled[j], shuffled[-1] = shuffled[-1], shuffled[j]
-            route(shuffled.pop(), t)
+            leaving = shuffled.pop()
+            buffers.add(leaving, labels_list[leaving], t, outside=len(shuffled))
         else:
-            route(t, t)
+            buffers.add(t, labels_list[t], t)
     shuffled[:] = [shuffled[j] for j in rng.permutation(len(shuffled)).tolist()]
     while shuffled:  # drain: whatever is still in the shuffle buffer leaves in random order
-        route(shuffled.pop(), n)
-    for group in rng.permutation(sorted(buffers)).tolist() if buffers else []:
-        emit(group, n)
-    sizes = np.asarray([len(m) for m in out_members], dtype=np.int64)
-    members = read_order[np.concatenate(out_members)] if out_members else np.zeros(0, dtype=np.int64)
+        leaving = shuffled.pop()
+        buffers.add(leaving, labels_list[leaving], n, outside=len(shuffled))
+    if buffers.pending():  # the end of the pass: the remainders, in random group order
+        buffers.flush(rng.permutation(buffers.pending()).tolist(), n)
+    sizes = np.asarray([len(m) for m in buffers.batches], dtype=np.int64)
+    members = read_order[np.concatenate(buffers.batches)] if buffers.batches else np.zeros(0, dtype=np.int64)
     return EpochPlan(read_order=read_order, members=members, starts=np.cumsum(sizes) - sizes, sizes=sizes,
-                     ready=np.asarray(out_ready, dtype=np.int64), groups=np.asarray(out_groups, dtype=np.int64),
-                     high_water=int(high_water), early_flushes=early)
+                     ready=np.asarray(buffers.ready, dtype=np.int64), groups=np.asarray(buffers.groups, dtype=np.int64),
+                     high_water=int(max(high_water, buffers.high_water)), early_flushes=buffers.early_flushes)
 
 
 @dataclass
@@ -275,10 +236,9 @@ class GroupBucketingStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         mine = np.arange(worker, len(plan), workers)
-        offsets, sizes = split_sizes(plan.sizes[mine], np.full(len(mine), self.world_size))
-        pick = np.arange(len(mine)) * self.world_size + self.rank
-        starts = plan.starts[mine] + offsets[pick]
-        return mine, [plan.members[s : s + k] for s, k in zip(starts.tolist(), sizes[pick].tolist(), strict=True)]
+        offsets, sizes = rank_slices(plan.sizes[mine], self.rank, self.world_size)
+        starts = plan.starts[mine] + offsets
+        return mine, [plan.members[s : s + k] for s, k in zip(starts.tolist(), sizes.tolist(), strict=True)]
 
     def __iter__(self) -> Iterator[Batch]:
         plan = self.plan()

@@ -13,7 +13,13 @@ Unimodal runs (:func:`find_claim`), e.g. ``By linear probe, stage 1 suppressed t
 stage 1's weakest attribute by *lift over chance*, ``(accuracy - chance) / (1 - chance)`` (0 = chance,
 1 = perfect), so attributes with different numbers of values compare fairly; it calls the attribute
 suppressed when the lift is below :data:`SUPPRESSED_LIFT`, and recovered when the best ``mcl-k`` beats
-stage 1 on it by :data:`RECOVERED_GAIN` or more.
+stage 1 on it by :data:`RECOVERED_GAIN` or more *and* by more than the 95% margin of the difference.
+
+Uncertainty: with ``eval.json``'s ``test_rows`` (n) every accuracy in the headline carries the half-width of
+its 95% Wilson score interval (``74% ± 3``; :func:`binomial_interval`), and a difference counts only beyond
+``1.96 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n)`` (:func:`difference_margin`; the two scores come from the
+same test images, for which this unpaired margin is conservative). A gain inside it is reported as such,
+never as a recovery.
 
 Fine-tuning runs (``stage-0`` and ``finetune-k`` rows, :func:`find_finetune_claim`): stage 0's weakest
 attribute by the same lift (zero-shot when there are zero-shot rows, else linear probe), then MCL
@@ -34,10 +40,34 @@ from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, counterpart, member_nu
 
 SUPPRESSED_LIFT = 0.5  # below half-way from chance to perfect, stage 1 left the attribute mostly out
 RECOVERED_GAIN = 0.05  # accuracy points an mcl-k must add over stage 1 to count as recovering
+Z95 = 1.959964  # standard normal quantile of a two-sided 95% interval
 CLAIM_PROBE = "linear"  # the probe of the unimodal headline and claim chart (fine-tuning runs: Recipe.probe)
 CLASSIFICATION_PROBES = ("linear", "knn", "zeroshot")  # probes whose chance is 1 / number of values
 
 Matrix = tuple[list[str], list[str], np.ndarray]
+
+
+def binomial_interval(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` test samples (95% by default).
+
+    >>> [round(v, 3) for v in binomial_interval(0.75, 1000)]
+    [0.722, 0.776]
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def difference_margin(a: float, b: float, n: int, z: float = Z95) -> float:
+    """How far apart two accuracies on ``n`` test samples must be to differ at 95% (unpaired binomial)."""
+    return float(z * np.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)) if n > 0 else 1.0
+
+
+def _test_count(result: Mapping[str, Any]) -> int | None:
+    value = result.get("test_rows")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _row_value(row: dict[str, Any]) -> float | None:
@@ -105,6 +135,7 @@ class Claim:
     mcl: float | None = None
     baseline: str | None = None  # ensemble-k (else finetune-k) of the same k, when eval.json has it
     baseline_score: float | None = None
+    n: int | None = None  # test samples behind each accuracy (eval.json's test_rows); None: unknown
 
     @property
     def suppressed(self) -> bool:
@@ -113,8 +144,15 @@ class Claim:
 
     @property
     def recovered(self) -> bool:
-        """Whether the best mcl-k beat stage 1 on the attribute by :data:`RECOVERED_GAIN` or more."""
-        return self.mcl is not None and self.mcl >= self.stage1 + RECOVERED_GAIN
+        """Whether the best mcl-k beat stage 1 on the attribute by :data:`RECOVERED_GAIN` or more, beyond the
+        95% margin of the difference when the test count is known."""
+        return self.mcl is not None and self.mcl >= self.stage1 + RECOVERED_GAIN and not self.within_noise
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether mcl-k and stage 1 differ by no more than the 95% margin (False when n is unknown)."""
+        return self.mcl is not None and self.n is not None and \
+            abs(self.mcl - self.stage1) <= difference_margin(self.mcl, self.stage1, self.n)
 
 
 @dataclass(frozen=True)
@@ -130,6 +168,7 @@ class FinetuneClaim:
     stage0: float
     chance: float | None
     pairs: tuple[tuple[str, float, str, float], ...] = ()
+    n: int | None = None  # test samples behind each score (eval.json's test_rows); None: unknown
 
 
 def _lift(accuracy: float, chance: float) -> float:
@@ -154,7 +193,8 @@ def find_claim(result: Mapping[str, Any], chance: Mapping[str, float]) -> Claim 
     weakest = _weakest(stage1, columns, chance)
     if weakest is None:
         return None
-    claim = Claim(columns[weakest], float(stage1[weakest]), chance.get(columns[weakest]))
+    n = _test_count(result)
+    claim = Claim(columns[weakest], float(stage1[weakest]), chance.get(columns[weakest]), n=n)
     integrated = [(k, float(values[i, weakest])) for i, name in enumerate(names)
                   if (k := member_number(name, "mcl")) is not None and np.isfinite(values[i, weakest])]
     if not integrated:
@@ -163,8 +203,8 @@ def find_claim(result: Mapping[str, Any], chance: Mapping[str, float]) -> Claim 
     baseline = recipe_of(result).baseline
     name = f"{baseline}-{k}"
     if baseline and name in names and np.isfinite(value := values[names.index(name), weakest]):
-        return Claim(claim.attribute, claim.stage1, claim.chance, k, best, name, float(value))
-    return Claim(claim.attribute, claim.stage1, claim.chance, k, best)
+        return Claim(claim.attribute, claim.stage1, claim.chance, k, best, name, float(value), n)
+    return Claim(claim.attribute, claim.stage1, claim.chance, k, best, n=n)
 
 
 def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
@@ -187,7 +227,7 @@ def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
             if np.isfinite(ours) and np.isfinite(theirs):
                 pairs.append((mcl, float(ours), name, float(theirs)))
     return FinetuneClaim(recipe.probe, columns[weakest], float(stage0[weakest]), chance.get(columns[weakest]),
-                         tuple(pairs))
+                         tuple(pairs), _test_count(result))
 
 
 def _finetune_headline(claim: FinetuneClaim) -> str:
@@ -199,8 +239,11 @@ def _finetune_headline(claim: FinetuneClaim) -> str:
     parts = []
     for i, (mcl, ours, baseline, theirs) in enumerate(claim.pairs):
         which = f"plain fine-tuning ({baseline}, same steps)" if i == 0 else baseline
-        parts.append(f"{mcl} {_percent1(ours)} vs {which} {_percent1(theirs)} ({100 * (ours - theirs):+.1f} points)")
-    return f"{sentence} MCL: {'; '.join(parts)}."
+        margin = f" ± {100 * difference_margin(ours, theirs, claim.n):.1f}" if claim.n else ""
+        parts.append(f"{mcl} {_percent1(ours)} vs {which} {_percent1(theirs)} "
+                     f"({100 * (ours - theirs):+.1f}{margin} points)")
+    note = f" (± : 95% margin of a difference on {claim.n} test images)" if claim.n else ""
+    return f"{sentence} MCL: {'; '.join(parts)}.{note}"
 
 
 def headline(result: Mapping[str, Any], chance: Mapping[str, float], recipe: Recipe | None = None) -> str | None:
@@ -217,18 +260,29 @@ def headline(result: Mapping[str, Any], chance: Mapping[str, float], recipe: Rec
     claim = find_claim(result, chance)
     if claim is None:
         return None
+    def score(value: float) -> str:  # with the 95% interval's half-width when the test count is known
+        if claim.n is None:
+            return _percent(value)
+        low, high = binomial_interval(value, claim.n)
+        return f"{_percent(value)} ± {100 * (high - low) / 2:.0f}"
+
     against = f" vs chance {_percent(claim.chance)}" if claim.chance is not None else ""
-    measured = f"{claim.attribute} ({_percent(claim.stage1)}{against})"
+    measured = f"{claim.attribute} ({score(claim.stage1)}{against})"
     if claim.suppressed:
         sentence = f"By {CLAIM_PROBE} probe, stage 1 suppressed {measured}"
     else:
         sentence = f"By {CLAIM_PROBE} probe, stage 1's weakest attribute is {measured}"
     if claim.mcl is None:
         return sentence + "."
-    score = _percent(claim.mcl)
-    verb = f"recovered it to {score}" if claim.recovered else f"left it at {score}"
+    reached = score(claim.mcl)
+    if claim.recovered:
+        verb = f"recovered it to {reached}"
+    elif claim.within_noise and claim.mcl > claim.stage1:
+        verb = f"reached {reached}, within the 95% uncertainty of stage 1's on {claim.n} test images (no recovery)"
+    else:
+        verb = f"left it at {reached}"
     sentence += f"; mcl-{claim.k} {verb}"
     if claim.baseline is not None and claim.baseline_score is not None:
         what = "as many seeds of stage 1" if claim.baseline.startswith(ENSEMBLE) else "plain training, same steps"
-        sentence += f" ({claim.baseline}, {what}: {_percent(claim.baseline_score)})"
+        sentence += f" ({claim.baseline}, {what}: {score(claim.baseline_score)})"
     return sentence + "."

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import mcl.report.plots as plots
 from mcl.data.table import ImageTable
-from mcl.report import plots
 from mcl.report.data import ReportRun
 from mcl.report.findings import CLASSIFICATION_PROBES, find_claim, probe_matrices
 from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, probe_label
