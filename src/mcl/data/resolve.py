@@ -28,7 +28,7 @@ def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = No
 
     ``data_dir`` overrides the config's data set with an image-table directory.
     """
-    from mcl.data import GENERATORS
+    from mcl.data.generators import GENERATORS
 
     data = config.data
     if data_dir is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl.data.table import decode
+import mcl.data.table.decode as decode
 from mcl.data.table.core import CACHE_DIR, Rows
 from mcl.data.table.decode import BadImage, ImageSizes
 from mcl.files import FILE_MODE, atomic_open, write_json
