@@ -21,7 +21,7 @@ from torch import nn
 
 from mcl import distributed
 from mcl.config import Config, apply_overrides, check_config, config_from_dict, load_config, save_config
-from mcl.data.resolve import data_fingerprint, load_table_for, resolve_data
+from mcl.data.resolve import data_identity, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.files import write_json
 from mcl.modalities import modality_of
@@ -62,6 +62,10 @@ def _check_training_table(config: Config, table: Any) -> None:
     if len(table) < config.mcl.clusters:
         raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
                           "training images")
+    if config.mcl.min_group_size > len(table) and config.mcl.stages > 1:
+        logger.warning("config key 'mcl.min_group_size': %d is larger than the training set (%d images): every "
+                       "pseudo-label group merges into one, so stages after the first train like the first",
+                       config.mcl.min_group_size, len(table))
     if config.train.batch_size > len(table):
         raise ConfigError(f"config key 'train.batch_size': {config.train.batch_size} is larger than the "
                           f"training set ({len(table)} images)")
@@ -77,7 +81,11 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     """
     config = as_config(config, overrides)
     run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirectory(run_dir).writer():  # a second writer of this directory is refused until this one ends
+        return _train(config, run_dir, data, progress, fit)
+
+
+def _train(config: Config, run_dir: Path, data: str | Path | None, progress: bool, fit: Fit) -> Run:
     config = resolve_data(config, run_dir, data, progress)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -90,7 +98,7 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
                        Path(config.data.path) / "labels.csv")
     run = RunDirectory(run_dir)
     if distributed.is_main_process():
-        run.start(config, data_fingerprint(config, len(table)))
+        run.start(config, *data_identity(config, len(table)))
         save_config(config, run.config_path)
     distributed.barrier()
     modality = modality_of(config)

@@ -40,6 +40,7 @@ def _read_umask() -> int:
 
 # mkstemp creates 0600 files; finished files get the usual permissions (0666 less the umask).
 _FILE_MODE = 0o666 & ~_read_umask()
+FILE_MODE = _FILE_MODE  # for writers that cannot use atomic_open (a memory map needs its path)
 
 
 def disk_full_error(path: str | os.PathLike, exc: OSError) -> DiskFullError | None:
@@ -131,18 +132,52 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                  metadata: dict[str, str] | None = None) -> None:
     """Atomically save torch tensors as safetensors."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    write_bytes(path, _save_torch_bytes(tensors, metadata=metadata))
+    data = _save_torch_bytes(tensors, metadata=metadata)
+    write_bytes(path, _sorted_metadata(data, checksum=True) if metadata else data)
+
+
+# A file saved with metadata (checkpoints, aligned towers) records the sha256 of its tensor bytes, checked on
+# every load: a flipped bit in a file no manifest covers (the running stage's checkpoint) is refused by name.
+DATA_SHA256 = "mcl.data_sha256"
+
+
+def _sorted_metadata(data: bytes, checksum: bool = False) -> bytes:
+    """safetensors bytes with the ``__metadata__`` keys in sorted order (the library writes them in hash-map
+    order, which differs between processes, so identical runs would give files with other checksums), and
+    with ``checksum`` the :data:`DATA_SHA256` of the tensor bytes added."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    if checksum:
+        header["__metadata__"][DATA_SHA256] = hashlib.sha256(data[8 + length:]).hexdigest()
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned, as the library writes it
+    return len(text).to_bytes(8, "little") + text + data[8 + length:]
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a safetensors file of torch tensors (safe: no code can run)."""
     path = Path(path)
     try:
-        return _load_torch_bytes(path.read_bytes())
+        data = path.read_bytes()
+        tensors = _load_torch_bytes(data)
     except FileNotFoundError:
         raise RunDirError(f"{path}: file not found") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise RunDirError(f"{path}: not a valid safetensors file ({exc})") from None
+    _check_data_sha256(path, data)
+    return tensors
+
+
+def _check_data_sha256(path: Path, data: bytes) -> dict[str, str]:
+    """The file's metadata less :data:`DATA_SHA256`, after checking that checksum where one was recorded."""
+    length = int.from_bytes(data[:8], "little")
+    metadata = dict(json.loads(data[8:8 + length]).get("__metadata__") or {})
+    recorded = metadata.pop(DATA_SHA256, None)
+    if recorded is not None and hashlib.sha256(data[8 + length:]).hexdigest() != recorded:
+        raise RunDirError(f"{path}: its tensor bytes differ from the checksum recorded in it (a damaged file); "
+                          "delete it to recompute it")
+    return metadata
 
 
 def load_tensors_with_metadata(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -154,9 +189,10 @@ def load_tensors_with_metadata(path: str | os.PathLike) -> tuple[dict[str, torch
         raise RunDirError(f"{path}: file not found")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})  # noqa: SIM118
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     except Exception as exc:
         raise RunDirError(f"{path}: not a valid safetensors file ({exc})") from None
+    return tensors, _check_data_sha256(path, path.read_bytes())
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:

@@ -33,10 +33,10 @@ to continue); every recorded file is verified against its checksum first.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +45,8 @@ from mcl import distributed
 from mcl.config import FORMAT_VERSION, Config, load_config
 from mcl.errors import RunDirError
 from mcl.files import read_json, sha256_file, write_json
+from mcl.run_identity import changed_keys, config_fingerprint, training_values
+from mcl.run_lock import check_out_dir, writer_lock
 
 logger = logging.getLogger("mcl")
 
@@ -76,6 +78,7 @@ MMVP_FILE = "mmvp.json"
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 DATA_DIR = "data"  # generated or imported data sets (mcl.data.resolve)
+DATA_FILES = "data_files.npz"  # every data file's size and mtime when the run started (mcl.data.data_files)
 
 
 @dataclass(frozen=True)
@@ -97,56 +100,26 @@ class Representation:
         return tuple(int(member.removeprefix("stage-")) for member in self.members)
 
 
-def _training_values(config: Config) -> dict[str, Any]:
-    """The config keys that change what training computes, as a nested dict."""
-    values = config.to_dict()
-    values["train"].pop("threads", None)  # parallelism does not change the result's meaning
-    values["train"].pop("device", None)
-    for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
-        values["data"].pop(key, None)
-    values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
-    values.pop("eval", None)
-    return values
-
-
-def config_fingerprint(config: Config) -> str:
-    """Hash of everything in the config that changes what training computes."""
-    return hashlib.sha256(json.dumps(_training_values(config), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _flatten(values: dict[str, Any]) -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{name}": inner for name, inner in value.items()})
-        else:
-            flat[key] = value
-    return flat
-
-
-def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
-    """``key (old -> new)`` for every training key that differs from the values a run started with.
-
-    A key that did not exist when the run started (added to mcl since) counts as unchanged if it
-    has its default value, so upgrading mcl does not strand runs in progress.
-    """
-    old, new = _flatten(started), _flatten(_training_values(config))
-    default = _flatten(_training_values(Config()))
-    missing = object()
-    changed = []
-    for key in dict.fromkeys([*old, *new]):
-        before, after = old.get(key, default.get(key, missing)), new.get(key, missing)
-        if before != after:
-            changed.append(f"{key} ({'absent' if before is missing else repr(before)} -> "
-                           f"{'absent' if after is missing else repr(after)})")
-    return changed
-
-
 class RunDirectory:
     """Paths and the manifest of one run directory."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Create the directory and hold its writer lock meanwhile (:mod:`mcl.run_lock`; rank 0 only).
+
+        Refuses a directory that is neither empty nor an mcl run, and one another process is writing.
+        """
+        if not distributed.is_main_process():
+            self.root.mkdir(parents=True, exist_ok=True)
+            yield
+            return
+        check_out_dir(self.root, MANIFEST, CONFIG_FILE)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with writer_lock(self.root):
+            yield
 
     def stage_dir(self, stage: int) -> Path:
         """``stage-<s>/`` (1-based; 0 is the initial model of runs that cluster one)."""
@@ -284,20 +257,31 @@ class RunDirectory:
                               f"version {FORMAT_VERSION}; use a matching mcl or start a new run directory")
         return manifest
 
-    def start(self, config: Config, data_fingerprint: dict[str, Any]) -> dict[str, Any]:
-        """Create the manifest, or check that an existing run matches this config and data."""
+    def start(self, config: Config, data_fingerprint: dict[str, Any], files: Any = None) -> dict[str, Any]:
+        """Create the manifest, or check that an existing run matches this config and data.
+
+        ``files`` (a :class:`~mcl.data.data_files.DataFiles`) is kept beside the manifest so that a resume
+        on changed data can name the first changed file. Keys recorded by only one side (a run started
+        before a key existed; a content digest taken on one start only) are not compared.
+        """
         if self.exists():
             manifest = self.read_manifest()
             self._check_config(manifest, config)
-            if manifest.get("data") != data_fingerprint:
+            recorded = manifest.get("data")
+            if not isinstance(recorded, dict) or any(recorded[key] != data_fingerprint[key]
+                                                     for key in recorded if key in data_fingerprint):
+                changed = files.changed_since(self.root / DATA_FILES) if files is not None else None
+                what = f"{changed} changed" if changed else f"recorded {recorded}, now {data_fingerprint}"
                 raise RunDirError(f"{self.manifest_path}: the data set differs from the one this run started with "
-                                  f"(recorded {manifest.get('data')}, now {data_fingerprint}); use the same data "
-                                  "to resume, or a new --out directory")
+                                  f"({what}); resume on the data it started with, or start afresh in a new "
+                                  "--out directory")
             self.verify(manifest)
             self._remove_stale_temporaries()
             return manifest
+        if files is not None:
+            files.save(self.root / DATA_FILES)
         manifest = {"format_version": FORMAT_VERSION, "config_fingerprint": config_fingerprint(config),
-                    "config": _training_values(config), "data": data_fingerprint, "files": {}}
+                    "config": training_values(config), "data": data_fingerprint, "files": {}}
         write_json(self.manifest_path, manifest)
         return manifest
 
@@ -341,11 +325,27 @@ class RunDirectory:
         """Check every recorded file against its checksum; raises :class:`RunDirError` on the first bad one."""
         files = (manifest or self.read_manifest())["files"]
         for key in files:
-            self._check(self.root / key, files[key])
+            self._check(self._entry(key), files[key])
+
+    def _entry(self, key: Any) -> Path:
+        """The file a manifest key names: a relative path inside the run (``../x``, ``/dev/zero`` refused)."""
+        parts = Path(key).parts if isinstance(key, str) else ()
+        if not parts or Path(key).is_absolute() or ".." in parts:
+            raise RunDirError(f"{self.manifest_path}: entry {key!r} is not a path inside the run directory; "
+                              f"remove it from {MANIFEST}")
+        return self.root / key
 
     def _check(self, path: Path, checksum: str) -> None:
-        if not path.exists():
-            raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing")
+        if not isinstance(checksum, str):
+            raise RunDirError(f"{self.manifest_path}: the checksum of {path.name} is not a string")
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            raise RunDirError(f"{path}: recorded as finished in {MANIFEST} but missing") from None
+        except OSError as exc:
+            raise RunDirError(f"{path}: cannot be read ({exc.strerror})") from None
+        if not stat.S_ISREG(info.st_mode):  # a symlink to /dev/zero, a FIFO: never opened
+            raise RunDirError(f"{path}: recorded in {MANIFEST} but not a regular file; restore it")
         # Hashing a ViT-L-sized member on every listing is seconds; a file whose identity, size and mtime are
         # unchanged since this process hashed it (verified or recorded) is not hashed again (make's and rsync's rule).
         identity = (*_identity(path), checksum)

@@ -185,7 +185,10 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
         return KMeansResult(arrays["centroids"], arrays["labels"], arrays["sizes"], meta["inertia"],
                             meta["iterations"], meta["backend"])
 
-    return run.phase(directory / CLUSTERS_FILE, compute, save, load)
+    result = run.phase(directory / CLUSTERS_FILE, compute, save, load)
+    if distributed.is_main_process() and not run.is_finished(directory / CLUSTERS_INFO_FILE):
+        run.record(directory / CLUSTERS_INFO_FILE)  # hashed like every finished file: an edit is refused
+    return result
 
 
 def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:

@@ -27,6 +27,7 @@ from mcl.files import load_arrays, save_arrays, write_bytes, write_json
 from mcl.pseudolabels import PseudoLabeller, cluster_stage
 
 STAGES_FILE = "stages.safetensors"
+_MAX_ABS = 1e15  # |value| above this overflows float32 squared distances in any realistic dimension
 SUMMARY_FILE = "cluster.json"
 
 
@@ -56,11 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def load_embeddings(path: str | Path) -> np.ndarray:
     """An ``(N, D)`` finite float ``.npy`` array as float32; anything else is a one-line :class:`DataError`."""
     try:
-        array = np.load(path, allow_pickle=False)
+        # Memory-mapped first: a header claiming more data than the file holds fails here, allocating nothing.
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({one_line(exc)})") from None
+    except (ValueError, OSError, EOFError, OverflowError, TypeError, MemoryError, SyntaxError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({one_line(exc) or type(exc).__name__})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive
         array.close()
         raise DataError(f"{path}: an .npz archive; expected a single (N, D) .npy array")
@@ -68,10 +70,15 @@ def load_embeddings(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: shape {array.shape}; expected a non-empty 2-D (N, D) array")
     if not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"{path}: dtype {array.dtype}; expected floats (float16, float32 or float64)")
-    finite = np.isfinite(array).all(axis=1)
+    # Checked after the cast: float64 values beyond float32's range (1e300) would become inf centroids, and
+    # values near it overflow the squared distances k-means computes.
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        array = np.array(array, dtype=np.float32)
+    finite = np.isfinite(array).all(axis=1) & (np.abs(array) <= _MAX_ABS).all(axis=1)
     if not finite.all():
-        raise DataError(f"{path}: row {int(np.argmin(finite))} holds NaN or Inf; expected finite embeddings")
-    return array.astype(np.float32, copy=False)
+        raise DataError(f"{path}: row {int(np.argmin(finite))} holds NaN, Inf or a value beyond +-{_MAX_ABS:g}; "
+                        "expected finite embeddings of moderate size")
+    return array
 
 
 def load_stages(directory: str | Path, min_group_size: int) -> PseudoLabeller:
@@ -100,6 +107,13 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    from mcl.config.schema import MAX_SEED
+
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"mcl cluster --seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"mcl cluster --out {out}: a file; expected a directory (created if missing)")
     for name, value, low in (("--clusters", args.clusters, 2), ("--min-group-size", args.min_group_size, 1),
                              ("--restarts", args.restarts, 1), ("--iterations", args.iterations, 1)):
         if value < low:

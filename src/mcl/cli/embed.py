@@ -38,11 +38,17 @@ def run(args: argparse.Namespace) -> None:
     from mcl.api import load, read_run_config
     from mcl.data import load_table
     from mcl.data.table.labels import read_labels
+    from mcl.errors import DataError
     from mcl.files import atomic_open, write_bytes
 
     config = read_run_config(args.run_dir)
     table = load_table(args.data, image_size=config.data.image_size, on_bad_image=config.data.on_bad_image,
                        progress=not args.quiet)
+    if args.paths:  # one path per line: a path holding a line break would shift every later row
+        broken = next((path for path in table.paths if "\n" in path or "\r" in path), None)
+        if broken is not None:
+            raise DataError(f"{Path(args.data) / 'labels.csv'}: image path {broken!r} holds a line break; "
+                            "--paths writes one path per line, so rename that file or leave out --paths")
     features = load(args.run_dir).embed(table.images, stages=args.stages)
     with atomic_open(args.out, "wb") as handle:
         np.save(handle, features)

@@ -32,8 +32,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Generate ``args.kind`` into ``args.out``."""
+    from mcl.config.schema import MAX_SEED
     from mcl.data import GENERATORS
+    from mcl.errors import ConfigError
 
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"mcl generate --seed: expected an integer in [0, {MAX_SEED}], got {args.seed}")
+    if args.shard_size < 1:
+        raise ConfigError(f"mcl generate --shard-size: expected a positive integer, got {args.shard_size}")
     path = GENERATORS[args.kind](Path(args.out), n_train=args.n_train, n_test=args.n_test,
                                  image_size=args.image_size, seed=args.seed, progress=not args.quiet,
                                  format=args.format, shard_size=args.shard_size)

@@ -2,12 +2,19 @@
 
 Every error is one line naming the key and what was expected (an unknown key gets a "did you
 mean"); the CLI turns it into exit code 2.
+
+YAML is read with :class:`ConfigLoader`: ``yaml.safe_load``'s rules, plus YAML 1.2 floats without a dot
+(``1e3`` is 1000.0, not the string ``'1e3'``); an integral float is accepted for an integer key
+(``n_train: 1e4``). A free-form value (``model.backbone_args``) may hold at most :data:`MAX_FREE_NODES`
+nodes counted as expanded, so a YAML alias bomb (a few hundred bytes naming billions of nodes through
+``&anchor``/``*alias``) is a one-line error instead of filling memory when the config is written out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,7 +24,47 @@ import yaml
 
 from mcl.config.schema import FORMAT_VERSION, Config
 from mcl.config.validation import check_config
-from mcl.errors import ConfigError
+from mcl.errors import ConfigError, one_line
+
+MAX_FREE_NODES = 10_000
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e3`` / ``-2E-4`` (no dot) as floats, as YAML 1.2 does."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    """``text`` parsed with :class:`ConfigLoader` (safe: plain data only)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
+
+
+def _check_free_value(value: Any, key: str) -> None:
+    """A free-form value must be plain data of at most MAX_FREE_NODES nodes, counting shared ones each time."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_FREE_NODES:
+            raise ConfigError(f"config key '{key}': more than {MAX_FREE_NODES} values once YAML aliases are "
+                              "expanded; write the value out plainly")
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif not (item is None or isinstance(item, bool | int | float | str)):
+            raise ConfigError(f"config key '{key}': expected plain YAML values, got {type(item).__name__}")
 
 
 def _type_name(tp: Any) -> str:
@@ -66,10 +113,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            return int(value)  # 1e4 read as a YAML float
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif tp is str and isinstance(value, str) or tp is Any:
+    elif tp is str and isinstance(value, str):
+        return value
+    elif tp is Any:
+        _check_free_value(value, key)
         return value
     raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
 
@@ -108,13 +160,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply ``section.key=value`` overrides, validate."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: config file cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{path}:{where} not valid YAML ({one_line(getattr(exc, 'problem', None) or exc)})") \
+            from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
     apply_overrides(values, overrides or [])
@@ -133,7 +190,11 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: '{part}' is not a config section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = read_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({one_line(getattr(exc, 'problem', None) or exc)})") from None
     return values
 
 

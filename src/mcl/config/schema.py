@@ -33,6 +33,14 @@ OPTIONAL_POSITIVE_INT = Range(lambda v: v is None or v >= 1, "null or a positive
 OPTIONAL_NON_NEGATIVE_INT = Range(lambda v: v is None or v >= 0, "null or a non-negative integer")
 OPTIONAL_POSITIVE = Range(lambda v: v is None or v > 0, "null or a positive number")
 OPTIONAL_AT_LEAST_TWO = Range(lambda v: v is None or v >= 2, "null or an integer >= 2")
+# Bounds far beyond any real run that keep a typo (an extra digit or ten) from becoming a MemoryError,
+# an overflow deep in torch or numpy, or a generator writing for a week.
+MAX_SEED = 2**32 - 1  # 1000 * seed + stage still fits torch's and numpy's seeds
+MAX_ROWS = 100_000_000
+MAX_DIM = 65_536
+MAX_QUEUE = 16_777_216
+SEED = Range(lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
+DIM = Range(lambda v: 1 <= v <= MAX_DIM, f"an integer in [1, {MAX_DIM}]")
 
 
 def ranged(default: Any = dataclasses.MISSING, valid: Range | None = None, *,
@@ -61,10 +69,11 @@ class DataConfig:
     path: str | None = None
     # every image is resized to image_size x image_size (bilinear)
     image_size: int = ranged(32, Range(lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"))
-    n_train: int = ranged(4000, POSITIVE_INT)  # generators; img2dataset/webdataset: pairs read = n_train + n_test
+    # generators; img2dataset/webdataset: pairs read = n_train + n_test
+    n_train: int = ranged(4000, Range(lambda v: 1 <= v <= MAX_ROWS, f"an integer in [1, {MAX_ROWS}]"))
     # generators; img2dataset/webdataset: the last n_test pairs are the test split
-    n_test: int = ranged(1000, NON_NEGATIVE_INT)
-    seed: int = 0  # generators only
+    n_test: int = ranged(1000, Range(lambda v: 0 <= v <= MAX_ROWS, f"an integer in [0, {MAX_ROWS}]"))
+    seed: int = ranged(0, SEED)  # generators only
     on_bad_image: Literal["error", "skip"] = "error"  # an unreadable image: stop naming it, or drop it (logged)
     cache: bool = True  # keep the decoded table as a uint8 .npy cache beside it (DIR/.mcl_cache/)
     allow_outside_paths: bool = False  # table rows may name images outside the table directory
@@ -79,6 +88,10 @@ class DataConfig:
     # its offset; sequential = shards in a seeded order read front to back, single-group batches bucketed
     # from the stream (mcl.data.stream); another run than random's, the same number of steps
     shard_order: Literal["random", "sequential"] = "random"
+    # largest caption / .txt / .json member read, in bytes (checked from its size before reading it)
+    max_text_bytes: int = ranged(1 << 20, Range(lambda v: 1 <= v <= 1 << 30, "an integer in [1, 1073741824] (bytes)"))
+    # what a resume compares of every data file: stat = size and mtime; content = also its sha256 (reads all)
+    fingerprint: Literal["stat", "content"] = "stat"
 
 
 @dataclass
@@ -90,8 +103,8 @@ class ModelConfig:
     backbone: str = "convnet"
     backbone_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments passed to the backbone
     width: float = ranged(1.0, POSITIVE)  # channel multiplier (backbones that take one)
-    projection_dim: int = ranged(128, POSITIVE_INT)  # output of the MLP projection head (what the loss sees)
-    hidden_dim: int = ranged(512, POSITIVE_INT)  # hidden width of the projection head
+    projection_dim: int = ranged(128, DIM)  # output of the MLP projection head (what the loss sees)
+    hidden_dim: int = ranged(512, DIM)  # hidden width of the projection head
 
 
 @dataclass
@@ -101,7 +114,7 @@ class ObjectiveConfig:
     name: str = "ntxent"  # a registered objective (mcl.objectives.OBJECTIVES): ntxent, simclr, dcl, moco, clip
     temperature: float = ranged(0.5, POSITIVE)  # softmax temperature tau of the contrastive loss
     # moco: negatives kept from earlier batches (each with its pseudo-label)
-    queue_size: int = ranged(4096, NON_NEGATIVE_INT)
+    queue_size: int = ranged(4096, Range(lambda v: 0 <= v <= MAX_QUEUE, f"an integer in [0, {MAX_QUEUE}]"))
     # moco: EMA rate of the key encoder
     momentum: float = ranged(0.99, Range(lambda v: 0 <= v < 1, "a number in [0, 1)"))
 

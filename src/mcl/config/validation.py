@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from typing import Any
 
-from mcl.config.schema import Config, Range
+from mcl.config.schema import SEED, Config, Range
 from mcl.errors import ConfigError
 
 WEB_SOURCES = ("img2dataset", "webdataset")
@@ -25,7 +26,10 @@ def check_config(config: Config) -> Config:
             value = getattr(values, key.name)
             if valid is not None and not valid.ok(value):
                 raise ConfigError(f"config key '{section.name}.{key.name}': expected {valid.expected}, got {value!r}")
+    if not SEED.ok(config.seed):  # the one top-level key
+        raise ConfigError(f"config key 'seed': expected {SEED.expected}, got {config.seed!r}")
     _check_registered(config)
+    _check_backbone_arg_types(config)
     _check_multimodal(config)
     _check_shard_order(config)
     return config
@@ -40,6 +44,51 @@ def _check_registered(config: Config) -> None:
     check_backbone(config.model.backbone, config.model.width, **config.model.backbone_args)
     _check_name("objective.name", config.objective.name, [*OBJECTIVES, "clip"])
     TWO_TOWER_MODELS.check(config.multimodal.model, {})
+
+
+_SIMPLE_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
+
+
+def _check_backbone_arg_types(config: Config) -> None:
+    """Each ``model.backbone_args`` value against its parameter's simple type (annotation or default's type).
+
+    Parameters annotated with anything but ``int``/``float``/``bool``/``str``/``None`` unions are left to
+    the backbone (a zoo model's own checks).
+    """
+    from mcl.models.backbones import BACKBONES
+
+    try:
+        parameters = BACKBONES.entry(config.model.backbone).parameters()
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return
+    for name, value in config.model.backbone_args.items():
+        parameter = parameters.get(name)
+        if parameter is None:
+            continue
+        expected = _simple_types(parameter)
+        if expected is None:
+            continue
+        ok = any(isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool)) for tp in expected)
+        ok = ok or (float in expected and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            names = " or ".join("null" if tp is type(None) else tp.__name__ for tp in expected)
+            raise ConfigError(f"config key 'model.backbone_args.{name}': expected {names} for backbone "
+                              f"{config.model.backbone!r}, got {value!r}")
+
+
+def _simple_types(parameter: Any) -> tuple[type, ...] | None:
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        parts = [part.strip() for part in annotation.split("|")]
+        if all(part in _SIMPLE_TYPES for part in parts):
+            return tuple(_SIMPLE_TYPES[part] for part in parts)
+        return None
+    if annotation in _SIMPLE_TYPES.values():
+        return (annotation,)
+    default = parameter.default
+    if annotation is parameter.empty and type(default) in (int, float, bool, str):
+        return (type(default),)
+    return None
 
 
 def _check_name(key: str, name: str, known: list[str]) -> None:

@@ -25,7 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from mcl.data.image_text import load_img2dataset, load_webdataset
-from mcl.data.overlay import _pick, _resize, _split_rows, fashion_mnist_dir, load_fashion_mnist, load_mnist_digits
+from mcl.data.overlay import (
+    fashion_mnist_dir,
+    load_fashion_mnist,
+    load_mnist_digits,
+    pick_by_label,
+    resize_grey,
+    split_rows,
+)
+from mcl.data.shard_files import MAX_TEXT_BYTES
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
 from mcl.data.trifeature import (
     COLORS,
@@ -282,11 +290,11 @@ def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 
     rng = np.random.default_rng(seed)
     classes = balanced_codes(rng, n_train, n_test, len(FASHION_MNIST_CLASSES))
     images = np.empty((n_train + n_test, image_size, image_size, 3), dtype=np.uint8)
-    for split, rows in zip(("train", "test"), _split_rows(n_train, n_test), strict=True):
+    for split, rows in zip(("train", "test"), split_rows(n_train, n_test), strict=True):
         source_images, source_labels = fashion[split]
-        picked = _pick(rng, classes[rows], np.arange(len(source_labels)), source_labels)
+        picked = pick_by_label(rng, classes[rows], np.arange(len(source_labels)), source_labels)
         for row, index in zip(range(rows.start, rows.stop), picked, strict=True):
-            images[row] = np.rint(_resize(source_images[index], image_size) * 255.0).astype(np.uint8)[..., None]
+            images[row] = np.rint(resize_grey(source_images[index], image_size) * 255.0).astype(np.uint8)[..., None]
     names = [FASHION_MNIST_CLASSES[c] for c in classes]
     captions = [fashion_caption(name, rng) for name in names]
     return write_table(out_dir, images, {"garment": [fashion_item(n) for n in names]},
@@ -295,7 +303,8 @@ def generate_captioned_fashion_mnist(out_dir: str | os.PathLike, n_train: int = 
 
 
 def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.PathLike, n_train: int,
-                      n_test: int, image_size: int, on_bad_image: str = "error", progress: bool = False) -> Path:
+                      n_test: int, image_size: int, on_bad_image: str = "error", progress: bool = False,
+                      max_text_bytes: int = MAX_TEXT_BYTES) -> Path:
     """Copy the first ``n_train + n_test`` pairs of an img2dataset folder or WebDataset shards into an image table.
 
     ``source`` is ``"img2dataset"`` or ``"webdataset"`` (``path``: the folder, or a shard pattern).
@@ -305,7 +314,8 @@ def import_image_text(source: str, path: str | os.PathLike, out_dir: str | os.Pa
     loaders = {"img2dataset": load_img2dataset, "webdataset": load_webdataset}
     if source not in loaders:
         raise ConfigError(f"config key 'data.source': {source!r} is not an image-text source ({sorted(loaders)})")
-    table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image)
+    table = loaders[source](path, image_size=image_size, limit=n_train + n_test, on_bad_image=on_bad_image,
+                            max_text_bytes=max_text_bytes)
     if len(table) <= n_test:
         raise DataError(f"{path}: {len(table)} image-text pairs, need more than data.n_test={n_test}")
     split = split_column(len(table) - n_test, n_test)
@@ -341,7 +351,7 @@ def captioned_fashion_arrays(n: int, image_size: int = 32, seed: int = 0) -> tup
     source_images, source_labels = load_fashion_mnist(fashion_mnist_dir())["train"]
     rng = np.random.default_rng(seed)
     classes = rng.permutation(np.arange(n) % len(FASHION_MNIST_CLASSES))
-    picked = _pick(rng, classes, np.arange(len(source_labels)), source_labels)
+    picked = pick_by_label(rng, classes, np.arange(len(source_labels)), source_labels)
     images = np.stack([_grey_to_rgb(source_images[i], image_size) for i in picked])
     return images, [fashion_caption(FASHION_MNIST_CLASSES[c], rng) for c in classes]
 
@@ -367,5 +377,5 @@ def captioned_digit_arrays(n: int, image_size: int = 32, seed: int = 0) -> tuple
 
 def _grey_to_rgb(image: np.ndarray, size: int) -> np.ndarray:
     """A 28x28 grey uint8 image resized to ``size`` and repeated over three channels."""
-    grey = np.rint(_resize(image, size) * 255.0).astype(np.uint8)
+    grey = np.rint(resize_grey(image, size) * 255.0).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)

@@ -21,29 +21,41 @@ Example:
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 import os
-import re
-import tarfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from mcl.data.shard_files import (
+    IMAGE_EXTENSIONS,
+    MAX_TEXT_BYTES,
+    TEXT_EXTENSIONS,
+    Member,
+    ShardFormatError,
+    check_regular,
+    expand_shards,
+    open_shard,
+    read_members,
+    resolve_shards,
+    split_member,
+)
 from mcl.data.table import ImageTable, check_load_options
-from mcl.errors import DataError
+from mcl.data.table.decode import decode
+from mcl.errors import DataError, one_line
 
 logger = logging.getLogger("mcl")
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+__all__ = ["ImageTextPair", "decode_image", "expand_shards", "load_img2dataset", "load_webdataset",
+           "scan_img2dataset"]
 TEXT_EXTENSION = "txt"
 _EXAMPLES = 5
-_BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
 @dataclass(frozen=True)
@@ -58,16 +70,14 @@ class ImageTextPair:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def decode_image(source: str | os.PathLike | bytes, image_size: int | None = None) -> np.ndarray:
-    """Decode to uint8 RGB ``(H, W, 3)``; with ``image_size``, centre-crop to a square and resize.
+def decode_image(source: str | os.PathLike | bytes, image_size: int | None = None, fit: str = "crop") -> np.ndarray:
+    """Decode to uint8 RGB ``(H, W, 3)``; with ``image_size``, resized to a square by ``fit``
+    (:func:`mcl.data.table.decode.decode`).
 
-    Cropping (rather than squashing) keeps the proportions of web photos, as CLIP's preprocessing does.
+    The default ``crop`` (rather than squashing) keeps the proportions of web photos, as CLIP's
+    preprocessing does; ``squash`` gives an image table's pixels.
     """
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    if image_size is not None:
-        image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
+    return decode(source, image_size, fit)[0]
 
 
 def _report_unpaired(where: str | os.PathLike, what: str, keys: Sequence[str]) -> None:
@@ -98,14 +108,19 @@ def _files_by_key(root: Path) -> dict[str, dict[str, Path]]:
     return found
 
 
-def _read_caption(path: Path) -> str:
+def _read_caption(path: Path, max_text_bytes: int = MAX_TEXT_BYTES) -> str:
+    size = check_regular(path, "caption").st_size  # a FIFO would block, a device never end
+    if size > max_text_bytes:
+        raise DataError(f"{path}: {size} bytes, more than data.max_text_bytes ({max_text_bytes}) for a caption; "
+                        "raise data.max_text_bytes if the file is genuine")
     try:
-        return path.read_text(encoding="utf-8", errors="replace").strip()
+        with open(path, "rb") as handle:
+            return handle.read(max_text_bytes + 1)[:max_text_bytes].decode("utf-8", errors="replace").strip()
     except OSError as exc:
         raise DataError(f"{path}: caption cannot be read ({exc.strerror})") from None
 
 
-def scan_img2dataset(directory: str | os.PathLike) -> list[ImageTextPair]:
+def scan_img2dataset(directory: str | os.PathLike, max_text_bytes: int = MAX_TEXT_BYTES) -> list[ImageTextPair]:
     """Image/caption pairs of an img2dataset ``files`` folder, paired by key, sorted by key.
 
     Images without a (non-empty) caption and captions without an image are skipped and logged.
@@ -123,7 +138,7 @@ def scan_img2dataset(directory: str | os.PathLike) -> list[ImageTextPair]:
             if text is not None:
                 no_image.append(text.relative_to(root).as_posix())
             continue
-        caption = _read_caption(text) if text is not None else ""
+        caption = _read_caption(text, max_text_bytes) if text is not None else ""
         if not caption:
             no_caption.append(image.relative_to(root).as_posix())
             continue
@@ -136,18 +151,19 @@ def scan_img2dataset(directory: str | os.PathLike) -> list[ImageTextPair]:
 
 
 def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int | None = None,
-                     on_bad_image: str = "error") -> ImageTable:
+                     on_bad_image: str = "error", max_text_bytes: int = MAX_TEXT_BYTES,
+                     fit: str = "crop") -> ImageTable:
     """Decode the pairs of an img2dataset ``files`` folder into an :class:`ImageTable`.
 
     ``limit`` keeps the first pairs by key. ``on_bad_image='skip'`` drops (and logs) unreadable
     images instead of raising :class:`DataError`.
     """
     check_load_options(image_size, on_bad_image, size_optional=True)
-    pairs = scan_img2dataset(directory)[:limit]
+    pairs = scan_img2dataset(directory, max_text_bytes)[:limit]
 
     def decode(pair: ImageTextPair) -> np.ndarray | None:
         try:
-            return decode_image(pair.image_path, image_size)
+            return decode_image(pair.image_path, image_size, fit)
         except Exception as exc:  # Pillow raises many unrelated types for corrupt files
             if on_bad_image == "error":
                 raise DataError(f"{pair.image_path}: image cannot be read ({type(exc).__name__}: {exc})") from None
@@ -167,65 +183,59 @@ def load_img2dataset(directory: str | os.PathLike, image_size: int, limit: int |
 # ---------------------------------------------------------------------------------------------- WebDataset
 
 
-def expand_shards(shards: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Shard paths from a list or a brace pattern (``data-{000..009}.tar``, zero padding kept)."""
-    if not isinstance(shards, str | os.PathLike):
-        return [Path(s) for s in shards]
-    spec = os.fspath(shards)
-    match = _BRACES.search(spec)
-    if match is None:
-        return [Path(spec)]
-    first, last = match.groups()
-    width = len(first)
-    prefix, suffix = spec[: match.start()], spec[match.end():]
-    return [path for n in range(int(first), int(last) + 1)
-            for path in expand_shards(f"{prefix}{n:0{width}d}{suffix}")]
+def _tar_samples(shard: Path, max_text_bytes: int = MAX_TEXT_BYTES) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` per sample, in member order (members of a sample are adjacent).
+
+    Members are listed by the one tar reader (:func:`~mcl.data.shard_files.read_members`: size limits,
+    links and non-regular members handled there), then each sample's bytes are read forward by offset.
+    """
+    with open_shard(shard) as raw:
+        try:
+            members, odd = read_members(shard, raw, TEXT_EXTENSIONS, max_text_bytes)
+        except ShardFormatError as exc:
+            raise DataError(f"{shard}: not a readable tar shard ({exc.reason})") from None
+        for reason, where in odd.items():
+            _report_unpaired(shard, reason, where)
+        key, sample = None, {}
+        for member in members:
+            if member.name.rpartition("/")[2].startswith("."):
+                continue
+            member_key, extension = split_member(member.name)
+            if member_key != key and sample:
+                yield key, sample
+                sample = {}
+            key = member_key
+            sample[extension] = member.data if member.data is not None else _read_at(shard, raw, member)
+        if sample:
+            yield key, sample
 
 
-def _split_member(name: str) -> tuple[str, str]:
-    """WebDataset key and extension: ``dir/000001.seg.jpg`` -> (``dir/000001``, ``seg.jpg``)."""
-    directory, _, base = name.rpartition("/")
-    stem, _, extension = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), extension.lower()
-
-
-def _tar_samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` per sample, in stream order (members of a sample are adjacent)."""
-    key, sample = None, {}
+def _read_at(shard: Path, raw: IO[bytes], member: Member) -> bytes:
     try:
-        with tarfile.open(shard, mode="r|*") as stream:
-            for member in stream:
-                if not member.isfile() or member.name.rpartition("/")[2].startswith("."):
-                    continue
-                member_key, extension = _split_member(member.name)
-                if member_key != key and sample:
-                    yield key, sample
-                    sample = {}
-                key = member_key
-                handle = stream.extractfile(member)
-                sample[extension] = handle.read() if handle is not None else b""
-    except FileNotFoundError:
-        raise DataError(f"{shard}: WebDataset shard not found") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise DataError(f"{shard}: not a readable tar shard ({exc})") from None
-    if sample:
-        yield key, sample
+        raw.seek(member.offset)
+        data = raw.read(member.size)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{shard}: truncated or corrupt shard ({one_line(exc)})") from None
+    if len(data) != member.size:
+        raise DataError(f"{shard}: truncated shard (member {member.name!r} needs {member.size} bytes)")
+    return data
 
 
-def _webdataset_samples(shards: list[Path], image_size: int | None,
-                        on_bad_image: str) -> Iterator[tuple[str, np.ndarray, str]]:
+def _webdataset_samples(shards: list[Path], image_size: int | None, on_bad_image: str,
+                        max_text_bytes: int = MAX_TEXT_BYTES, fit: str = "crop"
+                        ) -> Iterator[tuple[str, np.ndarray, str]]:
     """``(shard#key, image, caption)`` of every complete, readable sample."""
     for shard in shards:
         unpaired: list[str] = []
         unreadable: list[str] = []
-        for key, sample in _tar_samples(shard):
+        for key, sample in _tar_samples(shard, max_text_bytes):
             image_bytes = next((sample[ext] for ext in IMAGE_EXTENSIONS if ext in sample), None)
             caption = sample.get(TEXT_EXTENSION, b"").decode("utf-8", errors="replace").strip()
             if image_bytes is None or not caption:
                 unpaired.append(key)
                 continue
             try:
-                image = decode_image(image_bytes, image_size)
+                image = decode_image(image_bytes, image_size, fit)
             except Exception as exc:  # Pillow raises many unrelated types for corrupt files
                 if on_bad_image == "error":
                     raise DataError(f"{shard}: sample {key!r}: image cannot be read ({type(exc).__name__})") from None
@@ -237,16 +247,15 @@ def _webdataset_samples(shards: list[Path], image_size: int | None,
 
 
 def load_webdataset(shards: str | os.PathLike | Iterable[str | os.PathLike], image_size: int,
-                    limit: int | None = None, on_bad_image: str = "error") -> ImageTable:
+                    limit: int | None = None, on_bad_image: str = "error",
+                    max_text_bytes: int = MAX_TEXT_BYTES, fit: str = "crop") -> ImageTable:
     """Materialise (the first ``limit`` pairs of) WebDataset shards into an :class:`ImageTable`.
 
     For small sets only: every image is held in memory. ``paths`` holds ``<shard file>#<key>``.
     """
     check_load_options(image_size, on_bad_image, size_optional=True)
-    paths = expand_shards(shards)
-    if not paths:
-        raise DataError("no WebDataset shards given")
-    samples = list(itertools.islice(_webdataset_samples(paths, image_size, on_bad_image), limit))
+    paths = resolve_shards(shards)  # a directory of shards, a brace pattern, one file or a list
+    samples = list(itertools.islice(_webdataset_samples(paths, image_size, on_bad_image, max_text_bytes, fit), limit))
     if not samples:
         raise DataError(f"{paths[0]}: no image/caption samples in {len(paths)} shard(s)")
     keys, images, captions = (list(column) for column in zip(*samples, strict=True))

@@ -35,6 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from mcl.errors import MCLError
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -161,6 +163,27 @@ def batch_dataloader(dataset: Any, device: torch.device, workers: int, seed: int
 
 
 def to_device(batches: Iterable[Batch], device: torch.device) -> Iterator[Batch]:
-    """Every tensor of every batch moved to ``device`` (asynchronously from pinned memory)."""
-    for batch in batches:
+    """Every tensor of every batch moved to ``device`` (asynchronously from pinned memory).
+
+    A user-facing error raised in a worker process reaches the caller with its own one-line message:
+    torch re-raises it with the worker's traceback as the message, which is cut off again here.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except MCLError as exc:
+            raise worker_error(exc) from None
         yield {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+
+
+def worker_error(exc: MCLError) -> MCLError:
+    """``exc`` as raised in the worker: the last line of the traceback torch put into its message."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "Traceback" not in text:
+        return exc
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return type(exc)(last.removeprefix(prefix))

@@ -149,7 +149,7 @@ def _stratified_split(
     return np.concatenate(train), np.concatenate(test)
 
 
-def _pick(
+def pick_by_label(
     rng: np.random.Generator, wanted: np.ndarray, pool: np.ndarray, pool_labels: np.ndarray
 ) -> np.ndarray:
     """For each wanted label, a pool index with that label; every pool image is used once before repeats."""
@@ -166,15 +166,16 @@ def _pick(
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def resize_grey(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 grey ``(H, W)`` resized bilinearly to ``(size, size)``, as float32 in [0, 1]."""
     resized = Image.fromarray(image, "L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32) / 255.0
 
 
 def _composite(garment: np.ndarray, digit: np.ndarray, corner: tuple[int, int], size: int) -> np.ndarray:
     """Grey garment with the digit alpha-blended in ``DIGIT_RGB`` at ``corner`` (row, column)."""
-    image = np.repeat(_resize(garment, size)[..., None] * 255.0, 3, axis=2)
-    alpha = _resize(digit, _digit_size(size))[..., None]
+    image = np.repeat(resize_grey(garment, size)[..., None] * 255.0, 3, axis=2)
+    alpha = resize_grey(digit, _digit_size(size))[..., None]
     (top, left), side = corner, alpha.shape[0]
     window = image[top : top + side, left : left + side]
     window[:] = (1 - alpha) * window + alpha * np.array(DIGIT_RGB, dtype=np.float32)
@@ -211,11 +212,11 @@ def generate_overlay(
 
     images = np.empty((n_train + n_test, image_size, image_size, 3), dtype=np.uint8)
     for split, rows, digit_pool in zip(
-        ("train", "test"), _split_rows(n_train, n_test), digit_pools, strict=True
+        ("train", "test"), split_rows(n_train, n_test), digit_pools, strict=True
     ):
         garment_images, garment_labels = fashion[split]
-        garments = _pick(rng, garment[rows], np.arange(len(garment_labels)), garment_labels)
-        digits = _pick(rng, digit[rows], digit_pool, digit_labels)
+        garments = pick_by_label(rng, garment[rows], np.arange(len(garment_labels)), garment_labels)
+        digits = pick_by_label(rng, digit[rows], digit_pool, digit_labels)
         pairs = zip(range(rows.start, rows.stop), garments, digits, strict=True)
         for row, g, d in progress_bar(pairs, f"composing overlay ({split})", progress, total=len(garments)):
             images[row] = _composite(garment_images[g], digit_images[d], tuple(corners[row]), image_size)
@@ -226,5 +227,6 @@ def generate_overlay(
                        format=format, shard_size=shard_size)
 
 
-def _split_rows(n_train: int, n_test: int) -> tuple[slice, slice]:
+def split_rows(n_train: int, n_test: int) -> tuple[slice, slice]:
+    """The row ranges of the train and test splits of a generated set (train rows first)."""
     return slice(0, n_train), slice(n_train, n_train + n_test)

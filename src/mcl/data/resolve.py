@@ -28,7 +28,7 @@ def resolve_data(config: Config, run_dir: Path, data_dir: str | Path | None = No
 
     ``data_dir`` overrides the config's data set with an image-table directory.
     """
-    from mcl.data import GENERATORS
+    from mcl.data.generators import GENERATORS
 
     data = config.data
     if data_dir is not None:
@@ -65,7 +65,8 @@ def _import_image_text(config: Config, run_dir: Path, progress: bool) -> Config:
     target = run_dir / DATA_DIR
     _write_table_once(target, f"importing {data.source} pairs from {data.path} into {target}",
                       lambda: import_image_text(data.source, data.path, target, data.n_train, data.n_test,
-                                                data.image_size, data.on_bad_image, progress))
+                                                data.image_size, data.on_bad_image, progress,
+                                                max_text_bytes=data.max_text_bytes))
     return replace(config, data=replace(data, source="table", path=str(target.resolve())))
 
 
@@ -85,11 +86,22 @@ def load_table_for(config: Config, progress: bool = True, device: torch.device |
         residency = choose_residency(residency, count, data.image_size, data.memory_budget_gb,
                                      device or torch.device("cpu"))
     return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress,
-                       stream=residency == "stream")
+                       stream=residency == "stream", max_text_bytes=data.max_text_bytes)
 
 
 def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:
-    """Identity of the training data for resume checks: row count and the labels.csv (or folder listing) digest."""
+    """Identity of the training data for resume checks: row count, the labels.csv (or folder listing) digest
+    and the digest of every file's size and mtime (:mod:`mcl.data.data_files`)."""
+    return data_identity(config, train_rows)[0]
+
+
+def data_identity(config: Config, train_rows: int) -> tuple[dict[str, Any], Any]:
+    """:func:`data_fingerprint` and the :class:`~mcl.data.data_files.DataFiles` listing it was made from
+    (which :meth:`mcl.run.RunDirectory.start` keeps beside the manifest to name a changed file)."""
+    from mcl.data.data_files import source_files
     from mcl.data.sources import source_digest
 
-    return {"train_rows": train_rows, "labels_sha256": source_digest(config.data.path)[:16]}
+    files = source_files(config.data.path, config.data.fingerprint)
+    fingerprint = {"train_rows": train_rows, "labels_sha256": source_digest(config.data.path)[:16],
+                   **files.fingerprint()}
+    return fingerprint, files

@@ -36,15 +36,8 @@ Example::
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import hashlib
-import io
-import json
 import logging
-import lzma
 import os
-import tarfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,74 +46,30 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
-from mcl.data.image_text import expand_shards
+from mcl.data.shard_files import (
+    IMAGE_EXTENSIONS,
+    MAX_TEXT_BYTES,
+    TEXT_EXTENSIONS,
+    open_shard,
+    parse_json,
+    read_members,
+    resolve_shards,
+    shards_fingerprint,
+    shown,
+    split_member,
+)
 from mcl.data.table import SPLITS, check_load_options
-from mcl.data.table.decode import to_rgb
+from mcl.data.table.decode import decode_bytes
 from mcl.data.table.strings import StringColumn
 from mcl.errors import DataError, one_line
 from mcl.files import atomic_open
 
 logger = logging.getLogger("mcl")
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+__all__ = ["DecodeStats", "ShardDataset", "ShardIndex", "ShardReader", "decode_bytes", "decode_samples",
+           "index_shards", "open_shard", "resolve_shards", "shards_fingerprint"]
 _EXAMPLES = 5
-_TAR_END = 1024  # two zero blocks close every well-formed tar archive
-_ORIENTATION = 0x0112  # the EXIF orientation tag
-
-
-# ---------------------------------------------------------------------------------------------- shards
-
-
-def resolve_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Shard paths of a directory (its ``*.tar*`` files, sorted), a brace pattern, one file or a list."""
-    if isinstance(source, str | os.PathLike) and Path(source).is_dir():
-        shards = sorted(p for p in Path(source).iterdir() if ".tar" in p.name and not p.name.startswith("."))
-        if not shards:
-            raise DataError(f"{source}: no .tar shards in this directory")
-        return shards
-    shards = expand_shards(source)
-    if not shards:
-        raise DataError("no WebDataset shards given")
-    return shards
-
-
-def shards_fingerprint(shards: Sequence[str | os.PathLike]) -> str:
-    """sha256 (hex) of every shard's name, size and mtime: detects changed data without reading it."""
-    digest = hashlib.sha256()
-    for shard in shards:
-        try:
-            stat = os.stat(shard)
-        except OSError as exc:
-            raise DataError(f"{shard}: WebDataset shard cannot be read ({exc.strerror})") from None
-        digest.update(f"{Path(shard).name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def open_shard(path: Path) -> IO[bytes]:
-    """The shard's uncompressed tar stream (gzip, bzip2 and xz detected by their magic bytes)."""
-    try:
-        with open(path, "rb") as probe:
-            magic = probe.read(6)
-    except FileNotFoundError:
-        raise DataError(f"{path}: WebDataset shard not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: WebDataset shard cannot be read ({exc.strerror})") from None
-    if magic.startswith(b"\x1f\x8b"):
-        return gzip.open(path, "rb")
-    if magic.startswith(b"BZh"):
-        return bz2.open(path, "rb")
-    if magic.startswith(b"\xfd7zXZ"):
-        return lzma.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
-
-
-def _split_member(name: str) -> tuple[str, str]:
-    """WebDataset key and extension: ``dir/000001.seg.jpg`` -> (``dir/000001``, ``seg.jpg``)."""
-    directory, _, base = name.rpartition("/")
-    stem, _, extension = base.partition(".")
-    return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
 # ---------------------------------------------------------------------------------------------- index
@@ -173,7 +122,7 @@ class ShardIndex:
 
     def where(self, sample: int) -> str:
         """``shard-000003.tar#KEY``: how messages name a sample."""
-        return f"{self.shards[self.shard[sample]]}#{self.keys[sample]}"
+        return f"{self.shards[self.shard[sample]]}#{shown(self.keys[sample])}"
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index as one ``.npz`` (no pickles), e.g. rank 0 indexes and the other ranks :meth:`load`."""
@@ -205,6 +154,7 @@ class ShardIndex:
 
 
 @dataclass
+@dataclass
 class _ShardSamples:
     """Samples of one shard while indexing: key -> (image offset, size) and its text members."""
 
@@ -214,122 +164,52 @@ class _ShardSamples:
     keys_seen: dict[str, None] = field(default_factory=dict)
 
 
-# A member: (name, is a regular file, offset of its data, size, its data when it is a .txt/.json, else None).
-_Member = tuple[str, bool, int, int, bytes | None]
-_BLOCK = 512
-_ZERO_BLOCK = bytes(_BLOCK)
-_TEXT_EXTENSIONS = ("txt", "json")
-
-
-class _NotPlainUstar(Exception):
-    """A header the fast reader leaves to :mod:`tarfile` (pax/GNU long names, base-256 sizes)."""
-
-
-def _wanted(name: str) -> bool:
-    return _split_member(name)[1] in _TEXT_EXTENSIONS
-
-
-def _ustar_members(raw: IO[bytes]) -> tuple[list[_Member], int]:
-    """Members of a plain ustar/v7 archive from its 512-byte headers (several times faster than tarfile)."""
-    members: list[_Member] = []
-    position = 0
-    while True:
-        raw.seek(position)
-        block = raw.read(_BLOCK)
-        if not block:
-            raise tarfile.ReadError(f"no end-of-archive marker after byte {position}")
-        if len(block) < _BLOCK:
-            raise tarfile.ReadError(f"unexpected end of data at byte {position}")
-        if block == _ZERO_BLOCK:
-            return members, position
-        stored = block[148:156].strip(b"\0 ")
-        if not stored or int(stored, 8) != sum(block) - sum(block[148:156]) + 8 * 32:
-            raise tarfile.ReadError(f"bad header checksum at byte {position}")
-        kind = block[156:157]
-        if kind in (b"x", b"g", b"L", b"K") or block[124] & 0x80:
-            raise _NotPlainUstar
-        size = int(block[124:136].strip(b"\0 ") or b"0", 8)
-        name = block[:100].split(b"\0", 1)[0]
-        if block[257:262] == b"ustar":
-            prefix = block[345:500].split(b"\0", 1)[0]
-            name = prefix + b"/" + name if prefix else name
-        text = name.decode("utf-8", "surrogateescape")
-        is_file = kind in (b"0", b"\0", b"7")
-        data = raw.read(size) if is_file and _wanted(text) else None
-        if data is not None and len(data) != size:
-            raise tarfile.ReadError("unexpected end of data")
-        members.append((text, is_file, position + _BLOCK, size, data))
-        position += _BLOCK + -(-size // _BLOCK) * _BLOCK
-
-
-def _tarfile_members(raw: IO[bytes]) -> tuple[list[_Member], int]:
-    members: list[_Member] = []
-    end = 0
-    with tarfile.open(fileobj=raw, mode="r:") as tar:
-        for member in tar:
-            end = member.offset_data + -(-member.size // _BLOCK) * _BLOCK
-            data = None
-            if member.isfile() and _wanted(member.name):
-                handle = tar.extractfile(member)
-                data = handle.read() if handle is not None else b""
-                if len(data) != member.size:
-                    raise tarfile.ReadError("unexpected end of data")
-            members.append((member.name, member.isfile(), member.offset_data, member.size, data))
-    return members, end
-
-
-def _index_one(path: Path, skipped: dict[str, list[str]]) -> _ShardSamples:
+def _index_one(path: Path, skipped: dict[str, list[str]], max_text_bytes: int) -> _ShardSamples:
     found = _ShardSamples()
     last_key: str | None = None
-    try:
-        with open_shard(path) as raw:
-            try:
-                members, end = _ustar_members(raw)
-            except _NotPlainUstar:
-                raw.seek(0)
-                members, end = _tarfile_members(raw)
-            # tarfile stops quietly at a cut or garbled header; a complete archive ends in two zero blocks.
-            raw.seek(end)
-            if raw.read(_TAR_END) != bytes(_TAR_END):
-                raise tarfile.ReadError(f"no end-of-archive marker after byte {end}")
-    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
-        raise DataError(f"{path}: truncated or not a tar shard ({one_line(exc) or type(exc).__name__})") from None
-    for name, is_file, offset, size, data in members:
+    with open_shard(path) as raw:
+        members, odd = read_members(path, raw, TEXT_EXTENSIONS, max_text_bytes)
+    for reason, where in odd.items():
+        skipped.setdefault(reason, []).extend(where)
+    for member in members:
+        name = member.name
         base = name.rpartition("/")[2]
-        if not is_file or base.startswith(".") or "." not in base:
+        if base.startswith(".") or "." not in base:
             continue
-        key, extension = _split_member(name)
+        key, extension = split_member(name)
         if key != last_key and key in found.keys_seen:
             skipped.setdefault("member(s) of a key that appeared earlier in the shard", []).append(
-                f"{path.name}#{name}")
+                f"{path.name}#{shown(name)}")
             continue
         found.keys_seen[key] = None
         last_key = key
         if extension in IMAGE_EXTENSIONS:
             if key in found.images:
-                skipped.setdefault("extra image(s) under one key", []).append(f"{path.name}#{name}")
+                skipped.setdefault("extra image(s) under one key", []).append(f"{path.name}#{shown(name)}")
             else:
-                found.images[key] = (offset, size)
-        elif data is not None:
-            (found.texts if extension == "txt" else found.metas)[key] = data
+                found.images[key] = (member.offset, member.size)
+        elif member.data is not None:
+            (found.texts if extension == "txt" else found.metas)[key] = member.data
     return found
 
 
 def _parse_meta(path: Path, key: str, data: bytes) -> dict[str, str]:
-    try:
-        meta = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}#{key}.json: not valid JSON ({one_line(exc)})") from None
+    meta = parse_json(data, f"{path}#{shown(key)}.json")
     if not isinstance(meta, dict):
-        raise DataError(f"{path}#{key}.json: expected a JSON object, got {type(meta).__name__}")
+        raise DataError(f"{path}#{shown(key)}.json: expected a JSON object, got {type(meta).__name__}")
     split = meta.get("split", "train")
     if split not in SPLITS:
-        raise DataError(f"{path}#{key}.json: 'split' is {split!r}; expected 'train' or 'test'")
+        raise DataError(f"{path}#{shown(key)}.json: 'split' is {split!r}; expected 'train' or 'test'")
     return {name: ("" if value is None else str(value)) for name, value in meta.items()}
 
 
-def index_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> ShardIndex:
-    """Index WebDataset shards (see the module docstring); logs one line and one WARNING per skip reason."""
+def index_shards(source: str | os.PathLike | Iterable[str | os.PathLike],
+                 max_text_bytes: int = MAX_TEXT_BYTES) -> ShardIndex:
+    """Index WebDataset shards (see the module docstring); logs one line and one WARNING per skip reason.
+
+    ``max_text_bytes``: the largest ``.txt``/``.json`` member read (``data.max_text_bytes``); a larger one
+    is a DataError from its header, before it is read.
+    """
     shards = resolve_shards(source)
     keys: list[str] = []
     columns: dict[str, list[int]] = {"shard": [], "offset": [], "size": []}
@@ -337,8 +217,8 @@ def index_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> Sha
     texts: list[str | None] = []
     skipped: dict[str, list[str]] = {}
     for position, path in enumerate(shards):
-        found = _index_one(path, skipped)
-        orphans = [f"{path.name}#{key}" for key in found.keys_seen if key not in found.images]
+        found = _index_one(path, skipped, max_text_bytes)
+        orphans = [f"{path.name}#{shown(key)}" for key in found.keys_seen if key not in found.images]
         if orphans:
             skipped.setdefault("sample(s) without an image (caption/json only)", []).extend(orphans)
         # Ids follow the image members' order in the shard, which is the order a sequential read meets them.
@@ -416,33 +296,6 @@ class ShardReader:
             self._open = None
 
 
-def decode_bytes(data: bytes, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode encoded image bytes to uint8 RGB ``(size, size, 3)``: the same pixels as an image table's
-    :func:`~mcl.data.table.decode.decode_image` (JPEG draft, EXIF orientation, any mode to RGB, bilinear).
-
-    Raises ``ValueError`` for an image of more than ``max_pixels`` pixels (default Pillow's
-    ``Image.MAX_IMAGE_PIXELS``) from its header alone, so a decompression bomb never allocates pixels.
-    The image is opened once and copied only when EXIF rotates it (twice as fast as the file path on
-    small JPEGs, where opening costs as much as decoding).
-    """
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"decompression bomb refused ({one_line(exc)})") from None
-    with image:
-        width, height = image.size
-        if limit is not None and width * height > limit:
-            raise ValueError(f"decompression bomb refused: {width}x{height} pixels exceeds the limit of {limit}")
-        if image.format == "JPEG":
-            image.draft("RGB", (size, size))  # DCT-domain downscaling, as decode_image does
-        oriented = ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) != 1 else image
-        rgb = to_rgb(oriented)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
 @dataclass
 class DecodeStats:
     """Images skipped as unreadable (``on_bad_image='skip'``) by one process."""
@@ -452,7 +305,7 @@ class DecodeStats:
 
 def decode_samples(index: ShardIndex, samples: Sequence[int], blobs: Sequence[bytes], image_size: int,
                    on_bad_image: str, stats: DecodeStats | None = None,
-                   max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   max_pixels: int | None = None, fit: str = "squash") -> tuple[np.ndarray, np.ndarray]:
     """Decode ``blobs`` of ``samples``; returns ``(readable (n,) bool, images (n, size, size, 3) uint8)``.
 
     Rows of unreadable images (``on_bad_image='skip'``) are left undefined; with ``'error'`` the first
@@ -462,7 +315,7 @@ def decode_samples(index: ShardIndex, samples: Sequence[int], blobs: Sequence[by
     keep = np.ones(len(samples), dtype=bool)
     for row, (sample, data) in enumerate(zip(samples, blobs, strict=True)):
         try:
-            out[row] = decode_bytes(data, image_size, max_pixels)
+            out[row] = decode_bytes(data, image_size, max_pixels, fit)
         except Exception as exc:  # Pillow raises many unrelated types for corrupt images
             if on_bad_image == "error":
                 raise DataError(f"{index.where(int(sample))}: image cannot be read "
@@ -486,8 +339,9 @@ class ShardDataset:
     """
 
     def __init__(self, index: ShardIndex, ids: np.ndarray, image_size: int, on_bad_image: str = "error",
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, fit: str = "squash") -> None:
         check_load_options(image_size, on_bad_image)
+        self.fit = fit
         self.index, self.ids = index, np.asarray(ids, dtype=np.int64)
         self.image_size, self.on_bad_image, self.max_pixels = image_size, on_bad_image, max_pixels
         self.stats = DecodeStats()
@@ -504,7 +358,7 @@ class ShardDataset:
         samples = self.ids[positions[order]]
         blobs = [data for _, data in self._reader.read_many(samples.tolist())]
         keep, images = decode_samples(self.index, samples, blobs, self.image_size, self.on_bad_image, self.stats,
-                                      self.max_pixels)
+                                      self.max_pixels, self.fit)
         back = np.argsort(order, kind="stable")  # the caller's order again
         back = back[keep[back]]
         return {"index": torch.from_numpy(positions[order][back]), "image": torch.from_numpy(images[back])}

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mcl.data.table import decode
+import mcl.data.table.decode as decode
 from mcl.data.table.core import CACHE_DIR, Rows
 from mcl.data.table.decode import BadImage, ImageSizes
-from mcl.files import atomic_open, write_json
+from mcl.files import FILE_MODE, atomic_open, write_json
 
 logger = logging.getLogger("mcl")
 
 # Bump when decoding changes (resampling, colour conversion) so that old caches are not reused.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: 32-bit integer and float grey images rescaled instead of clipped
 
 
 def cache_files(root: Path, size: int) -> tuple[Path, Path]:
@@ -86,9 +86,12 @@ def _temp_memmap(target: Path, shape: tuple[int, ...]) -> tuple[np.memmap, Path]
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(target)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
         tmp = Path(name)
+        _HELD[tmp] = fd
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would make the renamed cache unreadable to others
+        _lock(fd)
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         if hasattr(os, "posix_fallocate"):
             # A sparse file would raise SIGBUS (not an exception) on a full disk while decoding.
@@ -97,8 +100,49 @@ def _temp_memmap(target: Path, shape: tuple[int, ...]) -> tuple[np.memmap, Path]
         return array, tmp
     except OSError:
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
         return None
+
+
+# A temp cache file is flock-ed by the process decoding into it, so a later process can tell a file a
+# killed process left (unlocked: removed) from one another process is still writing (locked: left alone).
+_HELD: dict[Path, int] = {}
+
+
+def _lock(fd: int, blocking: bool = True) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: stale temporaries are not recognised, only ever left behind
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _discard(tmp: Path, unlink: bool = True) -> None:
+    """Remove (with ``unlink``) a temp cache file this process made and release its lock."""
+    if unlink:
+        tmp.unlink(missing_ok=True)
+    fd = _HELD.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.<target>.*.tmp`` files no live process holds (left by a run killed mid-decode)."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, blocking=False):
+                logger.info("removing %s, left by an interrupted decode", stale)
+                stale.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _commit_cache(
@@ -112,15 +156,16 @@ def _commit_cache(
         if bad:
             with atomic_open(npy) as handle:  # bad images are rare: compacting in RAM is fine
                 np.save(handle, drop_rows(images, bad))
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
         else:
             os.replace(tmp, npy)
+            _discard(tmp, unlink=False)
         write_cache_meta(meta, key, bad, sizes)
         return np.load(npy, mmap_mode="r")
     except OSError as exc:
         logger.debug("%s: image cache not written (%s)", root, exc)
         kept = drop_rows(images, bad)
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         return kept
 
 
@@ -149,9 +194,9 @@ def load_images(
     try:
         bad, sizes = decode.decode_all(root, rows, size, images, progress, fail_fast)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     if bad and fail_fast:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         return images, bad, sizes  # the caller raises; nothing is cached
     return _commit_cache(images, tmp, root, size, key, bad, sizes), bad, sizes

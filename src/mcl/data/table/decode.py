@@ -1,6 +1,7 @@
 """Decoding image files into uint8 RGB ``(size, size, 3)`` arrays, in parallel, with a size summary.
 
-Any Pillow mode becomes RGB (16-bit grey rescaled to 8 bits, palette transparency and alpha dropped
+Any Pillow mode becomes RGB (16-bit grey rescaled to 8 bits, 32-bit and float grey by its range,
+palette transparency and alpha dropped
 like torchvision's loader), EXIF orientation is applied, and the image is resized to ``size x size``
 with Pillow's antialiased bilinear filter (aspect ratio not kept; JPEGs are first DCT-downscaled).
 Changing any of this changes every decoded pixel: bump ``cache._CACHE_VERSION`` with it.
@@ -11,8 +12,10 @@ resized, so that loading logs one line such as ``images 28x28..64x64 resized to 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,35 +87,99 @@ def _area(size: tuple[int, int]) -> tuple[int, int, int]:
     return (size[0] * size[1], *size)
 
 
+def _wide_grey_to_8bit(image: Image.Image) -> np.ndarray:
+    """uint8 grey of a 16/32-bit integer or float image (Pillow would clip it to black or white).
+
+    Integers within [0, 65535] are 16-bit grey (divided by 257); floats within [0, 1] are scaled by
+    255 and floats within [0, 255] kept; anything else (32-bit integers beyond 16 bits, negative or
+    larger floats) is stretched from its own minimum to maximum. NaN becomes 0.
+    """
+    grey = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if image.mode != "F" and low >= 0 and high <= 65535:
+        grey = grey / 257.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        grey = grey * 255.0
+    elif not (image.mode == "F" and low >= 0 and high <= 255):
+        grey = (grey - low) * (255.0 / (high - low)) if high > low else np.zeros_like(grey)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB."""
-    if image.mode in _WIDE_GREY_MODES:
-        # Pillow clips (rather than rescales) 16-bit grey to 8 bits, which would turn most pixels white.
-        grey = np.asarray(image, dtype=np.float32) / 257.0
-        image = Image.fromarray(np.clip(np.rint(grey), 0, 255).astype(np.uint8), "L")
+    """Any Pillow mode as 8-bit RGB (16/32-bit integer and float grey: :func:`_wide_grey_to_8bit`)."""
+    if image.mode in _WIDE_GREY_MODES or image.mode == "F" or image.mode.startswith("I;"):
+        image = Image.fromarray(_wide_grey_to_8bit(image), "L")
     elif image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")  # Pillow warns when palette transparency is dropped directly
     # Alpha is dropped, not composited, like torchvision's default image loader.
     return image.convert("RGB")
 
 
-def decode_image(path: Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode one image of any mode/size into uint8 RGB ``(size, size, 3)`` (aspect ratio not kept).
+FITS = ("crop", "squash")
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
-    Also returns the image's original ``(width, height)`` (after EXIF rotation).
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """``Image.open`` of a file or of encoded bytes; a path that is not a regular file (a FIFO would block,
+    a device never end) is refused before it is opened."""
+    if isinstance(source, bytes):
+        return Image.open(io.BytesIO(source))
+    if not stat.S_ISREG(os.stat(source).st_mode):
+        raise ValueError("not a regular file (a directory, FIFO or device)")
+    return Image.open(source)
+
+
+def decode(source: str | os.PathLike | bytes, size: int | None, fit: str = "squash",
+           max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """The one image decoder: uint8 RGB ``(size, size, 3)`` (``size=None``: as stored) and the original
+    ``(width, height)`` after EXIF rotation.
+
+    ``fit='squash'`` resizes to ``size x size`` with Pillow's antialiased bilinear filter (aspect ratio
+    not kept; JPEGs first DCT-downscaled); ``fit='crop'`` centre-crops to a square and resizes with
+    bicubic (``ImageOps.fit``, proportions kept, as CLIP's preprocessing; no DCT draft). Any mode
+    becomes RGB (:func:`to_rgb`). ``max_pixels``: an image with more pixels is refused from its header
+    (``ValueError``), before any pixel is decoded.
     """
-    with Image.open(path) as image:
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    with open_image(source) as image:
         original = image.size
-        if image.format == "JPEG":
+        if max_pixels is not None and original[0] * original[1] > max_pixels:
+            raise ValueError(f"decompression bomb refused: {original[0]}x{original[1]} pixels exceeds the limit "
+                             f"of {max_pixels}")
+        if fit == "squash" and size is not None and image.format == "JPEG":
             image.draft("RGB", (size, size))  # DCT-domain downscaling: much faster for big photos
         drafted = image.size
-        rgb = to_rgb(ImageOps.exif_transpose(image))
+        oriented = ImageOps.exif_transpose(image) if image.getexif().get(_ORIENTATION, 1) != 1 else image
+        rgb = to_rgb(oriented)
     if rgb.size != drafted:
         original = original[::-1]  # EXIF rotated the image by 90 degrees
-    if rgb.size != (size, size):
+    if size is not None and fit == "crop":
+        rgb = ImageOps.fit(rgb, (size, size), Image.Resampling.BICUBIC)
+    elif size is not None and rgb.size != (size, size):
         # Bilinear resampling in Pillow widens its kernel when shrinking, so it is antialiased.
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8), original
+
+
+def decode_image(path: Path, size: int, fit: str = "squash") -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode one image file of any mode/size into uint8 RGB ``(size, size, 3)`` (:func:`decode`; an image
+    table's default ``fit`` is ``squash``). Also returns the original ``(width, height)``."""
+    return decode(path, size, fit)
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int | None = None, fit: str = "squash") -> np.ndarray:
+    """Decode encoded image bytes (a shard member) to uint8 RGB ``(size, size, 3)``: with the same ``fit``,
+    the same pixels as :func:`decode_image` of the same bytes in a file.
+
+    Raises ``ValueError`` for an image of more than ``max_pixels`` pixels (default Pillow's
+    ``Image.MAX_IMAGE_PIXELS``) from its header alone, so a decompression bomb never allocates pixels.
+    """
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        return decode(data, size, fit, limit)[0]
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"decompression bomb refused ({one_line(exc)})") from None
 
 
 def failure_reason(exc: Exception) -> str:

@@ -37,7 +37,7 @@ def load_table(
 ) -> ImageTable:
     """Load an image table, decoding every image to uint8 RGB ``image_size x image_size``.
 
-    ``stream=True`` decodes nothing now: ``images`` is a :class:`~mcl.data.images.DiskImages` that
+    ``stream=True`` decodes nothing now: ``images`` is a :class:`~mcl.data.table.disk.DiskImages` that
     decodes rows when they are read; only image headers are checked here (missing, unreadable or
     oversized files are reported as below), a file corrupt past its header fails when it is decoded.
 
@@ -65,7 +65,7 @@ def load_rows(
 ) -> ImageTable:
     """Decode ``rows`` (paths relative to ``root``) into an :class:`ImageTable`; what every source shares.
 
-    ``stream``: check headers only and leave decoding to the reader (:class:`~mcl.data.images.DiskImages`).
+    ``stream``: check headers only and leave decoding to the reader (:class:`~mcl.data.table.disk.DiskImages`).
     """
     check_load_options(image_size, on_bad_image)
     if not isinstance(allow_outside_paths, bool):
@@ -73,7 +73,7 @@ def load_rows(
     if not allow_outside_paths:
         check_inside(root, rows)
     if stream:
-        from mcl.data.images import DiskImages
+        from mcl.data.table.disk import DiskImages
 
         bad = check_headers(root, rows, fail_fast=on_bad_image == "error")
         if bad:
@@ -96,13 +96,13 @@ def check_headers(root: Path, rows: Rows, fail_fast: bool) -> list[BadImage]:
     """
     from PIL import Image
 
-    from mcl.data.table.decode import failure_reason
+    from mcl.data.table.decode import failure_reason, open_image
 
     limit = Image.MAX_IMAGE_PIXELS
     bad = []
     for row, path in enumerate(rows.paths):
         try:
-            with Image.open(root / path) as image:
+            with open_image(root / path) as image:
                 width, height = image.size
             if limit is not None and width * height > 2 * limit:
                 raise ValueError(f"{width}x{height} pixels exceeds the decompression-bomb limit")

@@ -186,15 +186,20 @@ def _prime_cache(root: Path, images: np.ndarray) -> None:
 # ---------------------------------------------------------------------------------------------- generators
 
 
+_MAX_GENERATED_ROWS = 100_000_000
+_MAX_GENERATED_SIZE = 1024
+
+
 def check_generator_args(n_train: int, n_test: int, image_size: int, min_size: int = 8) -> None:
-    """Raise :class:`ConfigError` unless the sizes of a synthetic data set make sense."""
-    for name, value, low in (
-        ("n_train", n_train, 0),
-        ("n_test", n_test, 0),
-        ("image_size", image_size, min_size),
+    """Raise :class:`ConfigError` unless the sizes of a synthetic data set make sense (and are bounded:
+    at most 10^8 images per split, 1024 pixels a side, so a typo cannot fill the disk)."""
+    for name, value, low, high in (
+        ("n_train", n_train, 0, _MAX_GENERATED_ROWS),
+        ("n_test", n_test, 0, _MAX_GENERATED_ROWS),
+        ("image_size", image_size, min_size, _MAX_GENERATED_SIZE),
     ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name}: got {value!r}; expected an integer >= {low}")
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"{name}: got {value!r}; expected an integer in [{low}, {high}]")
     if n_train + n_test == 0:
         raise ConfigError("n_train + n_test: got 0; expected at least one image")
 
