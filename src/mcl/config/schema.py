@@ -168,6 +168,8 @@ class MCLConfig:
     stages: int = ranged(3, POSITIVE_INT)  # number of training stages
     # k-means K per stage; pseudo-labels combine the clusters of every earlier stage
     clusters: int = ranged(10, AT_LEAST_TWO)
+    # batch: every batch from one pseudo-label group (ClusterBatchSampler); mask: random batches, the loss ignores
+    # candidates of other groups
     negatives: Literal["batch", "mask"] = "batch"
     init: Literal["scratch", "previous"] = "scratch"  # each stage trains a fresh encoder or continues the previous
     # how stages are combined: each stage's features L2-normalised then concatenated, or concatenated then normalised
@@ -176,6 +178,7 @@ class MCLConfig:
     min_group_size: int = ranged(32, AT_LEAST_TWO)
     kmeans_restarts: int = ranged(5, POSITIVE_INT)  # k-means++ initialisations; the lowest inertia wins
     kmeans_iterations: int = ranged(100, POSITIVE_INT)  # Lloyd iterations per restart (at most)
+    # torch (sampled fit, chunked assignment) or faiss (if installed); auto: torch
     kmeans_backend: Literal["auto", "torch", "faiss"] = "auto"
     # k-means fits on a seeded sample of this many points, then assigns all in chunks; None: max(64 K, 8192)
     kmeans_sample: int | None = ranged(None, OPTIONAL_AT_LEAST_TWO)
