@@ -24,7 +24,7 @@ _EXPORTS = {
     "Config": "mcl.config", "load_config": "mcl.config",
     "MCLError": "mcl.errors",
     "MultistageEncoder": "mcl.integration",
-    "MultistageTwoTower": "mcl.modalities.image_text.task",
+    "MultistageTwoTower": "mcl.modalities.image_text.multistage",
     "ClusterBatchSampler": "mcl.sampling", "combine_cluster_labels": "mcl.sampling",
 }
 

@@ -99,13 +99,13 @@ def _image_text_task(config: Config, table: ImageTable, device: torch.device, ru
 
 
 def _two_tower(config: Config, run: RunDirectory) -> nn.Module:
-    from mcl.modalities.image_text.task import load_run_two_tower
+    from mcl.modalities.image_text.towers import load_run_two_tower
 
     return load_run_two_tower(config, run.root)
 
 
 def _integrate_two_tower(models: Sequence[nn.Module], config: Config, stage0: nn.Module | None) -> nn.Module:
-    from mcl.modalities.image_text.task import MultistageTwoTower
+    from mcl.modalities.image_text.multistage import MultistageTwoTower
 
     return MultistageTwoTower(list(models), config.mcl.integration, stage0,
                               config.multimodal.integrate_stage0 and stage0 is not None)

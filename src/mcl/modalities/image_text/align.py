@@ -62,7 +62,7 @@ from mcl.errors import ConfigError, DataError, RunDirError
 from mcl.files import load_tensors_with_metadata, save_tensors
 from mcl.logging_utils import logger, record_time
 from mcl.models import evaluating
-from mcl.models.two_tower import PretrainedTowers
+from mcl.models.two_tower import PretrainedTowers, split_image_tower
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
 
 CACHE_ENV = "MCL_CACHE_DIR"
@@ -198,52 +198,6 @@ def build_corpus(settings: AlignSettings) -> CaptionedCorpus:
 
 
 # ---------------------------------------------------------------------------------------------- feature caching
-
-
-def _image_groups(tower: nn.Module) -> list[Callable[[torch.Tensor], torch.Tensor]]:
-    """EfficientNet-Lite0's forward as one function per layer group (stem, 7 stages, head), then pooling."""
-    groups: list[Callable[[torch.Tensor], torch.Tensor]] = [lambda x: tower.act(tower._bn0(tower._conv_stem(x)))]
-    start = 0
-    for end in tower.stage_ends:
-        blocks = tower._blocks[start:end]
-
-        def stage(x: torch.Tensor, blocks: nn.ModuleList = blocks) -> torch.Tensor:
-            for block in blocks:
-                x = block(x)
-            return x
-
-        groups.append(stage)
-        start = end
-    groups.append(lambda x: tower.act(tower._bn1(tower._conv_head(x))))
-    return groups
-
-
-def split_image_tower(model: PretrainedTowers, unlocked: int
-                       ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
-    """(locked prefix: float images -> activations, trainable suffix: activations -> pooled features).
-
-    ``suffix(prefix(images)) == model.image_features(images)``; the prefix is the image tower up to
-    its last ``unlocked`` groups (preprocessing included). With those groups locked and no image
-    augmentation, ``prefix`` outputs can be computed once and reused by every step.
-    """
-    groups = _image_groups(model.image_tower)
-    if not 0 <= unlocked <= len(groups):
-        raise ConfigError(f"align setting 'unlocked_image_groups': got {unlocked}; the image tower has "
-                          f"{len(groups)} groups")
-    cut = len(groups) - unlocked
-
-    def prefix(images: torch.Tensor) -> torch.Tensor:
-        x = model.preprocess(images)
-        for group in groups[:cut]:
-            x = group(x)
-        return x
-
-    def suffix(x: torch.Tensor) -> torch.Tensor:
-        for group in groups[cut:]:
-            x = group(x)
-        return model.image_tower.pool(x).flatten(1)
-
-    return prefix, suffix
 
 
 @torch.no_grad()
