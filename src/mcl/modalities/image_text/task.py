@@ -68,7 +68,7 @@ class ImageTextTask:
         # An aligned stage 0 (built and cached when missing); a run that recorded stage 0 reloads it from
         # its own stage-0/ (initial_stage), so resuming never depends on the cache.
         if config.multimodal.stage0_checkpoint and not run.has_stage0():
-            from mcl.modalities.image_text.align import load_stage0_into
+            from mcl.modalities.image_text.align.checkpoint import load_stage0_into
 
             load_stage0_into(self.initial, config.multimodal.stage0_checkpoint)
         distinct, caption_ids = np.unique(np.asarray(table.captions, dtype=str), return_inverse=True)
