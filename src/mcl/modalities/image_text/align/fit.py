@@ -6,7 +6,7 @@ captions are no negatives: ``caption_ids``). Since the locked parts never change
 computed **once** (the image tower up to its first unlocked group,
 :func:`~mcl.models.two_tower.split_image_tower`; the text tower per distinct caption; no augmentation)
 and training runs on those cached features: thousands of steps cost seconds on a CPU. AdamW on every
-trainable parameter, the learning rate :func:`mcl.training.learning_rate`'s linear warm-up then
+trainable parameter, the learning rate :func:`mcl.training.schedule.learning_rate`'s linear warm-up then
 cosine decay to zero at ``steps``.
 
 The loop is its own, not :func:`mcl.training.train`: it steps on random batches of cached tensors (no
@@ -35,7 +35,7 @@ from mcl.modalities.image_text.align.settings import AlignSettings
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers, split_image_tower
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
-from mcl.training import learning_rate
+from mcl.training.schedule import learning_rate
 
 
 def align_towers(model: PretrainedTowers, corpus: CaptionedCorpus, settings: AlignSettings,
