@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mcl.embedding import encode_images
-from mcl.integration import check_integration_mode, integrate
+from mcl.integration import check_integration_mode, integrate, select_stages
 from mcl.models.two_tower import Tokens, TwoTowerModel
 
 
@@ -58,31 +58,23 @@ class MultistageTwoTower(TwoTowerModel):
         """How many trained stages this model holds (stage 0 not counted)."""
         return len(self.stages)
 
+    @property
+    def available(self) -> list[int]:
+        """Every stage this model holds: ``1..num_stages``, and 0 when it has the initial model."""
+        return ([0] if self.stage0 is not None else []) + list(range(1, self.num_stages + 1))
+
     def member(self, stage: int) -> TwoTowerModel:
         """The model of one stage (0: the initial model)."""
-        if stage == 0 and self.stage0 is not None:
-            return self.stage0
-        if 1 <= stage <= self.num_stages:
-            return self.stages[stage - 1]
-        raise ValueError(f"no stage {stage}; this model has stages 1..{self.num_stages}"
-                         f"{' and 0' if self.stage0 is not None else ''}")
+        select_stages([stage], self.available, self.members)  # validates
+        return self.stage0 if stage == 0 else self.stages[stage - 1]
 
     def select(self, stages: int | Sequence[int] | None = None) -> MultistageTwoTower:
-        """A view (sharing weights) on some members.
+        """A view (sharing weights) on some members, chosen by :func:`mcl.integration.select_stages`.
 
         ``stages``: None = the current members, an int k = stages 1..k (plus stage 0 if this model
         includes it), or a list of stage numbers (0 = the initial model).
         """
-        if stages is None:
-            chosen = list(self.members)
-        elif isinstance(stages, int):
-            chosen = [s for s in self.members if s == 0] + list(range(1, stages + 1))
-        else:
-            chosen = list(stages)
-        for stage in chosen:
-            self.member(stage)  # validates
-        if not chosen or (isinstance(stages, int) and stages < 1):
-            raise ValueError(f"stages must select at least one of stages 1..{self.num_stages}, got {stages!r}")
+        chosen = select_stages(stages, self.available, self.members)
         view = MultistageTwoTower(list(self.stages), self.integration, self.stage0)
         view.members = chosen
         return view
