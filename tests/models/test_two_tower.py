@@ -336,16 +336,6 @@ def test_open_clip_resnet_partial_lock_is_a_config_error() -> None:
         adapter.lock_image(2)
 
 
-def test_clip_module_reexports() -> None:
-    import mcl.models.clip as clip
-    import mcl.models.two_tower as two_tower
-
-    for name in ("SmallCLIP", "TwoTowerModel", "build_two_tower", "select_tokens", "tokens_to", "OpenCLIPAdapter",
-                 "HFCLIPAdapter", "PretrainedTowers", "TWO_TOWER_MODELS", "register_two_tower", "Tokens"):
-        assert getattr(clip, name) is getattr(two_tower, name)
-    assert not hasattr(clip, "lock_image_tower")
-
-
 def test_split_image_tower_prefix_then_suffix_is_the_tower() -> None:
     """Any cut of PretrainedTowers' image tower composes back to its features, bit for bit."""
     import types
