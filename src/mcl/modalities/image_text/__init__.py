@@ -4,5 +4,6 @@
 - :mod:`.cache`: the locked-feature cache (:class:`~.cache.LockedFeatureCache`, one ``serve`` entry);
 - :mod:`.task`: :class:`~.task.ImageTextTask`, the :class:`~mcl.tasks.StageTask` every stage trains;
 - :mod:`.multistage`: :class:`~.multistage.MultistageTwoTower`, the stages integrated in both towers;
+- :mod:`.modality`: :data:`~.modality.IMAGE_TEXT`, this modality's entry in :mod:`mcl.modalities`;
 - :mod:`.align`: the aligned stage 0 (settings, corpus, alignment, zero-shot check, cached checkpoint).
 """
