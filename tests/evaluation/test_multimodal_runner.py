@@ -25,7 +25,7 @@ from mcl.evaluation.tables import compare
 from mcl.evaluation.zeroshot import zeroshot_attributes
 from mcl.files import read_json
 from mcl.modalities import IMAGE_TEXT
-from mcl.modalities.image_text.task import MultistageTwoTower
+from mcl.modalities.image_text.multistage import MultistageTwoTower
 from mcl.run import RunDirectory
 
 format_tables = IMAGE_TEXT.format_results  # the multimodal tables (moved from multimodal_runner)

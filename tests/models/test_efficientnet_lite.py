@@ -45,6 +45,22 @@ def test_random_model_shapes_and_groups() -> None:
     assert efficientnet_lite0(pretrained=False, num_classes=0)(x).shape == (2, 1280)
 
 
+def test_forward_groups_cut_anywhere_compose_to_the_feature_maps() -> None:
+    """The groups the model declares once: what partial freezing locks is what a cut forward runs."""
+    torch.manual_seed(0)
+    model = efficientnet_lite0(pretrained=False, num_classes=0).eval()
+    groups = model.layer_groups()
+    assert model.num_groups == len(groups) == 9
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.feature_maps(x)
+        for cut in range(model.num_groups + 1):
+            assert torch.equal(model.forward_groups(model.forward_groups(x, 0, cut), cut), expected), cut
+    # Every parameter the forward uses belongs to exactly one group (the classifier's too, with the head).
+    grouped = [id(p) for group in groups for p in group.parameters()]
+    assert len(grouped) == len(set(grouped)) == len(list(model.parameters()))
+
+
 def test_shipped_weights_load_strictly_and_classify_photos() -> None:
     _requires_weights()
     model = efficientnet_lite0(pretrained=True).eval()  # load_state_dict(strict=True) inside

@@ -11,13 +11,17 @@ import torch
 from torch import nn
 
 from mcl.errors import ConfigError
+from mcl.models import efficientnet_lite
+from mcl.models.efficientnet_lite import efficientnet_lite0
 from mcl.models.two_tower import (
     HFCLIPAdapter,
+    ImagePreprocess,
     OpenCLIPAdapter,
     SmallCLIP,
     TwoTowerModel,
     build_two_tower,
     select_tokens,
+    split_image_tower,
 )
 from mcl.objectives.clip import CLIPLoss
 
@@ -332,11 +336,19 @@ def test_open_clip_resnet_partial_lock_is_a_config_error() -> None:
         adapter.lock_image(2)
 
 
-def test_clip_module_reexports() -> None:
-    import mcl.models.clip as clip
-    import mcl.models.two_tower as two_tower
+def test_split_image_tower_prefix_then_suffix_is_the_tower() -> None:
+    """Any cut of PretrainedTowers' image tower composes back to its features, bit for bit."""
+    import types
 
-    for name in ("SmallCLIP", "TwoTowerModel", "build_two_tower", "select_tokens", "tokens_to", "OpenCLIPAdapter",
-                 "HFCLIPAdapter", "PretrainedTowers", "TWO_TOWER_MODELS", "register_two_tower", "Tokens"):
-        assert getattr(clip, name) is getattr(two_tower, name)
-    assert not hasattr(clip, "lock_image_tower")
+    torch.manual_seed(0)
+    tower = efficientnet_lite0(pretrained=False, num_classes=0).eval()
+    model = types.SimpleNamespace(image_tower=tower,
+                                  preprocess=ImagePreprocess(efficientnet_lite.MEAN, efficientnet_lite.STD, 32))
+    images = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        expected = tower.forward_features(model.preprocess(images))
+        for unlocked in (0, 1, 3, 9):
+            prefix, suffix = split_image_tower(model, unlocked)  # type: ignore[arg-type]
+            assert torch.equal(suffix(prefix(images)), expected), unlocked
+    with pytest.raises(ConfigError, match="unlocked_image_groups: got 10; the image tower has 9 groups"):
+        split_image_tower(model, 10)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Command-line interface: ``mcl demo | train | eval | embed | report | generate | eval-mmvp | cluster``.
+"""Command-line interface: ``mcl demo | train | eval | embed | report | generate | eval-mmvp | cluster | align``.
 
 One module per command, each with ``add_parser(subparsers)`` (which sets ``func``) and
 ``run(args)``; :mod:`mcl.cli.common` holds what they share (``CONFIG_DIR``, ``--quiet``, ``--set``,
@@ -19,11 +19,10 @@ import argparse
 import os
 import sys
 
-from mcl.cli import cluster, configs, demo, embed, evaluate, export, generate, mmvp, report, train
+from mcl.cli import align, cluster, configs, demo, embed, evaluate, export, generate, mmvp, report, train
 from mcl.cli.common import setup_logging
 from mcl.errors import MCLError, one_line
 from mcl.files import DISK_FULL_ERRNOS
-from mcl.modalities.image_text import align
 
 # `mcl <name>` modules in the order --help lists them.
 COMMANDS = (demo, train, evaluate, embed, report, generate, mmvp, cluster, align, export, configs)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from mcl.embedding import ImageBatch, images_to_tensor, model_device
-from mcl.modalities.image_text.task import MultistageTwoTower
+from mcl.modalities.image_text.multistage import MultistageTwoTower
 from mcl.models import evaluating
 from mcl.models.two_tower import PretrainedTowers, tokens_to
 from mcl.objectives.core import l2_normalize
@@ -168,7 +168,7 @@ def _parts(name: str, model: nn.Module, unlocked_image_groups: int | None, image
                  model.text_features, model.text_projection)
     if unlocked_image_groups is None:
         return _Part(image_groups.key(("own", name), []), _identity, model.encode_image), text
-    from mcl.modalities.image_text.align import split_image_tower
+    from mcl.models.two_tower import split_image_tower
 
     prefix, suffix = split_image_tower(model, unlocked_image_groups)
     groups = model.image_layer_groups()

@@ -40,7 +40,7 @@ from mcl.evaluation.member_embeddings import MemberEmbeddings, RepresentationEmb
 from mcl.evaluation.mmvp import PairedBenchmark, build_paired_benchmark, score_embedded_pairs
 from mcl.evaluation.probes import linear_probe
 from mcl.evaluation.zeroshot import retrieval_recall, zeroshot_attributes
-from mcl.modalities.image_text.task import MultistageTwoTower
+from mcl.modalities.image_text.multistage import MultistageTwoTower
 from mcl.run import RunDirectory
 
 logger = logging.getLogger("mcl")

@@ -141,12 +141,36 @@ class EfficientNetLite0(nn.Module):
         """``(B, 3, H, W)`` RGB in [0, 1] -> the normalised input the weights expect."""
         return (images - self.mean) / self.std
 
+    @property
+    def num_groups(self) -> int:
+        """How many layer groups :meth:`layer_groups` and :meth:`forward_groups` know: stem, 7 stages, head."""
+        return len(self.stage_ends) + 2
+
+    def forward_groups(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Run layer groups ``start .. stop - 1`` (default: all) on ``x``: the forward, cut where the caller needs.
+
+        ``forward_groups(forward_groups(x, 0, k), k) == feature_maps(x)`` for every ``k``: a locked prefix
+        of the tower can run once and its output feed the trainable rest (:func:`mcl.models.two_tower.
+        split_image_tower`).
+        """
+        for index in range(start, self.num_groups if stop is None else stop):
+            if index == 0:
+                x = self.act(self._bn0(self._conv_stem(x)))
+            elif index == self.num_groups - 1:
+                x = self.act(self._bn1(self._conv_head(x)))
+            else:
+                for block in self._stage_blocks(index - 1):
+                    x = block(x)
+        return x
+
+    def _stage_blocks(self, stage: int) -> list[nn.Module]:
+        """The MBConv blocks of stage ``stage`` (0-based, of 7)."""
+        start = self.stage_ends[stage - 1] if stage else 0
+        return [self._blocks[i] for i in range(start, self.stage_ends[stage])]
+
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> ``(B, 1280, H/32, W/32)`` head activations."""
-        x = self.act(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
-            x = block(x)
-        return self.act(self._bn1(self._conv_head(x)))
+        return self.forward_groups(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> ``(B, 1280)`` globally average-pooled features."""
@@ -157,14 +181,13 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.dropout(self.forward_features(x)))
 
     def layer_groups(self) -> list[nn.Module]:
-        """Input-to-output groups for partial freezing: stem, the seven stages, head (conv + classifier)."""
-        groups: list[nn.Module] = [nn.ModuleList([self._conv_stem, self._bn0])]
-        start = 0
-        for end in self.stage_ends:
-            groups.append(nn.ModuleList(self._blocks[start:end]))
-            start = end
-        groups.append(nn.ModuleList([self._conv_head, self._bn1, self._fc]))
-        return groups
+        """Input-to-output groups for partial freezing: stem, the seven stages, head (conv + classifier).
+
+        The modules of the groups :meth:`forward_groups` runs (the classifier is in the head group).
+        """
+        stages = [nn.ModuleList(self._stage_blocks(stage)) for stage in range(len(self.stage_ends))]
+        return [nn.ModuleList([self._conv_stem, self._bn0]), *stages,
+                nn.ModuleList([self._conv_head, self._bn1, self._fc])]
 
 
 def weights_path() -> Path:

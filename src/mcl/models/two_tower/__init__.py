@@ -29,7 +29,7 @@ from mcl.models.registry import Entry, Registry
 from mcl.models.text import WordTokenizer
 from mcl.models.two_tower.adapters import HFCLIPAdapter, OpenCLIPAdapter
 from mcl.models.two_tower.interface import ImagePreprocess, Tokens, TwoTowerModel, select_tokens, tokens_to
-from mcl.models.two_tower.pretrained import PretrainedTowers, minilm_path
+from mcl.models.two_tower.pretrained import PretrainedTowers, minilm_path, split_image_tower
 from mcl.models.two_tower.small import SmallCLIP
 
 FromConfig = Callable[..., dict[str, Any]]
@@ -151,4 +151,4 @@ register_two_tower("hf-clip", _hf_clip, from_config=lambda mm, tokenizer, load_p
 
 __all__ = ["TWO_TOWER_MODELS", "HFCLIPAdapter", "ImagePreprocess", "OpenCLIPAdapter", "PretrainedTowers", "SmallCLIP",
            "Tokens", "TwoTowerModel", "build_two_tower", "build_two_tower_from_config", "minilm_path",
-           "register_two_tower", "select_tokens", "small_clip", "tokens_to"]
+           "register_two_tower", "select_tokens", "small_clip", "split_image_tower", "tokens_to"]

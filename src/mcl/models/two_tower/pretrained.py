@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mcl.errors import MCLError
+from mcl.errors import ConfigError, MCLError
 from mcl.models import efficientnet_lite
 from mcl.models.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
 from mcl.models.text import masked_mean
@@ -24,6 +24,8 @@ from mcl.models.two_tower.interface import (
     _require_dict,
 )
 from mcl.objectives.clip import new_logit_scale
+
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def minilm_path() -> Path:
@@ -113,3 +115,30 @@ class PretrainedTowers(TwoTowerModel):
         """BERT embeddings and its six layers (the new projection is not included)."""
         return [self.text_tower.embeddings, *self.text_tower.encoder.layer]
 
+
+
+def split_image_tower(model: PretrainedTowers, unlocked: int) -> tuple[ImageFn, ImageFn]:
+    """(locked prefix: float images -> activations, trainable suffix: activations -> pooled features).
+
+    ``suffix(prefix(images)) == model.image_features(images)`` bit for bit: the prefix is the
+    preprocessing and the image tower's groups up to its last ``unlocked`` ones, the suffix those
+    groups and the pooling (the groups are the tower's own, :meth:`EfficientNetLite0.forward_groups`).
+    With the prefix locked and no image augmentation, its outputs can be computed once and reused by
+    every step.
+
+    Example:
+        >>> prefix, suffix = split_image_tower(model, 2)      # EfficientNet's last stage and head train
+        >>> features = suffix(prefix(images))                 # (B, 1280)
+    """
+    tower = model.image_tower
+    if not 0 <= unlocked <= tower.num_groups:
+        raise ConfigError(f"unlocked_image_groups: got {unlocked}; the image tower has {tower.num_groups} groups")
+    cut = tower.num_groups - unlocked
+
+    def prefix(images: torch.Tensor) -> torch.Tensor:
+        return tower.forward_groups(model.preprocess(images), 0, cut)
+
+    def suffix(x: torch.Tensor) -> torch.Tensor:
+        return tower.pool(tower.forward_groups(x, cut)).flatten(1)
+
+    return prefix, suffix

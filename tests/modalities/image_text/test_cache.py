@@ -17,7 +17,8 @@ from mcl.augment import build_augmentation, to_float_images
 from mcl.config import AugmentConfig, config_from_dict
 from mcl.data.table import ImageTable
 from mcl.errors import ConfigError
-from mcl.modalities.image_text.task import ImageTextTask, locked_cache_blocker
+from mcl.modalities.image_text.cache import locked_cache_blocker
+from mcl.modalities.image_text.task import ImageTextTask
 from mcl.run import RunDirectory
 
 pytest.importorskip("transformers", reason="transformers not installed (extra 'text')")
@@ -78,7 +79,7 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_cached_loss_and_gradients_equal_the_full_forward(task: ImageTextTask) -> None:
-    assert task.cache_blocker is None
+    assert task.cache.blocker is None
     model = task.build_model(seed=1).train()
     start = _state(model)
     batch = _batch(task, [3, 0, 7, 12, 5, 21, 9, 16, 2, 18])
@@ -90,7 +91,7 @@ def test_cached_loss_and_gradients_equal_the_full_forward(task: ImageTextTask) -
     def step(cached: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], float, dict[str, torch.Tensor]]:
         model.load_state_dict(start)
         model.zero_grad(set_to_none=True)
-        task.cache_blocker = None if cached else "full forward, for this test"
+        task.cache.blocker = None if cached else "full forward, for this test"
         torch.manual_seed(0)  # the same augmentation draw for both
         loss = task.loss(model, batch, labels)
         loss.backward()
@@ -98,9 +99,9 @@ def test_cached_loss_and_gradients_equal_the_full_forward(task: ImageTextTask) -
         return loss.detach(), {n: p.grad.clone() for n, p in trainable.items()}, after, _state(model)
 
     cached_loss, cached_grads, cached_rng, cached_state = step(cached=True)
-    assert task.locked_features is not None and task.locked_features.flipped is not None
+    assert task.cache.features is not None and task.cache.features.flipped is not None
     full_loss, full_grads, full_rng, full_state = step(cached=False)
-    task.cache_blocker = None
+    task.cache.blocker = None
     torch.testing.assert_close(cached_loss, full_loss, rtol=1e-5, atol=1e-5)
     for name, grad in full_grads.items():  # float rounding only: the prefix ran on other batch sizes
         scale = grad.abs().max().item()
@@ -134,18 +135,18 @@ def test_one_cache_serves_every_model_with_the_same_locked_weights(task: ImageTe
     batch = _batch(task, list(range(8)))
     first = task.build_model(seed=1)
     task.loss(first, batch, None)
-    cache = task.locked_features
+    cache = task.cache.features
     task.loss(task.build_model(seed=2), batch, None)  # init: pretrained, the same locked weights
-    assert task.locked_features is cache
+    assert task.cache.features is cache
     other = task.build_model(seed=3)
     with torch.no_grad():
         other.image_tower._blocks[0]._bn1.running_mean.add_(1.0)  # another locked stem: the cache is rebuilt
     task.loss(other, batch, None)
-    assert task.locked_features is not cache and task.locked_features.digest != cache.digest
-    assert not torch.equal(task.locked_features.image, cache.image)
-    torch.testing.assert_close(task.locked_features.text, cache.text)
+    assert task.cache.features is not cache and task.cache.features.digest != cache.digest
+    assert not torch.equal(task.cache.features.image, cache.image)
+    torch.testing.assert_close(task.cache.features.text, cache.text)
     task.loss(first, batch, None)  # back to the first model: its own locked outputs again
-    assert task.locked_features.digest == cache.digest and torch.equal(task.locked_features.image, cache.image)
+    assert task.cache.features.digest == cache.digest and torch.equal(task.cache.features.image, cache.image)
 
 
 def test_a_model_with_trainable_locked_layers_runs_the_full_forward(task: ImageTextTask,
@@ -162,7 +163,7 @@ def test_a_model_with_trainable_locked_layers_runs_the_full_forward(task: ImageT
 def test_memory_per_image(task: ImageTextTask) -> None:
     """At 64 px with 2 unlocked groups: EfficientNet's stage-6 output (192 x 2 x 2 floats), twice with flips."""
     task.loss(task.build_model(seed=1), _batch(task, list(range(8))), None)
-    features = task.locked_features
+    features = task.cache.features
     assert features.image.shape == (24, 192, 2, 2) and features.flipped.shape == (24, 192, 2, 2)
     assert features.nbytes == 24 * 2 * 3072 + task.num_captions * 16 * 4  # tiny text tower: 16 floats
 
@@ -172,11 +173,11 @@ def test_fallback_when_the_augmentation_is_not_cacheable(tmp_path: Path, text_mo
     config = _config(text_model, {"crop_scale": [0.9, 1.0]})
     with caplog.at_level(logging.INFO, logger="mcl"):
         task = _task(tmp_path, config)
-    assert "augment.crop_scale=[0.9, 1.0]" in task.cache_blocker
+    assert "augment.crop_scale=[0.9, 1.0]" in task.cache.blocker
     assert "not caching the locked layers' outputs" in caplog.text and "random resized crops" in caplog.text
     model = task.build_model(seed=1)
     loss = task.loss(model, _batch(task, list(range(8))), None)
-    assert torch.isfinite(loss) and task.locked_features is None
+    assert torch.isfinite(loss) and task.cache.features is None
 
 
 @pytest.mark.parametrize(("augment", "multimodal", "reason"), [
@@ -208,11 +209,11 @@ def test_cache_switch_is_checked(text_model: Path) -> None:
 
 def _full_embedding(task: ImageTextTask, model: torch.nn.Module) -> torch.Tensor:
     """The embedding pass with the whole image tower (what ``embed`` computed before it used the cache)."""
-    blocker, task.cache_blocker = task.cache_blocker, "full forward, for this test"
+    blocker, task.cache.blocker = task.cache.blocker, "full forward, for this test"
     try:
         return task.embed(model)
     finally:
-        task.cache_blocker = blocker
+        task.cache.blocker = blocker
 
 
 def _trained_suffix(model: torch.nn.Module) -> torch.nn.Module:
@@ -233,21 +234,21 @@ def test_cached_embedding_pass_is_bit_for_bit_the_full_forward(task: ImageTextTa
 
     monkeypatch.setattr(mcl.data.images, "EMBED_CHUNK", 7)  # several chunks: cache and pass must cut the same ones
     # The cache built here is cut in 7-row chunks: the shared task gets its previous cache back afterwards.
-    monkeypatch.setattr(task, "locked_features", None)
+    monkeypatch.setattr(task.cache, "features", None)
     initial = task.build_model(seed=1)  # the pass builds the cache (stage 0 does: stage 1 then trains on it)
     with caplog.at_level(logging.INFO, logger="mcl"):
         cached = task.embed(initial)
     assert "embedding the training set from the locked-feature cache" in caplog.text
-    cache = task.locked_features
+    cache = task.cache.features
     assert cache is not None and cache.autocast is None
     assert torch.equal(cached, _full_embedding(task, initial))
     trained = _trained_suffix(task.build_model(seed=2))  # same locked weights, other suffix: the cache serves it
     cached = task.embed(trained)
-    assert task.locked_features is cache
+    assert task.cache.features is cache
     full = _full_embedding(task, trained)
     assert torch.equal(cached, full) and not torch.equal(full, _full_embedding(task, initial))
     task.loss(trained, _batch(task, list(range(8))), None)  # training reuses the cache the pass built
-    assert task.locked_features is cache
+    assert task.cache.features is cache
 
 
 def test_embedding_pass_writes_the_embedding_file(task: ImageTextTask, tmp_path: Path) -> None:
@@ -263,33 +264,33 @@ def test_embedding_pass_writes_the_embedding_file(task: ImageTextTask, tmp_path:
 def test_a_model_with_other_locked_weights_does_not_read_the_cache(task: ImageTextTask) -> None:
     first = task.build_model(seed=1)
     task.embed(first)
-    cache = task.locked_features
+    cache = task.cache.features
     other = task.build_model(seed=3)
     with torch.no_grad():
         other.image_tower._blocks[0]._bn1.running_mean.add_(1.0)  # another locked stem
     embedding = task.embed(other)
-    assert task.locked_features is not cache and task.locked_features.digest != cache.digest  # rebuilt for it
+    assert task.cache.features is not cache and task.cache.features.digest != cache.digest  # rebuilt for it
     assert torch.equal(embedding, _full_embedding(task, other))
     assert not torch.equal(embedding, _full_embedding(task, first))
     # The digest is computed afresh each pass: weights loaded into a model the cache served are noticed.
     task.embed(first)
-    assert task.locked_features.digest == cache.digest
+    assert task.cache.features.digest == cache.digest
     with torch.no_grad():
         first.image_tower._blocks[0]._bn1.running_mean.add_(1.0)
     assert torch.equal(task.embed(first), _full_embedding(task, first))
-    assert task.locked_features.digest != cache.digest
+    assert task.cache.features.digest != cache.digest
 
 
 def test_embedding_pass_without_the_cache(tmp_path: Path, text_model: Path) -> None:
     """Not cacheable (here: random crops) or under autocast with train.amp on: the whole tower runs, no cache."""
     task = _task(tmp_path / "crops", _config(text_model, {"crop_scale": [0.9, 1.0]}))
     embedding = task.embed(task.build_model(seed=1))
-    assert embedding.shape == (24, 8) and task.locked_features is None
+    assert embedding.shape == (24, 8) and task.cache.features is None
     values = _config(text_model).to_dict()
     values["train"]["amp"] = "bf16"
     amp = _task(tmp_path / "amp", config_from_dict(values))
     amp.embed(amp.build_model(seed=1))
-    assert amp.locked_features is None  # training caches under autocast: a float32 cache would serve no step
+    assert amp.cache.features is None  # training caches under autocast: a float32 cache would serve no step
 
 
 def test_under_torchrun_every_rank_runs_the_whole_tower(tmp_path: Path, text_model: Path,
@@ -299,5 +300,5 @@ def test_under_torchrun_every_rank_runs_the_whole_tower(tmp_path: Path, text_mod
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     task = _task(tmp_path, _config(text_model))
-    assert "distributed training" in task.cache_blocker
-    assert task._embedding_suffix(task.build_model(seed=1)) is None and task.locked_features is None
+    assert "distributed training" in task.cache.blocker
+    assert task.cache.serve(task.build_model(seed=1), training=False) is None and task.cache.features is None

@@ -3,7 +3,6 @@
 import json
 import logging
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +11,10 @@ from torch import nn
 from mcl.config import TrainConfig
 from mcl.data.loader import TensorLoader
 from mcl.errors import ConfigError, RunDirError, TrainingError
-from mcl.files import load_tensors, load_tensors_with_metadata, read_jsonl, save_tensors
+from mcl.files import load_tensors_with_metadata, read_jsonl
 from mcl.logging_utils import metrics_logging
 from mcl.sampling import RandomBatchSampler
-from mcl.training import CHECKPOINT, METRICS, TrainState, train
+from mcl.training import CHECKPOINT, METRICS, train
 
 DATA = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
 STEPS_PER_EPOCH = 5  # 40 samples, batches of 8
@@ -203,42 +202,3 @@ def test_state_outside_the_model_is_checkpointed(tmp_path):
     resumed = run_with_state(tmp_path / "crashed", resumed_state)
     assert torch.equal(resumed_state.mean, reference_state.mean)
     assert all(torch.equal(a, b) for a, b in zip(reference.parameters(), resumed.parameters(), strict=True))
-
-
-def _rank_rng_worker(rank: int, world: int, directory: str) -> None:
-    import torch.distributed as dist
-
-    from mcl.training import build_optimizer, load_checkpoint, rank_rng_states, save_checkpoint
-
-    dist.init_process_group("gloo", init_method=f"file://{directory}/store", rank=rank, world_size=world)
-    model = nn.Linear(2, 2)
-    optimizer = build_optimizer(model.parameters(), TrainConfig())
-    torch.manual_seed(100 + rank)  # each rank draws its own augmentations
-    states = rank_rng_states()
-    if rank == 0:
-        save_checkpoint(Path(directory), model, optimizer, TrainState(1, 5, []), None, rng=states)
-    expected = torch.rand(3)
-    dist.barrier()
-    torch.manual_seed(999)  # a new process
-    load_checkpoint(Path(directory), model, optimizer, None)
-    save_tensors(f"{directory}/rank{rank}.safetensors", {"expected": expected, "resumed": torch.rand(3)})
-    dist.destroy_process_group()
-
-
-def test_every_rank_resumes_its_own_rng_stream(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_rank_rng_worker, args=(2, str(tmp_path)), nprocs=2)
-    draws = [load_tensors(tmp_path / f"rank{rank}.safetensors") for rank in range(2)]
-    for draw in draws:
-        assert torch.equal(draw["expected"], draw["resumed"])
-    assert not torch.equal(draws[0]["expected"], draws[1]["expected"])
-
-
-def test_constant_schedule_after_warm_up() -> None:
-    from mcl.training import learning_rate
-
-    rates = [learning_rate(step, 100, 10, 1e-3, "constant") for step in range(100)]
-    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
-    assert all(rate == 1e-3 for rate in rates[10:])
-    assert learning_rate(99, 100, 10, 1e-3, "cosine") < 1e-5

@@ -19,9 +19,11 @@ from mcl.data.table import ImageTable
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import ConfigError, DataError
 from mcl.files import load_arrays, read_json
-from mcl.modalities.image_text.task import TOKENIZER_FILE, ImageTextTask, MultistageTwoTower, lock_towers
+from mcl.modalities.image_text.multistage import MultistageTwoTower
+from mcl.modalities.image_text.task import ImageTextTask
+from mcl.modalities.image_text.towers import lock_towers
 from mcl.objectives.clip import MAX_LOGIT_SCALE
-from mcl.run import RunDirectory
+from mcl.run import TOKENIZER_FILE, RunDirectory
 from mcl.stages import ENCODER_FILE, PSEUDO_LABELS_FILE, StageHistory, next_pseudo_labels, run_stages
 
 COLORS = {"red": (230, 20, 20), "green": (20, 210, 20), "blue": (20, 20, 230)}
