@@ -132,21 +132,18 @@ def _yaml_comments(path: Path) -> dict[str, str]:
 
 def _align_settings() -> type:
     """The dataclass of ``mcl align``'s settings (``configs/align.yaml``)."""
-    import importlib
+    from mcl.modalities.image_text.align.settings import AlignSettings
 
-    for module in ("mcl.modalities.image_text.align", "mcl.modalities.image_text.alignment"):
-        try:
-            return importlib.import_module(module).AlignSettings
-        except (ImportError, AttributeError):
-            continue
-    raise ImportError("mcl align's AlignSettings not found")
+    return AlignSettings
 
 
 def align_reference() -> str:
     """The settings of ``mcl align`` (the aligned stage 0): a separate file, ``configs/align.yaml``."""
     settings = _align_settings()
     hints = typing.get_type_hints(settings)
-    comments = _yaml_comments(Path(inspect.getfile(settings)).parents[2] / "configs" / "align.yaml")
+    from mcl.modalities.image_text.align.settings import DEFAULT_SETTINGS_FILE
+
+    comments = _yaml_comments(DEFAULT_SETTINGS_FILE)
     out = ["### `mcl align` settings (`configs/align.yaml`)", "",
            "The aligned stage 0 of the multimodal recipe (`multimodal.stage0_checkpoint: aligned`) is built from "
            "its own settings file, not from a run config; each is optional there.", "",

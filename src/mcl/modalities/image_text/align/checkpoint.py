@@ -31,9 +31,9 @@ from torch import nn
 from mcl.errors import ConfigError, RunDirError
 from mcl.files import load_tensors_with_metadata, save_tensors
 from mcl.logging_utils import logger, record_time
-from mcl.modalities.image_text.align.names import ALIGNED, CACHE_ENV
 from mcl.modalities.image_text.align.corpus import build_corpus, installed_corpus
 from mcl.modalities.image_text.align.fit import align_towers
+from mcl.modalities.image_text.align.names import ALIGNED, CACHE_ENV
 from mcl.modalities.image_text.align.settings import AlignSettings, load_align_settings
 from mcl.modalities.image_text.align.zeroshot import trifeature_zeroshot
 from mcl.models.two_tower import PretrainedTowers
