@@ -23,6 +23,7 @@ from mcl import distributed
 from mcl.config import Config, apply_overrides, config_from_dict, load_config, save_config
 from mcl.data.resolve import data_fingerprint, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
+from mcl.evaluation.stage_diagnostics import recorded_diagnostics
 from mcl.files import write_json
 from mcl.modalities import modality_of
 from mcl.run import EVAL_FILE, RunDirectory
@@ -162,6 +163,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool
     result: dict[str, Any] = {"kind": modality.name, "data": config.data.path, "train_rows": len(train_rows),
                               "test_rows": len(test_rows), "rows": rows,
                               "attribute_classes": {a: len(v) for a, v in table.attribute_values.items()}}
+    result["diagnostics"] = recorded_diagnostics(run, config, run.finished_stages(config))
     if unfinished:
         result["unfinished_stages"] = unfinished
         logger.warning("scored the finished stages only: stages %s are not trained yet", unfinished)

@@ -13,6 +13,7 @@ ensemble members a run holds (:meth:`RunDirectory.finished_stages`, :meth:`RunDi
         pseudo_labels.safetensors   the pseudo-labels this stage trained with (stage >= 2)
         clusters.safetensors centroids, labels, sizes of k-means on this stage's embeddings
         clusters.json        inertia, sizes, iterations, backend
+        diagnostics.json     label-free diagnostics of the stage (mcl.diagnostics)
         embeddings.npy       (N, D) float32/float16 map of the training set's embeddings that k-means read
         metrics.jsonl        one line per epoch: loss, lr, throughput
         checkpoint.*         last epoch checkpoint while the stage is running (resume)
@@ -68,6 +69,7 @@ CLUSTERS_INFO_FILE = "clusters.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
 PSEUDO_LABELS_INFO_FILE = "pseudo_labels.json"
+DIAGNOSTICS_FILE = "diagnostics.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
 TOKENIZER_FILE = "tokenizer.json"
@@ -97,9 +99,16 @@ class Representation:
         return tuple(int(member.removeprefix("stage-")) for member in self.members)
 
 
+# How many stages to train, and whether a collapsed stage may train, do not change what any one stage computes:
+# the same command with more stages grows a finished run, with fewer it scores the first k.
+GROWABLE_KEYS = ("stages", "max_stages", "allow_single_group")
+
+
 def _training_values(config: Config) -> dict[str, Any]:
     """The config keys that change what training computes, as a nested dict."""
     values = config.to_dict()
+    for key in GROWABLE_KEYS:
+        values["mcl"].pop(key, None)
     values["train"].pop("threads", None)  # parallelism does not change the result's meaning
     values["train"].pop("device", None)
     for key in ("residency", "workers", "memory_budget_gb"):  # where images live: the same run, bit for bit
@@ -131,6 +140,8 @@ def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
     has its default value, so upgrading mcl does not strand runs in progress.
     """
     old, new = _flatten(started), _flatten(_training_values(config))
+    for key in GROWABLE_KEYS:  # recorded by runs started before these keys left the identity
+        old.pop(f"mcl.{key}", None)
     default = _flatten(_training_values(Config()))
     missing = object()
     changed = []

@@ -34,8 +34,9 @@ from mcl import distributed
 from mcl.clustering import KMeansResult
 from mcl.config import Config
 from mcl.data.loader import BatchSampler
+from mcl.diagnostics import group_statistics, sample_rows, stage_diagnostics
 from mcl.embedding_file import EmbeddingFile, open_embeddings
-from mcl.errors import RunDirError
+from mcl.errors import ConfigError, RunDirError
 from mcl.files import load_arrays, read_json, read_jsonl, save_arrays, write_json
 from mcl.logging_utils import phase, timed_phase
 from mcl.models import unwrap_model
@@ -43,6 +44,7 @@ from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
 from mcl.run import (
     CLUSTERS_FILE,
     CLUSTERS_INFO_FILE,
+    DIAGNOSTICS_FILE,
     EMBEDDINGS_FILE,
     ENCODER_FILE,
     METRICS_FILE,
@@ -64,11 +66,65 @@ class StageHistory:
     cluster_labels: list[np.ndarray] = field(default_factory=list)
     centroids: list[np.ndarray] = field(default_factory=list)
     models: list[nn.Module] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
 
 
 def next_pseudo_labels(history: StageHistory, config: Config) -> tuple[np.ndarray, dict]:
     """Pseudo-labels for the next stage: every earlier stage's clusters combined, small groups merged."""
     return pseudo_labels_from_stages(history.cluster_labels, history.centroids, config.mcl.min_group_size)
+
+
+def check_groups(stage: int, info: dict, stats: dict, config: Config, num_samples: int, combined: int = 1) -> None:
+    """Stop a stage whose pseudo-labels leave fewer than 2 groups (it would train like plain SimCLR).
+
+    Allowed with ``mcl.allow_single_group``; then, and for groups smaller than a batch, a warning says so.
+    The message names the numbers and the keys that fix it; ``combined``: how many stages' clusters the
+    pseudo-labels combine.
+    """
+    groups, before = info["groups"], info.get("groups_before_merge", info["groups"])
+    if groups < 2:
+        fix = (f"lower mcl.min_group_size ({config.mcl.min_group_size}) to at most {max(2, num_samples // before)} "
+               f"or mcl.clusters ({config.mcl.clusters})" if before >= 2 else
+               f"raise mcl.clusters ({config.mcl.clusters})")
+        message = (f"stage-{stage}: the pseudo-labels leave {groups} group ({before} before merging groups smaller "
+                   f"than mcl.min_group_size={config.mcl.min_group_size}, {num_samples} training samples), so "
+                   f"stage {stage} would train like plain SimCLR with no feature-aware negative; {fix}, or set "
+                   "mcl.allow_single_group: true to train it anyway")
+        if not config.mcl.allow_single_group:
+            raise ConfigError(message)
+        logger.warning("%s (allowed by mcl.allow_single_group)", message.split(", so ")[0])
+        return
+    batch = config.train.batch_size
+    if stats["median_group_size"] < batch:
+        logger.warning("stage-%d: %d pseudo-label groups, median %d samples, smaller than train.batch_size=%d: "
+                       "an anchor gets %.0f negatives on average instead of %d; %s", stage, groups,
+                       stats["median_group_size"], batch, stats["mean_negatives"], batch - 1,
+                       cluster_advice(config, num_samples, combined))
+
+
+def cluster_advice(config: Config, num_samples: int, stages_combined: int) -> str:
+    """What K (or batch size) keeps groups of ``stages_combined`` combined stages at least one batch."""
+    batch = config.train.batch_size
+    k_ok = max(2, int((num_samples / batch) ** (1 / stages_combined)))
+    return (f"mcl.clusters <= {k_ok} keeps groups a full batch for {num_samples} samples, or lower "
+            f"train.batch_size to <= {max(2, num_samples // config.mcl.clusters ** stages_combined)}")
+
+
+def check_cluster_budget(config: Config, num_samples: int) -> None:
+    """K guidance before training: warn when K is too large for N and the batch (groups smaller than a batch)."""
+    clusters, batch, stages = config.mcl.clusters, config.train.batch_size, config.mcl.stages
+    if stages < 2 and not config.multimodal.stage0:
+        return
+    per_group = num_samples / clusters
+    if per_group < config.mcl.min_group_size:
+        logger.warning("mcl.clusters=%d on %d training samples gives stage-2 groups of ~%.0f samples, below "
+                       "mcl.min_group_size=%d: most groups will be merged away; use mcl.clusters <= %d",
+                       clusters, num_samples, per_group, config.mcl.min_group_size,
+                       max(2, num_samples // config.mcl.min_group_size))
+    elif per_group < batch:
+        logger.warning("mcl.clusters=%d on %d training samples gives stage-2 groups of ~%.0f samples, smaller than "
+                       "train.batch_size=%d (later stages combine clusters, so their groups are smaller still); %s",
+                       clusters, num_samples, per_group, batch, cluster_advice(config, num_samples, 1))
 
 
 def batch_sampler(num_samples: int, pseudo_labels: np.ndarray | None, config: Config, seed: int) -> BatchSampler:
@@ -91,6 +147,11 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
 
     def compute() -> np.ndarray:
         labels, info = next_pseudo_labels(history, config)
+        stats = group_statistics(labels, config.train.batch_size, config.mcl.negatives)
+        info = {**info, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
+        check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
+        logger.info("stage-%d: %d pseudo-label groups train (%d before merging), %.1f negatives per anchor",
+                    stage, stats["groups_trained"], info["groups_before_merge"], stats["mean_negatives"])
         if distributed.is_main_process():
             write_json(run.stage_dir(stage) / PSEUDO_LABELS_INFO_FILE, info)
         return labels
@@ -188,6 +249,39 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     return run.phase(directory / CLUSTERS_FILE, compute, save, load)
 
 
+def diagnose_or_load(task: StageTask, config: Config, run: RunDirectory, stage: int, history: StageHistory,
+                     pseudo_labels: np.ndarray | None) -> dict:
+    """``stage-s/diagnostics.json``: label-free diagnostics of stage ``stage`` (:mod:`mcl.diagnostics`), logged.
+
+    Read on a fixed seeded sample of the training set from the recorded embeddings of stage ``stage`` and of
+    every earlier stage (stage 0 included), so the cost is a few small matrix products and k-means fits on
+    at most :data:`mcl.diagnostics.DIAGNOSTICS_SAMPLE` rows. ``history`` holds the stages before ``stage``
+    and, last, stage ``stage``'s clustering.
+    """
+    path = run.stage_dir(stage) / DIAGNOSTICS_FILE
+
+    def compute() -> dict:
+        started = time.perf_counter()
+        rows = sample_rows(task.num_samples, config.seed)
+        first = 0 if run.is_finished(run.stage_dir(0) / EMBEDDINGS_FILE) else 1
+        embeddings = [np.asarray(open_embeddings(run.stage_dir(t) / EMBEDDINGS_FILE, task.num_samples)[rows],
+                                 dtype=np.float32) for t in range(first, stage + 1)]
+        stats = group_statistics(pseudo_labels, config.train.batch_size, config.mcl.negatives, task.num_samples)
+        values = stage_diagnostics(embeddings[-1], embeddings[:-1], history.cluster_labels[-1][rows],
+                                   None if pseudo_labels is None else pseudo_labels[rows], config.mcl.clusters,
+                                   stage_seed(config, stage), config.mcl.spherical)
+        result = {"stage": stage, "groups_trained": stats["groups_trained"],
+                  "mean_negatives": stats["mean_negatives"], **values,
+                  "seconds": time.perf_counter() - started}
+        return result
+
+    result = run.phase(path, compute, lambda values, target: write_json(target, values), read_json)
+    shown = ", ".join(f"{key} {value:.3g}" for key, value in result.items()
+                      if key not in ("stage", "sample", "seconds") and isinstance(value, (int, float)))
+    logger.info("stage-%d diagnostics: %s", stage, shown)
+    return result
+
+
 def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:
     """Stage 0: record an untrained initial model's weights in ``stage-0/`` and cluster its embeddings.
 
@@ -211,6 +305,7 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
     each stage (default :func:`mcl.training.train`).
     """
     history = StageHistory()
+    check_cluster_budget(config, task.num_samples)
     if initial_model is not None:
         clusters = initial_stage(task, initial_model, config, run)
         history.cluster_labels.append(clusters.labels)
@@ -226,6 +321,7 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
         history.models.append(model)
         history.cluster_labels.append(clusters.labels)
         history.centroids.append(clusters.centroids)
+        history.diagnostics.append(diagnose_or_load(task, config, run, stage, history, pseudo_labels))
     return history
 
 

@@ -42,12 +42,15 @@ def partial_note(result: dict[str, Any]) -> str | None:
 def print_results(run_dir: str | Path, result: dict[str, Any]) -> None:
     """The run's tables (in its modality's layout), the partial-evaluation note, and where eval.json went."""
     from mcl.api import read_run_config
+    from mcl.evaluation.stage_diagnostics import format_diagnostics
     from mcl.modalities import modality_of
 
     note = partial_note(result)
     if note:
         print(note + "\n")
     print(modality_of(read_run_config(run_dir)).format_results(result))
+    if result.get("diagnostics"):
+        print("\n" + format_diagnostics(result["diagnostics"]))
     if note:
         print("\n" + note)
     print(f"\nwrote {Path(run_dir) / EVAL_FILE}")

@@ -118,6 +118,8 @@ class MCLConfig:
     # each stage's embeddings of the training set, stage-s/embeddings.npy (k-means reads it as a memory map):
     # auto = float32 up to a 1 GiB float32 map (small runs keep their exact values), else float16 (half the disk)
     embedding_dtype: Literal["auto", "float16", "float32"] = "auto"
+    # a stage whose pseudo-labels leave fewer than 2 groups trains like plain SimCLR: an error unless true
+    allow_single_group: bool = False
 
 
 @dataclass
