@@ -11,7 +11,7 @@ auto-stage rule chosen on the *selection* data sets and its result on the *confi
 The suppressed attribute of a run is the attribute with the lowest stage-1 linear-probe lift over
 chance (measured with labels, per run).
 
-    python benchmarks/diagnostics_validation.py runs --root /tmp/mcl-validation      # ~3 min per run, 1 core
+    python benchmarks/diagnostics_validation.py runs --root /tmp/mcl-validation      # ~1 min per run on an idle core
     python benchmarks/diagnostics_validation.py analyse --root /tmp/mcl-validation
 """
 
@@ -37,14 +37,14 @@ SELECTION = ("tri-a", "tri-b")  # the auto-stage rule is chosen on these ...
 CONFIRMATION = ("overlay",)  # ... and confirmed on these
 BACKBONES = {
     "convnet": {"model.backbone": "convnet", "model.width": 0.5, "train.lr": 0.002, "train.weight_decay": 0.0001},
-    "vit": {"model.backbone": "vit", "model.backbone_args": "{patch_size: 8, depth: 2, dim: 96, heads: 4, "
-            "mlp_ratio: 2.0, pooling: mean, img_size: 32}", "train.lr": 0.001, "train.weight_decay": 0.05},
+    "vit": {"model.backbone": "vit", "model.backbone_args": "{patch_size: 4, depth: 2, dim: 96, heads: 4, "
+            "mlp_ratio: 2.0, pooling: mean, img_size: 16}", "train.lr": 0.001, "train.weight_decay": 0.05},
 }
 SEEDS = (0, 1)
-BASE = {"data.image_size": 32, "data.n_train": 1500, "data.n_test": 500, "model.projection_dim": 64,
-        "model.hidden_dim": 256, "train.epochs": 5, "train.batch_size": 128, "train.warmup_epochs": 1,
-        "train.threads": 1, "mcl.clusters": 10, "mcl.min_group_size": 16, "eval.ensemble": False,
-        "eval.references": False, "augment.crop_scale": "[0.3, 1.0]"}
+BASE = {"data.image_size": 16, "data.n_train": 1000, "data.n_test": 400, "model.projection_dim": 64,
+        "model.hidden_dim": 256, "train.epochs": 4, "train.batch_size": 100, "train.warmup_epochs": 1,
+        "train.threads": 1, "mcl.clusters": 8, "mcl.min_group_size": 12, "eval.ensemble": False,
+        "eval.references": False, "eval.linear_max_iter": 150, "augment.crop_scale": "[0.3, 1.0]"}
 
 
 def run_names() -> list[tuple[str, str, int]]:
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("phase", choices=["runs", "analyse"])
     parser.add_argument("--root", type=Path, default=Path("/tmp/mcl-validation"))
-    parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "diagnostics_validation.md")
     args = parser.parse_args()
     if args.phase == "runs":

@@ -156,7 +156,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool
     train_rows, test_rows = table.subset("train"), table.subset("test")
     where = Path(config.data.path) / "labels.csv"
     if len(test_rows) == 0:
-        raise DataError(f"{where}: no rows with split=test to score the probes on")
+        raise DataError(f"{config.data.path}: no test rows to score on (the data has no test split and "
+                        f"data.test_fraction is {config.data.test_fraction}); set data.test_fraction > 0")
     if modality.needs_attributes and not table.attribute_names():
         raise DataError(f"{where}: no attribute columns to evaluate")
     rows = modality.evaluate(run, config, train_rows, test_rows, lambda member: load_member(run.root, member, config))

@@ -39,6 +39,9 @@ class DataConfig:
     # its offset; sequential = shards in a seeded order read front to back, single-group batches bucketed
     # from the stream (mcl.data.stream); another run than random's, the same number of steps
     shard_order: Literal["random", "sequential"] = "random"
+    # data without test rows: this fraction is held out as the test split, by a stable hash of each sample's
+    # path/key (mcl.data.split); 0 = train on everything
+    test_fraction: float = 0.1
 
 
 @dataclass

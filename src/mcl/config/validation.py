@@ -41,6 +41,7 @@ _RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.max_steps": (lambda v: v is None or v >= 1, "null or a positive integer"),
     "train.warmup_steps": (lambda v: v is None or v >= 0, "null or a non-negative integer"),
     "data.memory_budget_gb": (lambda v: v is None or v > 0, "null or a positive number"),
+    "data.test_fraction": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "data.workers": (lambda v: v >= 0, "a non-negative integer"),
     "mcl.stages": (lambda v: v >= 1, "a positive integer"),
     "mcl.clusters": (lambda v: v >= 2, "an integer >= 2"),

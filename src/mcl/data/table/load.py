@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mcl.data.table.cache import load_images
-from mcl.data.table.core import ImageTable, Rows, check_inside, check_load_options, take_strings
+from mcl.data.table.core import LABELS_FILE, ImageTable, Rows, check_inside, check_load_options, take_strings
 from mcl.data.table.decode import BadImage
 from mcl.data.table.labels import read_labels
 from mcl.data.table.strings import StringColumn
@@ -49,6 +49,11 @@ def load_table(
     """
     check_load_options(image_size, on_bad_image)
     root = Path(directory)
+    if not (root / LABELS_FILE).exists():  # an image folder or WebDataset shards: read like training reads them
+        from mcl.data.sources import open_source
+
+        return open_source(directory, image_size, on_bad_image=on_bad_image, cache=cache, progress=progress,
+                           allow_outside_paths=allow_outside_paths, stream=stream)
     return load_rows(root, read_labels(root), image_size, on_bad_image, cache, progress, allow_outside_paths,
                      stream=stream)
 
