@@ -58,16 +58,22 @@ def mcl(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "mcl", *args], check=True, env=env)
 
 
-def do_runs(root: Path, stages: int) -> None:
+def do_runs(root: Path, stages: int, reverse: bool = False) -> None:
     """Generate the data sets once, then train + evaluate every run not finished yet."""
     for name, (generator, seed, _) in DATASETS.items():
         target = root / "data" / name
         if not (target / "labels.csv").exists():
             mcl("generate", generator, "--out", str(target), "--n-train", str(BASE["data.n_train"]), "--n-test",
                 str(BASE["data.n_test"]), "--image-size", str(BASE["data.image_size"]), "--seed", str(seed), "--quiet")
-    for data, backbone, seed in run_names():
+    names = run_names()
+    for data, backbone, seed in reversed(names) if reverse else names:
         out = root / "runs" / f"{data}-{backbone}-s{seed}"
         if (out / "eval.json").exists():
+            continue
+        try:  # several workers share the grid: each run is claimed by exactly one
+            (root / "claims").mkdir(parents=True, exist_ok=True)
+            (root / "claims" / out.name).mkdir()
+        except FileExistsError:
             continue
         settings = {**BASE, **DATASETS[data][2], **BACKBONES[backbone], "seed": seed, "mcl.stages": stages}
         sets = [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
@@ -84,10 +90,11 @@ def main() -> None:
     parser.add_argument("phase", choices=["runs", "analyse"])
     parser.add_argument("--root", type=Path, default=Path("/tmp/mcl-validation"))
     parser.add_argument("--stages", type=int, default=3)
+    parser.add_argument("--reverse", action="store_true", help="walk the grid backwards (a second worker)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "diagnostics_validation.md")
     args = parser.parse_args()
     if args.phase == "runs":
-        do_runs(args.root, args.stages)
+        do_runs(args.root, args.stages, args.reverse)
     else:
         from benchmarks_analysis import analyse  # noqa: F401  (filled in below)
 

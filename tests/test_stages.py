@@ -39,7 +39,7 @@ def test_a_stage_collapsing_to_one_group_is_an_error_naming_the_numbers_and_keys
     message = str(error.value)
     assert "stage-2" in message and "leave 1 group" in message and "before merging" in message
     assert "96 training samples" in message
-    assert "mcl.min_group_size" in message and "mcl.allow_single_group" in message
+    assert "lower mcl.min_group_size (90) to at most" in message and "mcl.allow_single_group" in message
     assert "\n" not in message
     assert not (tmp_path / "run" / "stage-2" / "encoder.safetensors").exists()
 

@@ -52,7 +52,7 @@ from mcl.run import (
     PSEUDO_LABELS_INFO_FILE,
     RunDirectory,
 )
-from mcl.sampling import ClusterBatchSampler, RandomBatchSampler
+from mcl.sampling import ClusterBatchSampler, RandomBatchSampler, combine_cluster_labels
 from mcl.tasks import StageTask, load_model_weights, save_model, stage_seed
 from mcl.training import Fit, remove_checkpoint, train
 
@@ -83,9 +83,10 @@ def check_groups(stage: int, info: dict, stats: dict, config: Config, num_sample
     """
     groups, before = info["groups"], info.get("groups_before_merge", info["groups"])
     if groups < 2:
-        fix = (f"lower mcl.min_group_size ({config.mcl.min_group_size}) to at most {max(2, num_samples // before)} "
-               f"or mcl.clusters ({config.mcl.clusters})" if before >= 2 else
-               f"raise mcl.clusters ({config.mcl.clusters})")
+        sizes = sorted(info.get("sizes_before_merge", []), reverse=True)
+        keep = f" to at most {sizes[1]}" if len(sizes) >= 2 and sizes[1] >= 2 else ""
+        fix = (f"lower mcl.min_group_size ({config.mcl.min_group_size}){keep} or mcl.clusters ({config.mcl.clusters})"
+               if before >= 2 else f"raise mcl.clusters ({config.mcl.clusters})")
         message = (f"stage-{stage}: the pseudo-labels leave {groups} group ({before} before merging groups smaller "
                    f"than mcl.min_group_size={config.mcl.min_group_size}, {num_samples} training samples), so "
                    f"stage {stage} would train like plain SimCLR with no feature-aware negative; {fix}, or set "
@@ -149,7 +150,12 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
         labels, info = next_pseudo_labels(history, config)
         stats = group_statistics(labels, config.train.batch_size, config.mcl.negatives)
         info = {**info, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
-        check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
+        if info["groups"] < 2:  # the advice names the group sizes the merge started from
+            combined = combine_cluster_labels(history.cluster_labels, [len(c) for c in history.centroids])
+            checked = {**info, "sizes_before_merge": np.bincount(combined).tolist()}
+            check_groups(stage, checked, stats, config, num_samples, len(history.cluster_labels))
+        else:
+            check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
         logger.info("stage-%d: %d pseudo-label groups train (%d before merging), %.1f negatives per anchor",
                     stage, stats["groups_trained"], info["groups_before_merge"], stats["mean_negatives"])
         if distributed.is_main_process():

@@ -136,7 +136,10 @@ class EvalConfig:
     finetune_baseline: bool = False  # train the finetune-k baseline: plain fine-tuning with MCL's step budget
     clip_blind_pairs: int = 100  # multimodal: CLIP-blind test pairs per attribute, mined with stage 0 (0: off)
     references: bool = True  # random-init encoder and raw pixels
-    paired_pairs: int = 500  # multimodal paired benchmark: image pairs per attribute
+    paired_pairs: int = 500  # multimodal paired benchmark: image pairs per attribute (0: off)
+    # image runs on data without attribute columns: held-out images whose two augmented views give the label-free
+    # rows (alignment, uniformity, kNN agreement, view match); 0: off
+    view_images: int = 1000
 
 
 @dataclass
