@@ -85,3 +85,61 @@ def test_every_stage_records_its_diagnostics_and_eval_carries_them(data: Path, t
     assert [row["stage"] for row in result["diagnostics"]] == [1, 2]
     assert result["diagnostics"][0]["groups_trained"] == 1 and result["diagnostics"][1]["groups_trained"] >= 2
     assert "stage-2" in format_diagnostics(result["diagnostics"])
+
+
+def _digests(run: Path, stages: list[int]) -> dict[str, str]:
+    import hashlib
+
+    return {str(path.relative_to(run)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for stage in stages for path in sorted((run / f"stage-{stage}").iterdir())}
+
+
+def test_a_finished_run_grows_a_stage_and_fewer_stages_score_the_first_k(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    mcl.train(_config(data, stages=2), out=run, progress=False)
+    before = _digests(run, [1, 2])
+    grown = mcl.train(_config(data, stages=3), out=run, progress=False)
+    assert len(grown.history.models) == 3 and (run / "stage-3" / "encoder.safetensors").exists()
+    assert _digests(run, [1, 2]) == before  # stages 1-2 untouched, byte for byte
+    mcl.train(_config(data, stages=1), out=run, progress=False)
+    names = {row["representation"] for row in mcl.evaluate(run, progress=False)["rows"]}
+    assert names == {"stage-1"}
+    assert _digests(run, [1, 2]) == before and (run / "stage-3" / "encoder.safetensors").exists()
+
+
+def test_mcl_eval_set_changes_eval_keys_only(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mcl.cli import main
+
+    run = tmp_path / "run"
+    mcl.train(_config(data, stages=1), out=run, progress=False)
+    assert main(["eval", str(run), "--quiet", "--set", "eval.knn_k=3", "--set", "eval.linear_max_iter=5"]) == 0
+    assert read_json(run / "eval.json")["eval_overrides"] == ["eval.knn_k=3", "eval.linear_max_iter=5"]
+    assert main(["eval", str(run), "--quiet", "--set", "train.epochs=3"]) == 2
+    assert "only eval.* keys" in capsys.readouterr().err
+    assert main(["eval", str(run), "--quiet", "--set", "eval.knn_k=0"]) == 2
+
+
+@pytest.mark.parametrize(("threshold", "trained"), [(2.0, 2), (-1.0, 3)])
+def test_auto_stages_decide_from_the_diagnostics_and_record_why(data: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch, threshold: float,
+                                                                trained: int) -> None:
+    from mcl import diagnostics, stages
+
+    monkeypatch.setattr(stages, "continue_training",
+                        lambda records: diagnostics.continue_training(records, "novelty", threshold))
+    run = mcl.train(_config(data, stages="auto", max_stages=3), out=tmp_path / "run", progress=False)
+    assert len(run.history.models) == trained and run.config.mcl.stages == trained
+    assert mcl.api.read_run_config(tmp_path / "run").mcl.stages == trained
+    decision = read_json(tmp_path / "run" / "stages_auto.json")
+    assert decision["continue"] is (trained == 3) and "novelty" in decision["reason"]
+    assert {row["representation"] for row in mcl.evaluate(tmp_path / "run", progress=False)["rows"]} >= {
+        f"mcl-{trained}"}
+
+
+def test_continue_training_rule() -> None:
+    from mcl.diagnostics import continue_training
+
+    assert continue_training([{"stage": 1}])[0]
+    assert not continue_training([{"stage": 1}, {"stage": 2, "novelty": 0.1}], "novelty", 0.2)[0]
+    go_on, reason = continue_training([{"stage": 1}, {"stage": 2, "novelty": 0.3}], "novelty", 0.2)
+    assert go_on and "0.300 >= 0.2" in reason

@@ -23,11 +23,19 @@ from mcl import distributed
 from mcl.config import Config, apply_overrides, config_from_dict, load_config, save_config
 from mcl.data.resolve import data_fingerprint, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
+from mcl.evaluation.overrides import with_eval_overrides
 from mcl.evaluation.stage_diagnostics import recorded_diagnostics
 from mcl.files import write_json
 from mcl.modalities import modality_of
 from mcl.run import EVAL_FILE, RunDirectory
-from mcl.stages import StageHistory, run_stages, train_ensemble, train_finetune_baseline
+from mcl.stages import (
+    StageHistory,
+    planned_stages,
+    run_stages,
+    train_ensemble,
+    train_finetune_baseline,
+    trained_stages,
+)
 from mcl.tasks import load_model_weights
 from mcl.training import Fit, resolve_device
 from mcl.training import train as default_fit
@@ -77,6 +85,7 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     :class:`mcl.training.Fit` to bring your own loop).
     """
     config = as_config(config, overrides)
+    config, auto = planned_stages(config)  # mcl.stages: auto trains up to mcl.max_stages, deciding after each
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_data(config, run_dir, data, progress)
@@ -97,7 +106,8 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     modality = modality_of(config)
     task = modality.task(config, table, device, run)
     stage0 = modality.initial_model(config, task)
-    history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit)
+    history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit, auto=auto)
+    config = trained_stages(config, run, history)
     if config.eval.ensemble:
         train_ensemble(task, config, run, progress, fit=fit)
     if config.eval.finetune_baseline:
@@ -137,14 +147,17 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool = True,
-             allow_unfinished: bool = False) -> dict[str, Any]:
+             allow_unfinished: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Score every representation of a run on its test split; writes and returns ``eval.json``'s content.
 
     A run with unfinished stages is an error (its rows would pass for the finished run's) unless
     ``allow_unfinished``: then the finished stages are scored and ``eval.json`` says which are missing.
+    ``overrides``: ``eval.KEY=VALUE`` settings for this evaluation only (:mod:`mcl.evaluation.overrides`).
     """
     run = RunDirectory(run_dir)
     config = run.config()
+    if overrides:
+        config = with_eval_overrides(config, overrides)
     unfinished = run.unfinished_stages(config)
     if unfinished and not allow_unfinished:
         names = ", ".join(f"stage-{s}" for s in unfinished)
@@ -165,6 +178,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool
                               "test_rows": len(test_rows), "rows": rows,
                               "attribute_classes": {a: len(v) for a, v in table.attribute_values.items()}}
     result["diagnostics"] = recorded_diagnostics(run, config, run.finished_stages(config))
+    if overrides:
+        result["eval_overrides"] = list(overrides)
     if unfinished:
         result["unfinished_stages"] = unfinished
         logger.warning("scored the finished stages only: stages %s are not trained yet", unfinished)

@@ -105,20 +105,22 @@ def alignment(view_a: np.ndarray, view_b: np.ndarray, alpha: float = 2.0) -> flo
     return float((np.linalg.norm(a - b, axis=1) ** alpha).mean())
 
 
-def ridge_residual(earlier: np.ndarray, current: np.ndarray, seed: int, ridge: float = 1.0) -> tuple[float, np.ndarray]:
-    """1 - R^2 of a ridge map earlier -> current on held-out rows, and those rows' residuals (standardised).
+def ridge_residual(earlier: np.ndarray, current: np.ndarray, seed: int, ridge: float = 0.1) -> tuple[float, np.ndarray]:
+    """1 - R^2 of a ridge map earlier -> current on held-out rows (clipped to [0, 1]), and those rows' residuals.
 
-    Both sides are standardised; the map is fitted on a seeded half of the rows and scored on the other half
-    (R^2 pooled over output dimensions), so a map that memorises cannot fake predictability.
+    Both sides are standardised; the map (penalty ``ridge * n`` on the standardised Gram matrix) is fitted on
+    a seeded half of the rows and scored on the other half (R^2 pooled over output dimensions), so a map
+    that memorises cannot fake predictability.
     """
     x, y = _standardise(earlier), _standardise(current)
     order = np.random.default_rng([seed, 104729]).permutation(len(x))
     fit, held = order[: len(x) // 2], order[len(x) // 2:]
-    gram = x[fit].T @ x[fit] + ridge * len(fit) * 1e-3 * np.eye(x.shape[1])
+    gram = x[fit].T @ x[fit] + ridge * len(fit) * np.eye(x.shape[1])
     weights = np.linalg.solve(gram, x[fit].T @ y[fit])
     residual = y[held] - x[held] @ weights
     total = ((y[held] - y[held].mean(0)) ** 2).sum()
-    return float((residual ** 2).sum() / max(total, 1e-12)), residual
+    # held-out R^2 below 0 (worse than predicting the mean) counts as nothing predictable: novelty 1
+    return float(min(1.0, (residual ** 2).sum() / max(total, 1e-12))), residual
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -176,3 +178,26 @@ def stage_diagnostics(current: np.ndarray, earlier: list[np.ndarray], cluster_la
     else:
         out.update(nmi_previous=None, ari_previous=None, new_structure=None)
     return out
+
+
+# mcl.stages: auto: after stage s >= 2, train stage s+1 while stage s's AUTO_SIGNAL is at least AUTO_THRESHOLD.
+# Chosen on generated labelled runs (benchmarks/diagnostics_validation.py, benchmarks/README.md).
+AUTO_SIGNAL = "novelty"
+AUTO_THRESHOLD = 0.24
+
+
+def continue_training(diagnostics: list[dict[str, Any]], signal: str = AUTO_SIGNAL,
+                      threshold: float = AUTO_THRESHOLD) -> tuple[bool, str]:
+    """Whether another stage is worth training after the stages whose diagnostics are given, and why.
+
+    Stage 1 always gets a stage 2 (it has nothing to be new against); after stage s >= 2, another stage
+    trains while stage s's ``signal`` is at least ``threshold``.
+    """
+    last = diagnostics[-1]
+    if last["stage"] < 2:
+        return True, "stage 1 always gets a second stage"
+    value = last.get(signal)
+    if value is None:
+        return True, f"stage {last['stage']} recorded no {signal}"
+    verdict = ">=" if value >= threshold else "<"
+    return value >= threshold, f"stage {last['stage']} {signal} {value:.3f} {verdict} {threshold}"

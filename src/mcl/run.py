@@ -70,6 +70,7 @@ EMBEDDINGS_FILE = "embeddings.npy"
 PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
 PSEUDO_LABELS_INFO_FILE = "pseudo_labels.json"
 DIAGNOSTICS_FILE = "diagnostics.json"
+AUTO_STAGES_FILE = "stages_auto.json"  # mcl.stages: auto: the last decision and why
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
 TOKENIZER_FILE = "tokenizer.json"

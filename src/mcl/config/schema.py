@@ -106,7 +106,7 @@ class TrainConfig:
 class MCLConfig:
     """The multistage part: stages, clustering and feature-aware negatives."""
 
-    stages: int = 3
+    stages: int | Literal["auto"] = 3  # auto: up to max_stages, continuing while the diagnostics say so
     clusters: int = 10
     negatives: Literal["batch", "mask"] = "batch"
     init: Literal["scratch", "previous"] = "scratch"
@@ -123,6 +123,7 @@ class MCLConfig:
     embedding_dtype: Literal["auto", "float16", "float32"] = "auto"
     # a stage whose pseudo-labels leave fewer than 2 groups trains like plain SimCLR: an error unless true
     allow_single_group: bool = False
+    max_stages: int = 3  # mcl.stages: auto trains at most this many stages (at least 2)
 
 
 @dataclass
