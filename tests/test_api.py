@@ -35,8 +35,18 @@ def _config(data: Path) -> dict:
 def test_training_without_a_test_split_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="mcl")
     data = _table(tmp_path / "t", ["train"] * 32)
-    mcl.train(_config(data), out=tmp_path / "run", progress=False)
+    config = _config(data)
+    mcl.train({**config, "data": {**config["data"], "test_fraction": 0}}, out=tmp_path / "run", progress=False)
     assert "no rows with split=test" in caplog.text and "mcl eval" in caplog.text
+
+
+def test_training_without_a_test_split_holds_one_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mcl")
+    data = _table(tmp_path / "t", ["train"] * 40)
+    mcl.train(_config(data), out=tmp_path / "run", progress=False)
+    assert "held out" in caplog.text and "no rows with split=test" not in caplog.text
+    result = mcl.evaluate(tmp_path / "run", progress=False)
+    assert result["test_rows"] >= 1 and result["train_rows"] + result["test_rows"] == 40
 
 
 def test_a_custom_fit_trains_the_stages(tmp_path: Path) -> None:

@@ -93,9 +93,13 @@ def test_edited_clusters_json_is_refused(run_copy, table, capsys):
     assert "clusters.json: checksum differs" in error_line(capsys)
 
 
-def test_min_group_size_above_n_is_a_warning(table, tmp_path, capsys):
-    assert train(table, tmp_path / "run", "--set", "mcl.min_group_size=100") == 0
-    assert "'mcl.min_group_size': 100 is larger than the training set (16 images)" in capsys.readouterr().err
+def test_min_group_size_above_n_is_an_error_before_training_or_an_allowed_warning(table, tmp_path, capsys):
+    assert train(table, tmp_path / "run", "--set", "mcl.min_group_size=100") == 2
+    assert "'mcl.min_group_size': 100 is larger than the training set (16 images)" in error_line(capsys)
+    assert not (tmp_path / "run" / "stage-1").exists()  # refused before any stage trained
+    allowed = ("--set", "mcl.min_group_size=100", "--set", "mcl.allow_single_group=true")
+    assert train(table, tmp_path / "run", *allowed) == 0
+    assert "(allowed by mcl.allow_single_group)" in capsys.readouterr().err
 
 
 def test_embed_paths_with_a_newline_are_refused(finished_run, tmp_path, capsys):

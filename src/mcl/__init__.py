@@ -40,7 +40,7 @@ _EXPORTS = {
     "encode_images": "mcl.embedding",
     "OpenCLIPAdapter": "mcl.models.two_tower",
     # data and probes the examples use
-    "load_table": "mcl.data.table", "generate_trifeature": "mcl.data.trifeature",
+    "load_table": "mcl.data.sources", "generate_trifeature": "mcl.data.trifeature",
     "generate_captioned_trifeature": "mcl.data.captions",
     "linear_probe": "mcl.evaluation.probes",
 }

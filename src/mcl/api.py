@@ -23,10 +23,19 @@ from mcl import distributed
 from mcl.config import Config, apply_overrides, check_config, config_from_dict, load_config, save_config
 from mcl.data.resolve import data_identity, load_table_for, resolve_data
 from mcl.errors import ConfigError, DataError, RunDirError
+from mcl.evaluation.overrides import with_eval_overrides
+from mcl.evaluation.stage_diagnostics import recorded_diagnostics
 from mcl.files import write_json
 from mcl.modalities import modality_of
 from mcl.run import EVAL_FILE, RunDirectory
-from mcl.stages import StageHistory, run_stages, train_ensemble, train_finetune_baseline
+from mcl.stages import (
+    StageHistory,
+    planned_stages,
+    run_stages,
+    train_ensemble,
+    train_finetune_baseline,
+    trained_stages,
+)
 from mcl.tasks import load_model_weights
 from mcl.training import Fit, resolve_device
 from mcl.training import train as default_fit
@@ -63,9 +72,12 @@ def _check_training_table(config: Config, table: Any) -> None:
         raise ConfigError(f"config key 'mcl.clusters': {config.mcl.clusters} clusters but only {len(table)} "
                           "training images")
     if config.mcl.min_group_size > len(table) and config.mcl.stages > 1:
-        logger.warning("config key 'mcl.min_group_size': %d is larger than the training set (%d images): every "
-                       "pseudo-label group merges into one, so stages after the first train like the first",
-                       config.mcl.min_group_size, len(table))
+        message = (f"config key 'mcl.min_group_size': {config.mcl.min_group_size} is larger than the training set "
+                   f"({len(table)} images): every pseudo-label group merges into one, so stages after the first "
+                   "would train like the first")
+        if not config.mcl.allow_single_group:  # found before stage 1 trains, not after it (mcl.group_checks)
+            raise ConfigError(f"{message}; lower it or set mcl.allow_single_group: true")
+        logger.warning("%s (allowed by mcl.allow_single_group)", message)
     if config.train.batch_size > len(table):
         raise ConfigError(f"config key 'train.batch_size': {config.train.batch_size} is larger than the "
                           f"training set ({len(table)} images)")
@@ -80,12 +92,13 @@ def train(config: Config | dict[str, Any] | str | Path, out: str | Path = "runs/
     :class:`mcl.training.Fit` to bring your own loop).
     """
     config = as_config(config, overrides)
+    config, auto = planned_stages(config)  # mcl.stages: auto trains up to mcl.max_stages, deciding after each
     run_dir = Path(out)
     with RunDirectory(run_dir).writer():  # a second writer of this directory is refused until this one ends
-        return _train(config, run_dir, data, progress, fit)
+        return _train(config, run_dir, data, progress, fit, auto)
 
 
-def _train(config: Config, run_dir: Path, data: str | Path | None, progress: bool, fit: Fit) -> Run:
+def _train(config: Config, run_dir: Path, data: str | Path | None, progress: bool, fit: Fit, auto: bool) -> Run:
     config = resolve_data(config, run_dir, data, progress)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -104,7 +117,8 @@ def _train(config: Config, run_dir: Path, data: str | Path | None, progress: boo
     modality = modality_of(config)
     task = modality.task(config, table, device, run)
     stage0 = modality.initial_model(config, task)
-    history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit)
+    history = run_stages(task, config, run, progress, initial_model=stage0, fit=fit, auto=auto)
+    config = trained_stages(config, run, history)
     if config.eval.ensemble:
         train_ensemble(task, config, run, progress, fit=fit)
     if config.eval.finetune_baseline:
@@ -144,14 +158,17 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool = True,
-             allow_unfinished: bool = False) -> dict[str, Any]:
+             allow_unfinished: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Score every representation of a run on its test split; writes and returns ``eval.json``'s content.
 
     A run with unfinished stages is an error (its rows would pass for the finished run's) unless
     ``allow_unfinished``: then the finished stages are scored and ``eval.json`` says which are missing.
+    ``overrides``: ``eval.KEY=VALUE`` settings for this evaluation only (:mod:`mcl.evaluation.overrides`).
     """
     run = RunDirectory(run_dir)
     config = run.config()
+    if overrides:
+        config = with_eval_overrides(config, overrides)
     unfinished = run.unfinished_stages(config)
     if unfinished and not allow_unfinished:
         names = ", ".join(f"stage-{s}" for s in unfinished)
@@ -163,13 +180,17 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, progress: bool
     train_rows, test_rows = table.subset("train"), table.subset("test")
     where = Path(config.data.path) / "labels.csv"
     if len(test_rows) == 0:
-        raise DataError(f"{where}: no rows with split=test to score the probes on")
+        raise DataError(f"{config.data.path}: no test rows to score on (the data has no test split and "
+                        f"data.test_fraction is {config.data.test_fraction}); set data.test_fraction > 0")
     if modality.needs_attributes and not table.attribute_names():
         raise DataError(f"{where}: no attribute columns to evaluate")
     rows = modality.evaluate(run, config, train_rows, test_rows, lambda member: load_member(run.root, member, config))
     result: dict[str, Any] = {"kind": modality.name, "data": config.data.path, "train_rows": len(train_rows),
                               "test_rows": len(test_rows), "rows": rows,
                               "attribute_classes": {a: len(v) for a, v in table.attribute_values.items()}}
+    result["diagnostics"] = recorded_diagnostics(run, config, run.finished_stages(config))
+    if overrides:
+        result["eval_overrides"] = list(overrides)
     if unfinished:
         result["unfinished_stages"] = unfinished
         logger.warning("scored the finished stages only: stages %s are not trained yet", unfinished)

@@ -13,6 +13,7 @@ ensemble members a run holds (:meth:`RunDirectory.finished_stages`, :meth:`RunDi
         pseudo_labels.safetensors   the pseudo-labels this stage trained with (stage >= 2)
         clusters.safetensors centroids, labels, sizes of k-means on this stage's embeddings
         clusters.json        inertia, sizes, iterations, backend
+        diagnostics.json     label-free diagnostics of the stage (mcl.diagnostics)
         embeddings.npy       (N, D) float32/float16 map of the training set's embeddings that k-means read
         metrics.jsonl        one line per epoch: loss, lr, throughput
         checkpoint.*         last epoch checkpoint while the stage is running (resume)
@@ -70,6 +71,8 @@ CLUSTERS_INFO_FILE = "clusters.json"
 EMBEDDINGS_FILE = "embeddings.npy"
 PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
 PSEUDO_LABELS_INFO_FILE = "pseudo_labels.json"
+DIAGNOSTICS_FILE = "diagnostics.json"
+AUTO_STAGES_FILE = "stages_auto.json"  # mcl.stages: auto: the last decision and why
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
 TOKENIZER_FILE = "tokenizer.json"

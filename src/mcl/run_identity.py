@@ -7,7 +7,9 @@ move the last bits of float reductions; refusing a resume on another machine wou
 concurrent writers are refused by the run directory's lock, :mod:`mcl.run_lock`), where images live
 (``data.residency``, ``workers``, ``memory_budget_gb``: the same run bit for bit), limits that can only
 refuse data (``data.max_text_bytes``), how data files are fingerprinted (``data.fingerprint``), the
-augmentation backend (the fused code computes kornia's bits) and the evaluation settings.
+augmentation backend (the fused code computes kornia's bits), the evaluation settings, and how many stages
+to train (:data:`GROWABLE_KEYS`: no stage depends on them, so the same command with more stages grows a
+finished run and with fewer scores the first k).
 
 Example::
 
@@ -23,10 +25,15 @@ from typing import Any
 
 from mcl.config import Config
 
+# How many stages to train, and whether a collapsed stage may train, do not change what any one stage computes.
+GROWABLE_KEYS = ("stages", "max_stages", "allow_single_group")
+
 
 def training_values(config: Config) -> dict[str, Any]:
     """The config keys that change what training computes, as a nested dict."""
     values = config.to_dict()
+    for key in GROWABLE_KEYS:
+        values["mcl"].pop(key, None)
     # Parallelism does not change the result's meaning: CPU thread counts may move the last bits of float
     # reductions, and refusing a resume on a machine with another core count would strand runs. Two writers
     # with different thread counts are refused by the run directory's lock (mcl.run_lock), not by this.
@@ -62,6 +69,8 @@ def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
     has its default value, so upgrading mcl does not strand runs in progress.
     """
     old, new = _flatten(started), _flatten(training_values(config))
+    for key in GROWABLE_KEYS:  # recorded by runs started before these keys left the identity
+        old.pop(f"mcl.{key}", None)
     default = _flatten(training_values(Config()))
     missing = object()
     changed = []

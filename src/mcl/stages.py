@@ -32,17 +32,21 @@ from torch import nn
 
 from mcl import distributed
 from mcl.clustering import KMeansResult
-from mcl.config import Config
+from mcl.config import Config, save_config
 from mcl.data.loader import BatchSampler
+from mcl.diagnostics import continue_training, group_statistics, sample_rows, stage_diagnostics
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import RunDirError
 from mcl.files import load_arrays, read_json, read_jsonl, save_arrays, write_json
+from mcl.group_checks import check_cluster_budget, check_groups
 from mcl.logging_utils import phase, timed_phase
 from mcl.models import unwrap_model
-from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
+from mcl.pseudolabels import cluster_stage, combine_cluster_labels, pseudo_labels_from_stages
 from mcl.run import (
+    AUTO_STAGES_FILE,
     CLUSTERS_FILE,
     CLUSTERS_INFO_FILE,
+    DIAGNOSTICS_FILE,
     EMBEDDINGS_FILE,
     ENCODER_FILE,
     METRICS_FILE,
@@ -64,6 +68,7 @@ class StageHistory:
     cluster_labels: list[np.ndarray] = field(default_factory=list)
     centroids: list[np.ndarray] = field(default_factory=list)
     models: list[nn.Module] = field(default_factory=list)
+    diagnostics: list[dict] = field(default_factory=list)
 
 
 def next_pseudo_labels(history: StageHistory, config: Config) -> tuple[np.ndarray, dict]:
@@ -91,6 +96,16 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
 
     def compute() -> np.ndarray:
         labels, info = next_pseudo_labels(history, config)
+        stats = group_statistics(labels, config.train.batch_size, config.mcl.negatives)
+        info = {**info, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
+        if info["groups"] < 2:  # the advice names the group sizes the merge started from
+            combined = combine_cluster_labels(history.cluster_labels, [len(c) for c in history.centroids])
+            checked = {**info, "sizes_before_merge": np.bincount(combined).tolist()}
+            check_groups(stage, checked, stats, config, num_samples, len(history.cluster_labels))
+        else:
+            check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
+        logger.info("stage-%d: %d pseudo-label groups train (%d before merging), %.1f negatives per anchor",
+                    stage, stats["groups_trained"], info["groups_before_merge"], stats["mean_negatives"])
         if distributed.is_main_process():
             write_json(run.stage_dir(stage) / PSEUDO_LABELS_INFO_FILE, info)
         return labels
@@ -191,6 +206,46 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     return result
 
 
+def compute_diagnostics(run: RunDirectory, config: Config, stage: int, num_samples: int, cluster_labels: np.ndarray,
+                        pseudo_labels: np.ndarray | None) -> dict:
+    """Stage ``stage``'s diagnostics from the run's recorded embeddings (its own and every earlier stage's).
+
+    ``cluster_labels``: stage ``stage``'s k-means ids ``(N,)``; ``pseudo_labels``: what it trained with.
+    """
+    started = time.perf_counter()
+    rows = sample_rows(num_samples, config.seed)
+    first = 0 if run.is_finished(run.stage_dir(0) / EMBEDDINGS_FILE) else 1
+    embeddings = [np.asarray(open_embeddings(run.stage_dir(t) / EMBEDDINGS_FILE, num_samples)[rows],
+                             dtype=np.float32) for t in range(first, stage + 1)]
+    stats = group_statistics(pseudo_labels, config.train.batch_size, config.mcl.negatives, num_samples)
+    values = stage_diagnostics(embeddings[-1], embeddings[:-1], cluster_labels[rows],
+                               None if pseudo_labels is None else pseudo_labels[rows], config.mcl.clusters,
+                               stage_seed(config, stage), config.mcl.spherical)
+    return {"stage": stage, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"],
+            **values, "seconds": time.perf_counter() - started}
+
+
+def diagnose_or_load(task: StageTask, config: Config, run: RunDirectory, stage: int, history: StageHistory,
+                     pseudo_labels: np.ndarray | None) -> dict:
+    """``stage-s/diagnostics.json``: label-free diagnostics of stage ``stage`` (:mod:`mcl.diagnostics`), logged.
+
+    Read on a fixed seeded sample of the training set from the recorded embeddings of stage ``stage`` and of
+    every earlier stage (stage 0 included), so the cost is a few small matrix products and k-means fits on
+    at most :data:`mcl.diagnostics.DIAGNOSTICS_SAMPLE` rows. ``history`` holds the stages before ``stage``
+    and, last, stage ``stage``'s clustering.
+    """
+    path = run.stage_dir(stage) / DIAGNOSTICS_FILE
+
+    def compute() -> dict:
+        return compute_diagnostics(run, config, stage, task.num_samples, history.cluster_labels[-1], pseudo_labels)
+
+    result = run.phase(path, compute, lambda values, target: write_json(target, values), read_json)
+    shown = ", ".join(f"{key} {value:.3g}" for key, value in result.items()
+                      if key not in ("stage", "sample", "seconds") and isinstance(value, (int, float)))
+    logger.info("stage-%d diagnostics: %s", stage, shown)
+    return result
+
+
 def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDirectory) -> KMeansResult:
     """Stage 0: record an untrained initial model's weights in ``stage-0/`` and cluster its embeddings.
 
@@ -203,17 +258,41 @@ def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDir
     return cluster_or_load(task, model, config, run, 0)
 
 
+def planned_stages(config: Config) -> tuple[Config, bool]:
+    """``(config, auto)``: with ``mcl.stages: auto``, the config planned for ``mcl.max_stages`` stages and True."""
+    if config.mcl.stages != "auto":
+        return config, False
+    return replace(config, mcl=replace(config.mcl, stages=config.mcl.max_stages)), True
+
+
+def trained_stages(config: Config, run: RunDirectory, history: StageHistory) -> Config:
+    """The config with ``mcl.stages`` = the stages trained (an auto run that stopped early), saved as config.yaml.
+
+    Evaluation, ``mcl.load`` and the baselines then see the stages the run chose.
+    """
+    if len(history.models) >= config.mcl.stages:
+        return config
+    chosen = replace(config, mcl=replace(config.mcl, stages=len(history.models)))
+    if distributed.is_main_process():
+        save_config(chosen, run.config_path)
+    distributed.barrier()
+    return chosen
+
+
 def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: bool = True,
-               initial_model: nn.Module | None = None, fit: Fit = train) -> StageHistory:
+               initial_model: nn.Module | None = None, fit: Fit = train, auto: bool = False) -> StageHistory:
     """Train all ``config.mcl.stages`` stages; returns the per-stage models and clusterings.
 
     ``initial_model`` (e.g. a pretrained CLIP before fine-tuning) is clustered first as stage 0
     (:func:`initial_stage`): its clusters join the pseudo-label combination of every stage, so stage 1
     already trains with feature-aware negatives. ``history.models`` holds the trained stages only;
     ``history.cluster_labels`` starts with stage 0's clustering when there is one. ``fit`` trains
-    each stage (default :func:`mcl.training.train`).
+    each stage (default :func:`mcl.training.train`). ``auto`` (``mcl.stages: auto``): after each stage
+    s >= 2, :func:`mcl.diagnostics.continue_training` decides from the diagnostics whether stage s+1 trains
+    (at most ``config.mcl.stages``); the decision is logged and written to ``stages_auto.json``.
     """
     history = StageHistory()
+    check_cluster_budget(config, task.num_samples)
     if initial_model is not None:
         clusters = initial_stage(task, initial_model, config, run)
         history.cluster_labels.append(clusters.labels)
@@ -229,6 +308,16 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
         history.models.append(model)
         history.cluster_labels.append(clusters.labels)
         history.centroids.append(clusters.centroids)
+        history.diagnostics.append(diagnose_or_load(task, config, run, stage, history, pseudo_labels))
+        if auto and stage < config.mcl.stages:
+            go_on, reason = continue_training(history.diagnostics)
+            logger.info("mcl.stages auto: %s stage %d (%s)", "training" if go_on else "stopping before", stage + 1,
+                        reason)
+            if distributed.is_main_process():
+                write_json(run.root / AUTO_STAGES_FILE, {"after_stage": stage, "continue": go_on, "reason": reason,
+                                                         "max_stages": config.mcl.stages})
+            if not go_on:
+                break
     return history
 
 

@@ -19,7 +19,8 @@ def test_help_states_the_row_order(capsys):
     with pytest.raises(SystemExit):
         main(["embed", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "rows of labels.csv in file order, all splits" in help_text and "skipped" in help_text
+    assert "rows of labels.csv in file order" in help_text and "all splits unless --split" in help_text
+    assert "skipped" in help_text
 
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_rows_follow_labels_csv(tmp_path, capsys):
     assert main(["embed", str(run), "--data", str(data), "--out", str(features), "--paths", str(paths),
                  "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "rows of labels.csv in file order, all splits" in out and "(0 skipped here)" in out
+    assert "all splits unless --split" in out and "(0 skipped here)" in out
     listed = [line.split(",")[0] for line in (data / "labels.csv").read_text().splitlines()[1:]]
     assert paths.read_text().splitlines() == listed
     assert np.load(features).shape[0] == len(listed) == 64

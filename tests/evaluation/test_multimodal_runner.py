@@ -76,7 +76,8 @@ def test_eval_json_rows_for_every_representation_and_probe(run_dir: Path, result
         for probe in ("zeroshot", "paired", "linear"):
             assert {a for p, a in mine if p == probe} == {"shape", "texture", "color"}
         assert {p for p, a in mine if a == "caption"} == {"retrieval-i2t@1", "retrieval-t2i@1", "retrieval-i2t@5",
-                                                          "retrieval-t2i@5"}
+                                                          "retrieval-t2i@5", "retrieval-i2t@10",
+                                                          "retrieval-t2i@10"}
 
 
 def test_rows_are_the_scores_of_the_loaded_models(run_dir: Path, result: dict) -> None:

@@ -1,4 +1,4 @@
-"""``mcl eval RUN_DIR [--data DIR] [--partial]``: score every representation -> ``RUN_DIR/eval.json``.
+"""``mcl eval RUN_DIR [--data DIR] [--partial] [--set eval.KEY=VALUE]``: score every representation -> ``eval.json``.
 
 The scoring is :func:`mcl.api.evaluate`; the tables are the run's modality's
 (:meth:`Modality.format_results`), so this module knows nothing about unimodal versus image-text
@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mcl.cli.common import add_quiet
+from mcl.cli.common import add_quiet, add_set
 from mcl.run import EVAL_FILE
 
 
@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--partial", action="store_true",
                         help="score the finished stages of a run whose training has not finished (eval.json then "
                              "lists its unfinished_stages); without it such a run is an error")
+    add_set(parser)  # eval.* keys only, for this evaluation (mcl.evaluation.overrides)
     add_quiet(parser)
     parser.set_defaults(func=run)
 
@@ -42,12 +43,15 @@ def partial_note(result: dict[str, Any]) -> str | None:
 def print_results(run_dir: str | Path, result: dict[str, Any]) -> None:
     """The run's tables (in its modality's layout), the partial-evaluation note, and where eval.json went."""
     from mcl.api import read_run_config
+    from mcl.evaluation.stage_diagnostics import format_diagnostics
     from mcl.modalities import modality_of
 
     note = partial_note(result)
     if note:
         print(note + "\n")
     print(modality_of(read_run_config(run_dir)).format_results(result))
+    if result.get("diagnostics"):
+        print("\n" + format_diagnostics(result["diagnostics"]))
     if note:
         print("\n" + note)
     print(f"\nwrote {Path(run_dir) / EVAL_FILE}")
@@ -58,5 +62,5 @@ def run(args: argparse.Namespace) -> None:
     from mcl.api import evaluate
 
     result = evaluate(args.run_dir, data=args.data, progress=not args.quiet,
-                      allow_unfinished=getattr(args, "partial", False))
+                      allow_unfinished=getattr(args, "partial", False), overrides=getattr(args, "set", None))
     print_results(args.run_dir, result)

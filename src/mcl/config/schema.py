@@ -92,6 +92,9 @@ class DataConfig:
     max_text_bytes: int = ranged(1 << 20, Range(lambda v: 1 <= v <= 1 << 30, "an integer in [1, 1073741824] (bytes)"))
     # what a resume compares of every data file: stat = size and mtime; content = also its sha256 (reads all)
     fingerprint: Literal["stat", "content"] = "stat"
+    # data without test rows: this fraction is held out as the test split, by a stable hash of each sample's
+    # path/key (mcl.data.split); 0 = train on everything
+    test_fraction: float = ranged(0.1, Range(lambda v: 0 <= v < 1, "a number in [0, 1)"))
 
 
 @dataclass
@@ -165,7 +168,8 @@ class TrainConfig:
 class MCLConfig:
     """The multistage part: stages, clustering and feature-aware negatives."""
 
-    stages: int = ranged(3, POSITIVE_INT)  # number of training stages
+    # number of training stages; auto: up to max_stages, continuing while the diagnostics say so
+    stages: int | Literal["auto"] = ranged(3, Range(lambda v: v == "auto" or v >= 1, "a positive integer or 'auto'"))
     # k-means K per stage; pseudo-labels combine the clusters of every earlier stage
     clusters: int = ranged(10, AT_LEAST_TWO)
     # batch: every batch from one pseudo-label group (ClusterBatchSampler); mask: random batches, the loss ignores
@@ -186,6 +190,9 @@ class MCLConfig:
     # each stage's embeddings of the training set, stage-s/embeddings.npy (k-means reads it as a memory map):
     # auto = float32 up to a 1 GiB float32 map (small runs keep their exact values), else float16 (half the disk)
     embedding_dtype: Literal["auto", "float16", "float32"] = "auto"
+    # a stage whose pseudo-labels leave fewer than 2 groups trains like plain SimCLR: an error unless true
+    allow_single_group: bool = False
+    max_stages: int = ranged(3, AT_LEAST_TWO)  # mcl.stages: auto trains at most this many stages
 
 
 @dataclass
@@ -200,7 +207,11 @@ class EvalConfig:
     # multimodal: CLIP-blind test pairs per attribute, mined with stage 0 (0: off)
     clip_blind_pairs: int = ranged(100, NON_NEGATIVE_INT)
     references: bool = True  # random-init encoder and raw pixels
-    paired_pairs: int = ranged(500, POSITIVE_INT)  # multimodal paired benchmark: image pairs per attribute
+    # multimodal paired benchmark: image pairs per attribute (0: off)
+    paired_pairs: int = ranged(500, Range(lambda v: v >= 0, "a non-negative integer (0: off)"))
+    # image runs on data without attribute columns: held-out images whose two augmented views give the label-free
+    # rows (alignment, uniformity, kNN agreement, view match); 0: off
+    view_images: int = ranged(1000, Range(lambda v: v >= 0, "a non-negative integer (0: off)"))
 
 
 @dataclass

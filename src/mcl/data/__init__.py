@@ -11,7 +11,7 @@ from typing import Any
 from mcl.data.generators import GENERATOR_NAMES, GENERATORS, generator
 
 _EXPORTS = {
-    "ImageTable": "mcl.data.table", "load_table": "mcl.data.table", "write_table": "mcl.data.table",
+    "ImageTable": "mcl.data.table", "load_table": "mcl.data.sources", "write_table": "mcl.data.table",
     "generate_trifeature": "mcl.data.trifeature", "generate_overlay": "mcl.data.overlay",
     "generate_captioned_trifeature": "mcl.data.captions", "generate_captioned_fashion_mnist": "mcl.data.captions",
     "open_source": "mcl.data.sources", "load_folder": "mcl.data.folder", "source_digest": "mcl.data.sources",

@@ -75,9 +75,11 @@ def load_table_for(config: Config, progress: bool = True, device: torch.device |
 
     ``data.residency`` (``auto``: by the decoded size against the memory budget of ``device``) decides
     whether the images are decoded now (memory) or when read (stream, :class:`~mcl.data.images.DiskImages`).
+    Data without a test split gets one (``data.test_fraction``, :func:`mcl.data.split.hold_out`).
     """
     from mcl.data.images import choose_residency
     from mcl.data.sources import count_rows, open_source
+    from mcl.data.split import hold_out
 
     data = config.data
     residency = data.residency
@@ -85,8 +87,9 @@ def load_table_for(config: Config, progress: bool = True, device: torch.device |
         count = count_rows(data.path) if residency == "auto" else 0
         residency = choose_residency(residency, count, data.image_size, data.memory_budget_gb,
                                      device or torch.device("cpu"))
-    return open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress,
-                       stream=residency == "stream", max_text_bytes=data.max_text_bytes)
+    table = open_source(data.path, data.image_size, data.on_bad_image, data.cache, data.allow_outside_paths, progress,
+                        stream=residency == "stream", max_text_bytes=data.max_text_bytes)
+    return hold_out(table, data.test_fraction, str(data.path))
 
 
 def data_fingerprint(config: Config, train_rows: int) -> dict[str, Any]:

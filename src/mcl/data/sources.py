@@ -26,7 +26,8 @@ import numpy as np
 
 from mcl.data.folder import load_folder, read_folder
 from mcl.data.shard_files import MAX_TEXT_BYTES, resolve_shards, shards_fingerprint
-from mcl.data.table import LABELS_FILE, ImageTable, check_load_options, load_table
+from mcl.data.table import LABELS_FILE, ImageTable, check_load_options
+from mcl.data.table import load_table as load_labels_table
 from mcl.errors import DataError
 
 logger = logging.getLogger("mcl")
@@ -143,9 +144,31 @@ def open_source(
     kind = source_kind(path)
     if kind == "webdataset":
         return _open_shards(path, image_size, stream, on_bad_image, max_text_bytes)
-    load = load_table if kind == "table" else load_folder
+    load = load_labels_table if kind == "table" else load_folder
     return load(path, image_size, on_bad_image, cache, progress, allow_outside_paths=allow_outside_paths,
                 stream=stream)
+
+
+def load_table(
+    directory: str | os.PathLike,
+    image_size: int,
+    on_bad_image: str = "error",
+    cache: bool = True,
+    progress: bool = True,
+    *,
+    allow_outside_paths: bool = False,
+    stream: bool = False,
+) -> ImageTable:
+    """Any source ``mcl train --data`` reads (an image table, an image folder, WebDataset shards) as an
+    :class:`ImageTable` of uint8 RGB ``image_size x image_size`` images (``mcl.load_table``).
+
+    Example:
+        >>> table = load_table("photos/", image_size=32)   # photos/<class>/<image>
+        >>> table.images.shape, table.attributes["class"].shape
+        ((N, 32, 32, 3), (N,))
+    """
+    return open_source(directory, image_size, on_bad_image, cache, allow_outside_paths=allow_outside_paths,
+                       progress=progress, stream=stream)
 
 
 def source_digest(path: str | os.PathLike) -> str:

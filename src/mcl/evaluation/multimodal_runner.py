@@ -94,8 +94,12 @@ def row(name: str, attribute: str, probe: str, accuracy: float) -> dict[str, Any
 
 
 def paired_benchmarks(test: ImageTable, config: Config) -> dict[str, PairedBenchmark]:
-    """The paired benchmark of each attribute of ``test``; attributes without any differing pair are left out."""
+    """The paired benchmark of each attribute of ``test``; attributes without any differing pair are left out.
+
+    ``eval.paired_pairs: 0`` turns it off (no benchmark, no ``paired`` rows)."""
     benchmarks = {}
+    if not config.eval.paired_pairs:  # 0: the paired benchmark is off
+        return benchmarks
     for attribute in test.attribute_names():
         try:
             benchmarks[attribute] = build_paired_benchmark(test, attribute, config.eval.paired_pairs, config.seed)
@@ -130,7 +134,7 @@ def score_representation(name: str, model: MultistageTwoTower, train: ImageTable
                                                      config.eval.linear_c, config.eval.linear_max_iter))
                  for a in test.attribute_names()]
     if test.captions is not None:
-        for key, value in retrieval_recall(model, test.images, test.captions, image_embeddings=test_x,
+        for key, value in retrieval_recall(model, test.images, test.captions, ks=(1, 5, 10), image_embeddings=test_x,
                                            embedder=embedder).items():
             direction, k = key.split("_R@")
             rows.append(row(name, "caption", f"{RETRIEVAL_PROBES[direction]}@{k}", value))
@@ -161,9 +165,10 @@ def evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, te
     rows = []
     for name, model in representations.items():
         model_rows = score_representation(name, model, train, test, config, benchmarks, embedders[name])
-        model_rows += [row(name, a, "clip-blind", v)
-                       for a, v in score_clip_blind(model, test, blind, embedder=embedders[name]).items()
-                       if v == v]  # NaN: no such pair
+        if blind:  # none mined: eval.clip_blind_pairs is 0, or the data has no attribute columns
+            model_rows += [row(name, a, "clip-blind", v)
+                           for a, v in score_clip_blind(model, test, blind, embedder=embedders[name]).items()
+                           if v == v]  # NaN: no such pair
         logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
                                                for r in model_rows))
         rows += model_rows

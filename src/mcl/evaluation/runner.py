@@ -13,6 +13,13 @@ Representations (rows of ``eval.json``):
   is not just extra capacity;
 - ``random-init``: an untrained encoder of the same architecture;
 - ``pixels``: raw pixels (downsampled to at most 32 px).
+
+Data without attribute columns gets label-free rows instead (attribute ``views``, :func:`view_rows`):
+two augmented views (the training augmentation, a fixed seed) of up to ``eval.view_images`` held-out
+images, embedded by each representation: ``alignment`` and ``uniformity`` (Wang & Isola 2020; lower is
+better for both), ``knn-agreement`` (the mean share of an image's 10 nearest held-out neighbours that
+are the same in both views) and ``view-match@1`` (the share of images whose nearest neighbour among the
+other view's embeddings is their own other view).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from torch import nn
 
 from mcl.config import Config
 from mcl.data.table import ImageTable
+from mcl.diagnostics import alignment, uniformity
 from mcl.evaluation.probes import knn_probe, linear_probe
 from mcl.integration import MultistageEncoder, integrate
 from mcl.run import RunDirectory
@@ -82,7 +90,9 @@ def representations(run: RunDirectory, config: Config, train_images: np.ndarray,
 def evaluate_images(run: RunDirectory, config: Config, train: ImageTable, test: ImageTable,
                     load_member: Callable[[str], nn.Module],
                     untrained: Callable[[], nn.Module] | None = None) -> list[dict[str, Any]]:
-    """Linear and kNN probe rows of every representation on every attribute of ``test``."""
+    """Linear and kNN probe rows of every representation on every attribute of ``test`` (else label-free rows)."""
+    if not test.attribute_names():
+        return view_rows(run, config, test, load_member)
     rows = []
     features = representations(run, config, train.images, test.images, load_member, untrained)
     for name, (train_x, test_x) in features.items():
@@ -93,4 +103,49 @@ def evaluate_images(run: RunDirectory, config: Config, train: ImageTable, test: 
             rows.append({"representation": name, "attribute": attribute, "probe": "linear", "accuracy": linear})
             rows.append({"representation": name, "attribute": attribute, "probe": "knn", "accuracy": knn})
             logger.info("%s %s linear=%.3f knn=%.3f", name, attribute, linear, knn)
+    return rows
+
+
+VIEW_NEIGHBOURS = 10
+
+
+def two_views(config: Config, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views ``(n, 3, H, W)`` of uint8 images, with the training augmentation and a fixed seed."""
+    from mcl.augment import build_augmentation, to_float_images
+
+    augment = build_augmentation(config.augment, config.data.image_size, backend="kornia")
+    batch = to_float_images(torch.from_numpy(np.array(images, copy=True)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed + 4242)
+        return augment(batch), augment(batch)
+
+
+def knn_agreement(view_a: torch.Tensor, view_b: torch.Tensor, k: int = VIEW_NEIGHBOURS) -> tuple[float, float]:
+    """(mean share of the k nearest neighbours shared by both views, share of rows whose other view is nearest)."""
+    a, b = F.normalize(view_a.float(), dim=1), F.normalize(view_b.float(), dim=1)
+    k = max(1, min(k, len(a) - 1))
+    eye = torch.eye(len(a), dtype=torch.bool)
+    near_a = (a @ a.T).masked_fill(eye, -2).topk(k, dim=1).indices
+    near_b = (b @ b.T).masked_fill(eye, -2).topk(k, dim=1).indices
+    shared = (near_a[:, :, None] == near_b[:, None, :]).any(2).float().mean()
+    match = ((a @ b.T).argmax(1) == torch.arange(len(a))).float().mean()
+    return float(shared), float(match)
+
+
+def view_rows(run: RunDirectory, config: Config, test: ImageTable,
+              load_member: Callable[[str], nn.Module]) -> list[dict[str, Any]]:
+    """Label-free rows of every representation on two augmented views of held-out images (module docstring)."""
+    count = min(config.eval.view_images, len(test))
+    if count < 2:
+        return []
+    rows_index = np.random.default_rng(config.seed).choice(len(test), count, replace=False)
+    view_a, view_b = two_views(config, test.images[np.sort(rows_index)])
+    rows = []
+    for name, (a, b) in representations(run, config, view_a, view_b, load_member).items():
+        agreement, match = knn_agreement(a, b)
+        values = {"alignment": alignment(a.numpy(), b.numpy()), "uniformity": uniformity(a.numpy()),
+                  "knn-agreement": agreement, "view-match@1": match}
+        rows += [{"representation": name, "attribute": "views", "probe": probe, "accuracy": value}
+                 for probe, value in values.items()]
+        logger.info("%s views: %s", name, ", ".join(f"{probe}={value:.3f}" for probe, value in values.items()))
     return rows

@@ -28,7 +28,23 @@ def format_tables(result: dict[str, Any], probes: tuple[str, ...] = ("linear", "
                  if r["probe"].startswith("retrieval-")]
     if retrieval:
         tables.append(format_table({"rows": retrieval}, "retrieval"))
+    views = [r for r in result["rows"] if r["attribute"] == "views"]
+    if views:
+        tables.append(format_label_free(views))
     return "\n\n".join(tables)
+
+
+def format_label_free(rows: list[dict[str, Any]]) -> str:
+    """The label-free rows (attribute ``views``): one column per measure, raw values (not percentages)."""
+    probes = list(dict.fromkeys(r["probe"] for r in rows))
+    names = list(dict.fromkeys(r["representation"] for r in rows))
+    lookup = {(r["representation"], r["probe"]): r["accuracy"] for r in rows}
+    width = max([len(n) for n in names] + [14])
+    lines = [f"{'label-free':<{width}}  " + "  ".join(f"{p:>13}" for p in probes)]
+    for name in names:
+        lines.append(f"{name:<{width}}  " + "  ".join(
+            f"{lookup[(name, p)]:13.3f}" if (name, p) in lookup else f"{'-':>13}" for p in probes))
+    return "\n".join(lines)
 
 
 def compare(result: dict[str, Any], probe: str, first: str, second: str) -> str:

@@ -48,7 +48,7 @@ def _format_images(result: dict[str, Any]) -> str:
 
 IMAGES = Modality(
     name="images",
-    needs_attributes=True,
+    needs_attributes=False,  # without attribute columns: label-free rows (mcl.evaluation.runner.view_rows)
     task=_image_task,
     initial_model=lambda config, task: None,
     untrained=lambda config, run: build_stage_encoder(config),

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import mcl.report.plots as plots
 from mcl.data.table import ImageTable
+from mcl.evaluation.stage_diagnostics import COLUMNS, recorded_diagnostics
 from mcl.report.data import ReportRun
 from mcl.report.findings import CLASSIFICATION_PROBES, find_claim, probe_matrices
 from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, probe_label
@@ -115,7 +116,23 @@ def cluster_sizes(run: ReportRun) -> Section:
                                         f"{merged}."))
     elif run.config.mcl.stages > 1:
         section.notes.append("no pseudo-label groups yet (stage 2 has not started)")
+    section.table_html = _diagnostics_table(run)
     return section
+
+
+def _diagnostics_table(run: ReportRun) -> str:
+    """Each finished stage's groups trained, negatives per anchor and label-free diagnostics (mcl.diagnostics)."""
+    rows = recorded_diagnostics(run.run, run.config, run.finished)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(title)}</th>" for title in COLUMNS.values())
+    body = "".join(
+        f"<tr><th>stage-{row['stage']}</th>" + "".join(
+            "<td>-</td>" if row.get(key) is None else
+            f"<td>{row[key]:d}</td>" if isinstance(row[key], int) else f"<td>{row[key]:.3g}</td>" for key in COLUMNS)
+        + "</tr>" for row in rows)
+    return ("<p>Stage diagnostics (label-free): pseudo-label groups that trained, negatives per anchor, and how "
+            f"new each stage's features are.</p><table><tr><th></th>{head}</tr>{body}</table>")
 
 
 def _html_table(names: list[str], columns: list[str], matrix: np.ndarray) -> str:
