@@ -5,19 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 
+def _grid(title: str, names: list[str], columns: list[str], cell: dict[tuple[str, str], str], width: int) -> str:
+    """Rows ``names`` x ``columns`` of preformatted cells (``-`` where missing), right-aligned to ``width``."""
+    name_width = max([len(n) for n in names] + [14])
+    lines = [f"{title:<{name_width}}  " + "  ".join(f"{c:>{width}}" for c in columns)]
+    for name in names:
+        lines.append(f"{name:<{name_width}}  " + "  ".join(f"{cell.get((name, c), '-'):>{width}}" for c in columns))
+    return "\n".join(lines)
+
+
 def format_table(result: dict[str, Any], probe: str = "linear") -> str:
     """Accuracy (%) per representation (rows) and attribute (columns) for one probe."""
     rows = [r for r in result["rows"] if r["probe"] == probe]
     attributes = list(dict.fromkeys(r["attribute"] for r in rows))
     names = list(dict.fromkeys(r["representation"] for r in rows))
-    lookup = {(r["representation"], r["attribute"]): r["accuracy"] for r in rows}
-    width = max([len(n) for n in names] + [14])
-    lines = [f"{probe + ' probe':<{width}}  " + "  ".join(f"{a:>8}" for a in attributes)]
-    for name in names:
-        cells = "  ".join(f"{100 * lookup[(name, a)]:8.1f}" if (name, a) in lookup else f"{'-':>8}"
-                          for a in attributes)
-        lines.append(f"{name:<{width}}  {cells}")
-    return "\n".join(lines)
+    cell = {(r["representation"], r["attribute"]): f"{100 * r['accuracy']:.1f}" for r in rows}
+    return _grid(probe + " probe", names, attributes, cell, 8)
 
 
 def format_tables(result: dict[str, Any], probes: tuple[str, ...] = ("linear", "knn")) -> str:
@@ -38,13 +41,8 @@ def format_label_free(rows: list[dict[str, Any]]) -> str:
     """The label-free rows (attribute ``views``): one column per measure, raw values (not percentages)."""
     probes = list(dict.fromkeys(r["probe"] for r in rows))
     names = list(dict.fromkeys(r["representation"] for r in rows))
-    lookup = {(r["representation"], r["probe"]): r["accuracy"] for r in rows}
-    width = max([len(n) for n in names] + [14])
-    lines = [f"{'label-free':<{width}}  " + "  ".join(f"{p:>13}" for p in probes)]
-    for name in names:
-        lines.append(f"{name:<{width}}  " + "  ".join(
-            f"{lookup[(name, p)]:13.3f}" if (name, p) in lookup else f"{'-':>13}" for p in probes))
-    return "\n".join(lines)
+    cell = {(r["representation"], r["probe"]): f"{r['accuracy']:.3f}" for r in rows}
+    return _grid("label-free", names, probes, cell, 13)
 
 
 def compare(result: dict[str, Any], probe: str, first: str, second: str) -> str:
