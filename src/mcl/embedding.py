@@ -29,8 +29,9 @@ ImageBatch = np.ndarray | torch.Tensor
 
 def images_to_tensor(images: ImageBatch) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` (array or tensor) -> float ``(N, 3, H, W)`` in [0, 1]; float NCHW passes."""
-    # torch.tensor copies: table images are often read-only memory maps.
-    tensor = torch.tensor(np.asarray(images)) if isinstance(images, np.ndarray) else images
+    # torch.tensor copies: table images are often read-only memory maps; np.asarray also reads array-likes
+    # such as a streamed table's rows (mcl.data.table.disk.DiskImages).
+    tensor = images if torch.is_tensor(images) else torch.tensor(np.asarray(images))
     if tensor.dtype == torch.uint8:
         if tensor.ndim != 4 or tensor.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(tensor.shape)}")
