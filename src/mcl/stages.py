@@ -213,11 +213,15 @@ def compute_diagnostics(run: RunDirectory, config: Config, stage: int, num_sampl
     ``cluster_labels``: stage ``stage``'s k-means ids ``(N,)``; ``pseudo_labels``: what it trained with.
     """
     started = time.perf_counter()
-    rows = sample_rows(num_samples, config.seed)
-    first = 0 if run.is_finished(run.stage_dir(0) / EMBEDDINGS_FILE) else 1
-    embeddings = [np.asarray(open_embeddings(run.stage_dir(t) / EMBEDDINGS_FILE, num_samples)[rows],
-                             dtype=np.float32) for t in range(first, stage + 1)]
     stats = group_statistics(pseudo_labels, config.train.batch_size, config.mcl.negatives, num_samples)
+    # Stages finished by an earlier mcl may have no recorded embeddings: compare with those that have them.
+    recorded = [t for t in range(stage + 1) if run.is_finished(run.stage_dir(t) / EMBEDDINGS_FILE)]
+    if stage not in recorded:
+        logger.info("stage-%d diagnostics: its embeddings were not recorded (a run from an earlier mcl)", stage)
+        return {"stage": stage, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
+    rows = sample_rows(num_samples, config.seed)
+    embeddings = [np.asarray(open_embeddings(run.stage_dir(t) / EMBEDDINGS_FILE, num_samples)[rows],
+                             dtype=np.float32) for t in recorded]
     values = stage_diagnostics(embeddings[-1], embeddings[:-1], cluster_labels[rows],
                                None if pseudo_labels is None else pseudo_labels[rows], config.mcl.clusters,
                                stage_seed(config, stage), config.mcl.spherical)

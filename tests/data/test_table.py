@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mcl.data import ImageTable, load_table, write_table
+from mcl.data import ImageTable, write_table
 from mcl.data.table import decode as decode_module
+from mcl.data.table import load_table  # the labels.csv reader itself (mcl.data.load_table reads any source)
 from mcl.errors import ConfigError, DataError
 
 
