@@ -250,7 +250,7 @@ class MultimodalConfig:
     mask_duplicate_captions: bool = True  # two pairs with the same caption are not each other's negatives
     # pretrained-towers with the text tower and all but the last image groups locked and at most a flip as
     # augmentation: auto = compute the locked parts' outputs once and train on them
-    # (mcl.modalities.image_text.task); "off" = never (quoted: YAML reads a bare off as false)
+    # (mcl.modalities.image_text.cache); "off" = never (quoted: YAML reads a bare off as false)
     cache_locked_features: Literal["auto", "off"] = "auto"
     # initial CLIP temperature (learned, clamped)
     init_temperature: float = ranged(0.07, Range(lambda v: 0 < v <= 1, "a number in (0, 1]"))
