@@ -27,13 +27,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mcl.errors import RunDirError
+from mcl.tracking import RUN_DIR_ENTRIES
 
 LOCK_FILE = ".lock"
 # Entries a directory may hold before its manifest exists and still count as an mcl run in the making:
 # the generated/imported data set, this lock, the trackers' files (--log opens them before training starts:
 # mcl.tracking), the data listing (written just before the manifest).
-_PRE_RUN_ENTRIES = frozenset({"data", LOCK_FILE, "tensorboard", "mlflow.db", "mlartifacts", "wandb",
-                              "data_files.npz"})
+_PRE_RUN_ENTRIES = frozenset({"data", LOCK_FILE, *RUN_DIR_ENTRIES, "data_files.npz"})
 _HELD: dict[str, tuple[int, int]] = {}  # resolved directory -> (descriptor, nesting depth)
 
 

@@ -30,6 +30,9 @@ from typing import Any, Protocol
 from mcl.errors import ConfigError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # the --log choices
+# What the trackers write into the run directory (wandb creates RUN_DIR/wandb itself, from dir=RUN_DIR).
+TENSORBOARD_DIR, MLFLOW_DB, MLFLOW_ARTIFACTS, WANDB_DIR = "tensorboard", "mlflow.db", "mlartifacts", "wandb"
+RUN_DIR_ENTRIES = (TENSORBOARD_DIR, MLFLOW_DB, MLFLOW_ARTIFACTS, WANDB_DIR)
 
 SCALARS = ("loss", "lr", "images_per_s", "seconds")
 
@@ -105,8 +108,8 @@ class MLflowTracker:
         artifacts = None
         if not uri:  # a local store inside the run directory: nothing written outside it
             run_dir.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
-            artifacts = (run_dir / "mlartifacts").resolve().as_uri()
+            uri = f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}"
+            artifacts = (run_dir / MLFLOW_ARTIFACTS).resolve().as_uri()
         try:
             self.client = MlflowClient(tracking_uri=uri)
             experiment = self.client.get_experiment_by_name("mcl")
@@ -178,7 +181,7 @@ class WandbTracker:
 def open_tracker(kind: str, run_dir: Path) -> Tracker:
     """The tracker named ``kind`` (one of :data:`TRACKERS`) for ``run_dir``."""
     if kind == "tensorboard":
-        return TensorBoardTracker(run_dir / "tensorboard")
+        return TensorBoardTracker(run_dir / TENSORBOARD_DIR)
     if kind == "mlflow":
         return MLflowTracker(run_dir)
     if kind == "wandb":
