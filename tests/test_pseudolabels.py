@@ -96,6 +96,21 @@ def test_pseudo_labels_use_every_stage_not_only_the_latest():
     assert sorted(set(labels.tolist())) == [0, 1, 2]
 
 
+def test_latest_policy_groups_by_the_last_stage_only():
+    stage1 = np.repeat([0, 1], 40)
+    stage2 = np.tile(np.repeat([0, 1], 20), 2)
+    centroids = [np.eye(2, dtype=np.float32)] * 2
+    latest, info = pseudo_labels_from_stages([stage1, stage2], centroids, min_group_size=2, stages="latest")
+    assert np.array_equal(latest, stage2) and info["groups"] == 2
+    combined, info = pseudo_labels_from_stages([stage1, stage2], centroids, min_group_size=2)
+    assert info["groups"] == 4 and len(set(zip(combined.tolist(), stage2.tolist(), strict=True))) == 4
+    labeller = PseudoLabeller(min_group_size=2, stages="latest")
+    labeller.add_stage(stage1, centroids[0])
+    assert np.array_equal(labeller.add_stage(stage2, centroids[1]), stage2)
+    with pytest.raises(ValueError, match="stages must be one of"):
+        pseudo_labels_from_stages([stage1], centroids[:1], 2, stages="first")
+
+
 def test_pseudo_labels_are_contiguous_and_deterministic():
     rng = np.random.default_rng(0)
     stages = [rng.integers(0, 10, 500) for _ in range(3)]

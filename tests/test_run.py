@@ -114,3 +114,20 @@ def test_key_added_to_mcl_since_the_run_started(run):
     run.start(config_from_dict({}), DATA)
     with pytest.raises(RunDirError, match=r"augment\.flip \(0\.5 -> 0\.0\)"):
         run.start(config_from_dict({"augment": {"flip": 0.0}}), DATA)
+
+
+def test_fingerprint_ignores_which_members_mcl_k_integrates():
+    base = config_fingerprint(config_from_dict({"multimodal": {"stage0": True}}))
+    integrated = config_from_dict({"multimodal": {"stage0": True, "integrate_stage0": True}})
+    assert config_fingerprint(integrated) == base  # evaluation only: the same trained members
+
+
+def test_finetune_concat_k_is_mcl_k_baseline_when_stage0_is_integrated(run, monkeypatch):
+    finished = {"stage-0", "stage-1", "stage-2", "finetune-1", "finetune-2"}
+    monkeypatch.setattr(RunDirectory, "is_finished", lambda self, path: path.parent.name in finished)
+    config = config_from_dict({"mcl": {"stages": 2}})
+    names = {r.name: r.members for r in run.representations(config, include_stage0=True)}
+    assert names["mcl-2"] == ("stage-0", "stage-1", "stage-2")
+    assert names["finetune-concat-1"] == ("stage-0", "finetune-1")
+    assert names["finetune-concat-2"] == ("stage-0", "finetune-1", "finetune-2")
+    assert not any(n.startswith("finetune-concat") for n in (r.name for r in run.representations(config)))

@@ -131,15 +131,24 @@ def merge_small_groups(pseudo_labels: np.ndarray, centroids: np.ndarray, min_gro
 
 
 
-def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],
-                              min_group_size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Pseudo-labels ``(N,)`` from every stage's cluster ids and centroids, and what the merge did.
+GROUP_STAGES = ("all", "latest")
 
+
+def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],
+                              min_group_size: int, stages: str = "all") -> tuple[np.ndarray, dict[str, Any]]:
+    """Pseudo-labels ``(N,)`` from the stages' cluster ids and centroids, and what the merge did.
+
+    ``stages``: ``all`` combines every stage so far (MCL as the paper states it); ``latest`` uses only the
+    last stage's clusters (what the released reference code's loop does: it reloads the latest labels).
     The radix of stage ``t`` is its number of centroids ``K_t``. ``info`` holds ``groups_before_merge``,
     ``groups_merged``, ``groups`` and ``group_sizes`` (a list of ints).
     """
     if not stage_labels:
         raise ValueError("need the cluster labels of at least one stage")
+    if stages not in GROUP_STAGES:
+        raise ValueError(f"stages must be one of {GROUP_STAGES}, got {stages!r}")
+    if stages == "latest":
+        stage_labels, stage_centroids = stage_labels[-1:], stage_centroids[-1:]
     radices = [len(centroids) for centroids in stage_centroids]
     combined = combine_cluster_labels(stage_labels, radices)
     centroids = group_centroids(stage_labels, stage_centroids, combined)
@@ -160,10 +169,13 @@ class PseudoLabeller:
     and returns the pseudo-labels stage s+1 trains with; :attr:`info` describes the last result.
     """
 
-    def __init__(self, min_group_size: int = 32) -> None:
+    def __init__(self, min_group_size: int = 32, stages: str = "all") -> None:
         if min_group_size < 1:
             raise ValueError(f"min_group_size must be a positive integer, got {min_group_size}")
+        if stages not in GROUP_STAGES:
+            raise ValueError(f"stages must be one of {GROUP_STAGES}, got {stages!r}")
         self.min_group_size = min_group_size
+        self.stages = stages
         self.stage_labels: list[np.ndarray] = []
         self.stage_centroids: list[np.ndarray] = []
         self.info: dict[str, Any] = {}
@@ -196,7 +208,8 @@ class PseudoLabeller:
 
     def pseudo_labels(self) -> np.ndarray:
         """Pseudo-labels ``(N,)`` from all recorded stages (updates :attr:`info`)."""
-        labels, self.info = pseudo_labels_from_stages(self.stage_labels, self.stage_centroids, self.min_group_size)
+        labels, self.info = pseudo_labels_from_stages(self.stage_labels, self.stage_centroids, self.min_group_size,
+                                                      self.stages)
         return labels
 
     def add_stage(self, cluster_labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -172,9 +172,10 @@ class RunDirectory:
         return self.exists() and self.is_finished(self.weights("stage-0"))
 
     def representations(self, config: Config, include_stage0: bool = False) -> list[Representation]:
-        """Every representation the finished members allow: stage-s, mcl-k, ensemble-k (and stage-0).
+        """Every representation the finished members allow: stage-s, mcl-k, ensemble-k, finetune-k (and stage-0).
 
-        ``include_stage0``: stage 0 is a member of every ``mcl-k`` too (``multimodal.integrate_stage0``).
+        ``include_stage0``: stage 0 is a member of every ``mcl-k`` too (``multimodal.integrate_stage0``); then
+        ``finetune-concat-k`` (stage 0 + finetune-1..k) is mcl-k's baseline of the same size and compute.
         """
         stages = self.finished_stages(config)
         stage0 = self.has_stage0()
@@ -189,7 +190,11 @@ class RunDirectory:
             for k in self.finished_ensemble_members(config):
                 members += (f"ensemble-{k}",)
                 out.append(Representation(f"ensemble-{k}", members))
-        out += [Representation(f"finetune-{k}", (f"finetune-{k}",)) for k in self.finished_finetune_members(config)]
+        finetune = self.finished_finetune_members(config)
+        out += [Representation(f"finetune-{k}", (f"finetune-{k}",)) for k in finetune]
+        # mcl-k's equal-size baseline when it holds stage 0: stage 0 + finetune-1..k, integrated the same way.
+        out += [Representation(f"finetune-concat-{k}", lead + tuple(f"finetune-{j}" for j in range(1, k + 1)))
+                for k in (finetune if lead else [])]
         return out
 
     def finished_finetune_members(self, config: Config) -> list[int]:

@@ -44,6 +44,7 @@ def training_values(config: Config) -> dict[str, Any]:
         values["data"].pop(key, None)
     values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
     values.pop("eval", None)
+    values["multimodal"].pop("integrate_stage0", None)  # which finished members mcl-k combines: evaluation only
     return values
 
 
@@ -71,6 +72,7 @@ def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
     old, new = _flatten(started), _flatten(training_values(config))
     for key in GROWABLE_KEYS:  # recorded by runs started before these keys left the identity
         old.pop(f"mcl.{key}", None)
+    old.pop("multimodal.integrate_stage0", None)
     default = _flatten(training_values(Config()))
     missing = object()
     changed = []

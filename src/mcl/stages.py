@@ -72,8 +72,10 @@ class StageHistory:
 
 
 def next_pseudo_labels(history: StageHistory, config: Config) -> tuple[np.ndarray, dict]:
-    """Pseudo-labels for the next stage: every earlier stage's clusters combined, small groups merged."""
-    return pseudo_labels_from_stages(history.cluster_labels, history.centroids, config.mcl.min_group_size)
+    """Pseudo-labels for the next stage: the earlier stages' clusters combined (``mcl.group_stages``), small groups
+    merged."""
+    return pseudo_labels_from_stages(history.cluster_labels, history.centroids, config.mcl.min_group_size,
+                                     config.mcl.group_stages)
 
 
 def batch_sampler(num_samples: int, pseudo_labels: np.ndarray | None, config: Config, seed: int) -> BatchSampler:
@@ -99,7 +101,8 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
         stats = group_statistics(labels, config.train.batch_size, config.mcl.negatives)
         info = {**info, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
         if info["groups"] < 2:  # the advice names the group sizes the merge started from
-            combined = combine_cluster_labels(history.cluster_labels, [len(c) for c in history.centroids])
+            used = slice(-1, None) if config.mcl.group_stages == "latest" else slice(None)
+            combined = combine_cluster_labels(history.cluster_labels[used], [len(c) for c in history.centroids[used]])
             checked = {**info, "sizes_before_merge": np.bincount(combined).tolist()}
             check_groups(stage, checked, stats, config, num_samples, len(history.cluster_labels))
         else:

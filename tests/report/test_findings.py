@@ -126,11 +126,27 @@ def test_unimodal_headline_is_unchanged_beside_the_new_recipe():
                                     "it to 80% (finetune-2, plain training, same steps: 30%).")
 
 
+def test_fine_tuning_headline_pairs_mcl_k_with_stage0_and_its_concat_baseline():
+    # mcl-k holds stage 0 (multimodal.integrate_stage0): its baseline is finetune-concat-k; stage-k faces finetune-k
+    result = {"rows": rows("zeroshot", {
+        "stage-0": {"color": 0.95, "mark": 0.22}, "stage-1": {"color": 0.9, "mark": 0.40},
+        "stage-2": {"color": 0.9, "mark": 0.45}, "mcl-1": {"color": 0.96, "mark": 0.38},
+        "mcl-2": {"color": 0.96, "mark": 0.44}, "finetune-1": {"color": 0.97, "mark": 0.35},
+        "finetune-2": {"color": 0.97, "mark": 0.41}, "finetune-concat-1": {"color": 0.97, "mark": 0.33},
+        "finetune-concat-2": {"color": 0.97, "mark": 0.36}})}
+    claim = find_finetune_claim(result, {"color": 0.1, "mark": 0.25})
+    assert [(mcl, baseline) for mcl, _, baseline, _ in claim.pairs] == [
+        ("stage-1", "finetune-1"), ("mcl-1", "finetune-concat-1"), ("stage-2", "finetune-2"),
+        ("mcl-2", "finetune-concat-2")]
+    assert "mcl-2 44.0% vs finetune-concat-2 36.0% (+8.0 points)" in headline(result, {"mark": 0.25})
+
+
 def test_recipe_without_rows_comes_from_the_run_members():
     assert recipe_of({}, ["stage-0", "stage-1", "finetune-1"]) == Recipe("finetune", "stage-0", "linear")
     assert recipe_of({}, ["stage-1", "stage-2", "mcl-2"]) == Recipe(None, "stage-1", "linear")
-    assert [counterpart(n) for n in ("finetune-1", "finetune-3", "ensemble-2", "mcl-2")] == \
-        ["stage-1", "mcl-3", "mcl-2", None]
+    assert [counterpart(n) for n in ("finetune-1", "finetune-3", "ensemble-2", "mcl-2", "finetune-concat-3")] == \
+        ["stage-1", "mcl-3", "mcl-2", None, "mcl-3"]
+    assert counterpart("finetune-3", ["finetune-concat-3"]) == "stage-3"
 
 
 def test_binomial_interval_is_the_wilson_score_interval():

@@ -178,6 +178,9 @@ class MCLConfig:
     init: Literal["scratch", "previous"] = "scratch"  # each stage trains a fresh encoder or continues the previous
     # how stages are combined: each stage's features L2-normalised then concatenated, or concatenated then normalised
     integration: Literal["normalized-concat", "concat-then-normalize"] = "normalized-concat"
+    # which earlier stages' clusters form the groups: all (combined: same cluster in every stage) or latest (only the
+    # last stage's clusters, as the released reference code's loop does)
+    group_stages: Literal["all", "latest"] = "all"
     # smaller pseudo-label groups merge into the nearest group (by centroid)
     min_group_size: int = ranged(32, AT_LEAST_TWO)
     kmeans_restarts: int = ranged(5, POSITIVE_INT)  # k-means++ initialisations; the lowest inertia wins

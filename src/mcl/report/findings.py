@@ -36,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, counterpart, member_number, probe_label, recipe_of
+from mcl.report.recipe import (
+    ENSEMBLE,
+    FINETUNE,
+    FINETUNE_CONCAT,
+    Recipe,
+    counterpart,
+    member_number,
+    probe_label,
+    recipe_of,
+)
 
 SUPPRESSED_LIFT = 0.5  # below half-way from chance to perfect, stage 1 left the attribute mostly out
 RECOVERED_GAIN = 0.05  # accuracy points an mcl-k must add over stage 1 to count as recovering
@@ -159,8 +168,9 @@ class Claim:
 class FinetuneClaim:
     """Stage 0's weakest attribute by ``probe`` and, per ``finetune-k``, MCL's score on it against the baseline's.
 
-    ``pairs``: ``(MCL representation, its score, finetune-k, its score)`` by k (stage-1 vs finetune-1,
-    mcl-k vs finetune-k), only where both have a row.
+    ``pairs``: ``(MCL representation, its score, its baseline, the baseline's score)`` by k, each MCL
+    representation against its own baseline (:func:`~mcl.report.recipe.counterpart`: stage-1 vs finetune-1,
+    mcl-k vs finetune-k, or vs finetune-concat-k when mcl-k holds stage 0), only where both have a row.
     """
 
     probe: str
@@ -220,8 +230,11 @@ def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
     if weakest is None:
         return None
     pairs = []
-    for name in sorted(names, key=lambda n: member_number(n, FINETUNE) or 0):
-        mcl = counterpart(name) if member_number(name, FINETUNE) is not None else None
+    baselines = [n for n in names if member_number(n, FINETUNE) is not None or member_number(n, FINETUNE_CONCAT)]
+    # by k, the single-model pair first: stage-1 vs finetune-1, mcl-1 vs finetune-concat-1, stage-2 vs finetune-2, ...
+    for name in sorted(baselines, key=lambda n: (member_number(n, FINETUNE) or member_number(n, FINETUNE_CONCAT),
+                                                 n.startswith(FINETUNE_CONCAT))):
+        mcl = counterpart(name, names)
         if mcl in names:
             ours, theirs = values[names.index(mcl), weakest], values[names.index(name), weakest]
             if np.isfinite(ours) and np.isfinite(theirs):

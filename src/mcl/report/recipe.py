@@ -6,7 +6,8 @@ Two recipes produce runs:
   whether ``mcl-k`` recovers it, against ``ensemble-k`` (k seeds of stage 1 integrated);
 - *fine-tuning* (``mcl demo --multimodal``): an aligned ``stage-0`` is fine-tuned with MCL; the
   question is which attribute stage 0 is weakest at and whether MCL beat plain fine-tuning at equal
-  steps (``finetune-k``: stage-1 vs finetune-1, mcl-k vs finetune-k) on it, by zero-shot accuracy
+  steps (``finetune-k``: stage-1 vs finetune-1, mcl-k vs finetune-k; when mcl-k holds stage 0, mcl-k vs
+  ``finetune-concat-k`` and stage-k vs finetune-k: :func:`counterpart`) on it, by zero-shot accuracy
   when there are zero-shot rows.
 
 :func:`recipe_of` decides from the representations ``eval.json`` scored (what was measured), or, before
@@ -18,6 +19,8 @@ Example:
     Recipe(baseline='finetune', reference='stage-0', probe='zeroshot')
     >>> counterpart("finetune-1"), counterpart("finetune-2"), counterpart("ensemble-3")
     ('stage-1', 'mcl-2', 'mcl-3')
+    >>> counterpart("finetune-concat-2"), counterpart("finetune-2", ["finetune-concat-2"])
+    ('mcl-2', 'stage-2')
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FINETUNE = "finetune"  # finetune-k: plain fine-tuning for as many steps as stages 1..k (eval.finetune_baseline)
+FINETUNE_CONCAT = "finetune-concat"  # finetune-concat-k: stage 0 + finetune-1..k integrated (when mcl-k holds stage 0)
 ENSEMBLE = "ensemble"  # ensemble-k: k seeds of stage 1 integrated (eval.ensemble)
 BASELINES = (FINETUNE, ENSEMBLE)
 ZERO_SHOT, LINEAR = "zeroshot", "linear"
@@ -39,11 +43,20 @@ def member_number(name: str, prefix: str) -> int | None:
     return int(suffix) if suffix.isdigit() else None
 
 
-def counterpart(name: str) -> str | None:
-    """The MCL representation a baseline row is compared with: finetune-1 -> stage-1, finetune-k / ensemble-k -> mcl-k.
+def counterpart(name: str, names: Iterable[str] = ()) -> str | None:
+    """The MCL representation a baseline row is compared with: the one of the same size and compute.
 
-    finetune-1 is one model after stage 1's steps, so it faces stage 1 alone (as ``mcl demo`` compares them).
+    finetune-1 -> stage-1 (one model after stage 1's steps faces stage 1 alone, as ``mcl demo`` compares
+    them); finetune-concat-k (stage 0 + finetune-1..k) -> mcl-k (stage 0 + stages 1..k); finetune-k ->
+    mcl-k, or stage-k when ``names`` holds finetune-concat-k (then mcl-k holds stage 0 and has its own
+    baseline); ensemble-k -> mcl-k.
     """
+    k = member_number(name, FINETUNE_CONCAT)
+    if k is not None:
+        return f"mcl-{k}"
+    k = member_number(name, FINETUNE)
+    if k is not None and k > 1 and f"{FINETUNE_CONCAT}-{k}" in set(names):
+        return f"stage-{k}"
     for prefix in BASELINES:
         k = member_number(name, prefix)
         if k is not None:
