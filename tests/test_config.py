@@ -66,3 +66,14 @@ def test_bare_yaml_off_means_the_choice_off(tmp_path):
     path.write_text("train:\n  amp: off\nmultimodal:\n  cache_locked_features: off\n")
     config = load_config(path)
     assert config.train.amp == "off" and config.multimodal.cache_locked_features == "off"
+
+
+def test_zeroshot_prompts_name_only_their_attribute_or_value() -> None:
+    from mcl.config import config_from_dict
+    from mcl.errors import ConfigError
+
+    prompts = {"dots": ["a garment with {dots} dots", "{value}"], "texture": ["a {texture_adj} shape"]}
+    assert config_from_dict({"eval": {"zeroshot_prompts": prompts}}).eval.zeroshot_prompts == prompts
+    for bad in ({"dots": ["a {color} garment"]}, {"dots": []}, {"dots": ["a {dots"]}, {"dots": "a {dots}"}):
+        with pytest.raises(ConfigError, match="eval.zeroshot_prompts"):
+            config_from_dict({"eval": {"zeroshot_prompts": bad}})

@@ -134,3 +134,16 @@ def test_eval_mmvp_writes_rows(run_dir: Path, tmp_path: Path, capsys: pytest.Cap
     assert {r["attribute"] for r in rows} == {"Orientation and Direction", "Presence of Specific Features", "average"}
     assert "mmvp probe" in capsys.readouterr().out
 
+
+
+def test_eval_zeroshot_prompts_replace_the_prompts_of_an_attribute(run_dir: Path) -> None:
+    config = read_run_config(run_dir)
+    table = load_table_for(config, progress=False)
+    model = two_tower_representations(RunDirectory(run_dir), config, lambda m: load_member(run_dir, m))["stage-1"]
+    prompts = {"shape": ["a drawing of a {shape}", "{value}"]}
+    expected = zeroshot_attributes(model, table.subset("test"), ["shape"], templates=prompts)["shape"]
+    overridden = evaluate_run(run_dir, progress=False, overrides=["eval.zeroshot_prompts={shape: ['a drawing of a "
+                                                                    "{shape}', '{value}']}"])
+    got = [r["accuracy"] for r in overridden["rows"]
+           if r["representation"] == "stage-1" and r["probe"] == "zeroshot" and r["attribute"] == "shape"]
+    assert got == [pytest.approx(expected)]

@@ -77,6 +77,8 @@ def _type_name(tp: Any) -> str:
         return "a list of " + str(len(typing.get_args(tp))) + " numbers"
     if origin is dict:
         return "a mapping"
+    if origin is list:
+        return "a list"
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string",
             type(None): "null"}.get(tp, str(tp))
 
@@ -100,6 +102,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         key_type, value_type = typing.get_args(tp)
         if isinstance(value, dict):
             return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    elif origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(v, item_type, key) for v in value]
     elif origin is tuple:
         args = typing.get_args(tp)
         if isinstance(value, (list, tuple)) and len(value) == len(args):

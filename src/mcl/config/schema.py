@@ -8,6 +8,7 @@ strings checked against their registries by :mod:`mcl.config.validation`; loadin
 from __future__ import annotations
 
 import dataclasses
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,6 +55,19 @@ def ranged(default: Any = dataclasses.MISSING, valid: Range | None = None, *,
         ...     size: int = ranged(32, Range(lambda v: 8 <= v <= 1024, "an integer in [8, 1024]"))
     """
     return field(default=default, default_factory=default_factory, metadata={"range": valid})
+
+
+def _names_only(template: str, allowed: set[str]) -> bool:
+    """Whether every ``{field}`` of a format template is in ``allowed`` (and the template parses)."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None} <= allowed
+    except ValueError:
+        return False
+
+
+def _prompt_fields(attribute: str) -> set[str]:
+    """The fields a zero-shot prompt of ``attribute`` may name (:func:`mcl.data.captions.attribute_words`)."""
+    return {attribute, "value", *(["texture_adj"] if attribute == "texture" else [])}
 
 
 @dataclass
@@ -212,6 +226,12 @@ class EvalConfig:
     references: bool = True  # random-init encoder and raw pixels
     # multimodal paired benchmark: image pairs per attribute (0: off)
     paired_pairs: int = ranged(500, Range(lambda v: v >= 0, "a non-negative integer (0: off)"))
+    # multimodal zero-shot prompts per attribute, e.g. {dots: ["a garment with {dots} dots"]}: each template names
+    # {<attribute>} or {value}; replaces mcl's prompts of that attribute (others: "a photo of a {value} object", ...)
+    zeroshot_prompts: dict[str, list[str]] = ranged(valid=Range(
+        lambda v: all(ts and all(_names_only(t, _prompt_fields(a)) for t in ts) for a, ts in v.items()),
+        "a mapping of attribute -> a non-empty list of templates whose only fields are {<attribute>} or {value}"),
+        default_factory=dict)
     # image runs on data without attribute columns: held-out images whose two augmented views give the label-free
     # rows (alignment, uniformity, kNN agreement, view match); 0: off
     view_images: int = ranged(1000, Range(lambda v: v >= 0, "a non-negative integer (0: off)"))

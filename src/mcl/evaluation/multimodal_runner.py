@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from mcl.config import Config
+from mcl.data.captions import ZEROSHOT_TEMPLATES
 from mcl.data.table import ImageTable
 from mcl.embedding import Embedder, ModelEmbedder
 from mcl.errors import DataError
@@ -123,7 +124,8 @@ def score_representation(name: str, model: MultistageTwoTower, train: ImageTable
     rows = []
     test_x = embedder.images(test.images)
     if test.attribute_names():
-        zeroshot = zeroshot_attributes(model, test, image_embeddings=test_x, embedder=embedder)
+        zeroshot = zeroshot_attributes(model, test, image_embeddings=test_x, embedder=embedder,
+                                       templates={**ZEROSHOT_TEMPLATES, **config.eval.zeroshot_prompts})
         rows += [row(name, a, "zeroshot", v) for a, v in zeroshot.items()]
         for a, benchmark in (paired_benchmarks(test, config) if benchmarks is None else benchmarks).items():
             solved = score_embedded_pairs(model, test_x[torch.as_tensor(benchmark.rows)], benchmark.statements,

@@ -1,0 +1,194 @@
+"""Multimodal MCL recipes against plain fine-tuning on captioned sets the recipe was not tuned on (issue 22).
+
+For every (data set, seed, variant): generate the set (the data's seed is the run's seed), train
+``configs/multimodal.yaml`` with the variant's ``--set`` keys (MCL stages and the ``finetune-k`` baseline in
+the same run), then evaluate twice: ``mcl-k`` without stage 0 (the shipped integration) and with it
+(``multimodal.integrate_stage0=true``, which adds ``finetune-concat-k``, its equal-size baseline). Paired and
+CLIP-blind benchmarks are off (zero-shot and retrieval are the measures here); the new attributes' zero-shot
+prompts are ``eval.zeroshot_prompts`` (:data:`captioned_sets.ZEROSHOT_PROMPTS`). Each evaluation's rows go to
+``OUT/rows.jsonl``; ``--summary`` prints the tables (mean and spread over seeds per set and variant).
+
+Variants (one factor each against ``shipped``):
+
+- ``shipped``: ``multimodal.init: previous``, groups from all earlier stages, batch 128, K 10;
+- ``pretrained``: every stage starts from stage 0 (``multimodal.init: pretrained``, the reference's commands);
+- ``latest``: groups from the latest stage's clusters only (``mcl.group_stages: latest``, the released code);
+- ``batch512``: in-group batches of 512 (K 4, so that groups of ~1000 fill them); the baseline uses 512 too.
+
+Usage::
+
+    python benchmarks/multimodal_recipes.py --sets demo digits-turned --seeds 0 1 --out /tmp/mm22
+    python benchmarks/multimodal_recipes.py --out /tmp/mm22 --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import captioned_sets  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "shipped": [],
+    "pretrained": ["multimodal.init=pretrained"],
+    "latest": ["mcl.group_stages=latest"],
+    "batch512": ["train.batch_size=512", "mcl.clusters=4", "mcl.min_group_size=128"],
+}
+SETS = ("demo", *captioned_sets.SETS)
+BLIND = {"demo": "mark", **captioned_sets.BLIND}
+EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0",
+             "eval.zeroshot_prompts=" + json.dumps(captioned_sets.ZEROSHOT_PROMPTS)]
+FORMS = {"without-stage0": [], "with-stage0": ["multimodal.integrate_stage0=true"]}
+
+
+def make_data(name: str, seed: int, out: Path) -> Path:
+    """The table of set ``name`` for ``seed`` (written once)."""
+    directory = out / "data" / f"{name}-s{seed}"
+    if not (directory / "labels.csv").exists():
+        if name == "demo":
+            from mcl.data.generators import GENERATORS
+
+            GENERATORS["captioned-trifeature-marked"](directory, n_train=4000, n_test=1000, image_size=32, seed=seed)
+        else:
+            captioned_sets.generate(name, directory, seed=seed)
+    return directory
+
+
+def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None:
+    """Train and evaluate one (set, seed, variant); appends its rows to ``OUT/rows.jsonl``."""
+    run = out / "runs" / f"{name}-s{seed}-{variant}"
+    done = out / "done" / run.name
+    if done.exists():
+        return
+    data = make_data(name, seed, out)
+    sets = [f"seed={seed}", f"train.threads={threads}", *VARIANTS[variant]]
+    started = time.time()
+    command = [sys.executable, "-m", "mcl", "train", str(ROOT / "configs" / "multimodal.yaml"), "--data", str(data),
+               "--out", str(run), "--quiet"] + [a for s in sets for a in ("--set", s)]
+    subprocess.run(command, check=True)
+    trained = time.time() - started
+    for form, extra in FORMS.items():
+        script = ("import sys, json, mcl; "
+                  "print(json.dumps(mcl.evaluate(sys.argv[1], progress=False, overrides=sys.argv[2:])))")
+        result = subprocess.run([sys.executable, "-c", script, str(run), *EVAL_SETS, *extra], check=True,
+                                capture_output=True, text=True)
+        rows = json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+        with open(out / "rows.jsonl", "a") as f:
+            for row in rows:
+                f.write(json.dumps({"set": name, "seed": seed, "variant": variant, "form": form, **row}) + "\n")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"train_s": trained, "total_s": time.time() - started}))
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def load_rows(out: Path) -> list[dict]:
+    """Every row written so far."""
+    path = out / "rows.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def scores(rows: list[dict], name: str, variant: str, form: str, representation: str, attribute: str,
+           probe: str = "zeroshot") -> list[float]:
+    """The score of one cell per seed (in seed order)."""
+    picked = {r["seed"]: r["accuracy"] for r in rows if r["set"] == name and r["variant"] == variant
+              and r["form"] == form and r["representation"] == representation and r["attribute"] == attribute
+              and r["probe"] == probe}
+    return [100 * picked[s] for s in sorted(picked)]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def comparisons(rows: list[dict], name: str, variant: str) -> list[tuple[str, str, str]]:
+    """(form, MCL representation, its baseline) pairs present for one set and variant."""
+    present = {(r["form"], r["representation"]) for r in rows if r["set"] == name and r["variant"] == variant}
+    pairs = [("without-stage0", "stage-1", "finetune-1"), ("without-stage0", "mcl-2", "finetune-2"),
+             ("with-stage0", "mcl-2", "finetune-concat-2")]
+    return [p for p in pairs if (p[0], p[1]) in present and (p[0], p[2]) in present]
+
+
+def summary(out: Path) -> str:
+    """Markdown tables: per set and variant, MCL minus its baseline per attribute (zero-shot) and retrieval R@5."""
+    rows = load_rows(out)
+    lines = []
+    for name in SETS:
+        attributes = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"})
+        if not attributes:
+            continue
+        blind = BLIND[name]
+        attributes = [blind] + [a for a in attributes if a != blind]
+        lines += [f"\n### {name} (blind attribute: {blind})\n",
+                  "| variant | MCL vs baseline | seeds | stage-0 " + blind + " | " +
+                  " | ".join(f"{a}: MCL / base / diff" for a in attributes) + " | i2t R@5 diff | t2i R@5 diff |",
+                  "|---" * (5 + len(attributes) + 1) + "|"]
+        for variant in VARIANTS:
+            for form, ours, base in comparisons(rows, name, variant):
+                stage0 = scores(rows, name, variant, form, "stage-0", blind)
+                cells = []
+                for a in attributes:
+                    mine = scores(rows, name, variant, form, ours, a)
+                    theirs = scores(rows, name, variant, form, base, a)
+                    diff = [m - t for m, t in zip(mine, theirs, strict=False)]
+                    cells.append(f"{np.mean(mine):.1f} / {np.mean(theirs):.1f} / {_cell(diff)}")
+                recall = []
+                for probe in ("retrieval-i2t@5", "retrieval-t2i@5"):
+                    mine = scores(rows, name, variant, form, ours, "caption", probe)
+                    theirs = scores(rows, name, variant, form, base, "caption", probe)
+                    recall.append(_cell([m - t for m, t in zip(mine, theirs, strict=False)]))
+                seeds = len(scores(rows, name, variant, form, ours, blind))
+                lines.append(f"| {variant} | {ours} vs {base} | {seeds} | {_cell(stage0)} | " + " | ".join(cells) +
+                             f" | {recall[0]} | {recall[1]} |")
+    return "\n".join(lines)
+
+
+def negatives(out: Path) -> str:
+    """Markdown: groups trained and mean negatives per anchor of stages 1-2, per set and variant (mean over seeds)."""
+    lines = ["\n### Negatives per anchor (mean over seeds)\n", "| set | variant | stage | groups trained | negatives |",
+             "|---|---|---|---|---|"]
+    for name in SETS:
+        for variant in VARIANTS:
+            for stage in (1, 2):
+                infos = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(
+                    f"{name}-s*-{variant}/stage-{stage}/pseudo_labels.json"))]
+                if infos:
+                    lines.append(f"| {name} | {variant} | {stage} | "
+                                 f"{np.mean([i['groups_trained'] for i in infos]):.0f} | "
+                                 f"{np.mean([i['mean_negatives'] for i in infos]):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--summary", action="store_true", help="print the tables of what OUT holds, train nothing")
+    args = parser.parse_args()
+    if not args.summary:
+        for seed in args.seeds:
+            for name in args.sets:
+                for variant in args.variants:
+                    print(f"[recipes] {name} seed {seed} {variant}", flush=True)
+                    run_one(name, seed, variant, args.out, args.threads)
+    print(summary(args.out))
+    print(negatives(args.out))
+
+
+if __name__ == "__main__":
+    main()
