@@ -4,7 +4,7 @@ For every (data set, seed, variant): generate the set (the data's seed is the ru
 ``configs/multimodal.yaml`` with the variant's ``--set`` keys (MCL stages and the ``finetune-k`` baseline in
 the same run), then evaluate twice: ``mcl-k`` without stage 0 (the shipped integration) and with it
 (``multimodal.integrate_stage0=true``, which adds ``finetune-concat-k``, its equal-size baseline). Paired and
-CLIP-blind benchmarks are off (zero-shot and retrieval are the measures here); the new attributes' zero-shot
+CLIP-blind benchmarks and the linear probe are off (zero-shot and retrieval are the measures here); the new attributes' zero-shot
 prompts are ``eval.zeroshot_prompts`` (:data:`captioned_sets.ZEROSHOT_PROMPTS`). Each evaluation's rows go to
 ``OUT/rows.jsonl``; ``--summary`` prints the tables (mean and spread over seeds per set and variant).
 
@@ -45,7 +45,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 SETS = ("demo", *captioned_sets.SETS)
 BLIND = {"demo": "mark", **captioned_sets.BLIND}
-EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0",
+EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0", "eval.linear_max_iter=0",
              "eval.zeroshot_prompts=" + json.dumps(captioned_sets.ZEROSHOT_PROMPTS)]
 FORMS = {"without-stage0": [], "with-stage0": ["multimodal.integrate_stage0=true"]}
 

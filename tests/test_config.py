@@ -77,3 +77,13 @@ def test_zeroshot_prompts_name_only_their_attribute_or_value() -> None:
     for bad in ({"dots": ["a {color} garment"]}, {"dots": []}, {"dots": ["a {dots"]}, {"dots": "a {dots}"}):
         with pytest.raises(ConfigError, match="eval.zeroshot_prompts"):
             config_from_dict({"eval": {"zeroshot_prompts": bad}})
+
+
+def test_linear_probe_can_be_off_only_in_image_text_runs() -> None:
+    from mcl.config import config_from_dict
+    from mcl.errors import ConfigError
+
+    multimodal = {"objective": {"name": "clip"}, "multimodal": {"enabled": True}, "eval": {"linear_max_iter": 0}}
+    assert config_from_dict(multimodal).eval.linear_max_iter == 0
+    with pytest.raises(ConfigError, match="eval.linear_max_iter.*only in image-text runs"):
+        config_from_dict({"eval": {"linear_max_iter": 0}})

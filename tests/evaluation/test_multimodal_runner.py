@@ -143,7 +143,8 @@ def test_eval_zeroshot_prompts_replace_the_prompts_of_an_attribute(run_dir: Path
     prompts = {"shape": ["a drawing of a {shape}", "{value}"]}
     expected = zeroshot_attributes(model, table.subset("test"), ["shape"], templates=prompts)["shape"]
     overridden = evaluate_run(run_dir, progress=False, overrides=["eval.zeroshot_prompts={shape: ['a drawing of a "
-                                                                    "{shape}', '{value}']}"])
+                                                                    "{shape}', '{value}']}", "eval.linear_max_iter=0"])
+    assert not [r for r in overridden["rows"] if r["probe"] == "linear"]  # 0: the linear probe is off
     got = [r["accuracy"] for r in overridden["rows"]
            if r["representation"] == "stage-1" and r["probe"] == "zeroshot" and r["attribute"] == "shape"]
     assert got == [pytest.approx(expected)]

@@ -217,7 +217,9 @@ class EvalConfig:
     """Per-attribute probes and reference representations."""
 
     knn_k: int = ranged(20, POSITIVE_INT)  # neighbours of the kNN probe (cosine, votes weighted by exp(sim / 0.07))
-    linear_max_iter: int = ranged(1000, POSITIVE_INT)  # L-BFGS iterations of the linear probe (at most)
+    # L-BFGS iterations of the linear probe (at most); image-text runs: 0 = no linear rows (zero-shot and retrieval
+    # need none; the probes are most of an image-text evaluation's time)
+    linear_max_iter: int = ranged(1000, NON_NEGATIVE_INT)
     linear_c: float = ranged(1.0, POSITIVE)  # inverse L2 regularisation of the linear probe (scikit-learn's C)
     ensemble: bool = True  # train the ensemble-k baseline
     finetune_baseline: bool = False  # train the finetune-k baseline: plain fine-tuning with MCL's step budget

@@ -137,6 +137,9 @@ def _check_multimodal(config: Config) -> None:
     if multimodal.stage0_checkpoint and multimodal.model != "pretrained-towers":
         raise ConfigError("config key 'multimodal.stage0_checkpoint': only for multimodal.model: pretrained-towers "
                           "(open_clip and hf-clip models load their own weights)")
+    if config.eval.linear_max_iter == 0 and not multimodal.enabled:
+        raise ConfigError("config key 'eval.linear_max_iter': got 0; expected a positive integer (0 turns the probe "
+                          "off only in image-text runs: image runs are scored by it)")
     if multimodal.integrate_stage0 and not multimodal.stage0:
         raise ConfigError("config key 'multimodal.integrate_stage0': needs multimodal.stage0: true")
 

@@ -131,10 +131,11 @@ def score_representation(name: str, model: MultistageTwoTower, train: ImageTable
             solved = score_embedded_pairs(model, test_x[torch.as_tensor(benchmark.rows)], benchmark.statements,
                                           embedder=embedder)
             rows.append(row(name, a, "paired", solved.float().mean()))
-        train_x = embedder.images(train.images)
-        rows += [row(name, a, "linear", linear_probe(train_x, train.attributes[a], test_x, test.attributes[a],
-                                                     config.eval.linear_c, config.eval.linear_max_iter))
-                 for a in test.attribute_names()]
+        if config.eval.linear_max_iter:  # 0: the linear probe is off
+            train_x = embedder.images(train.images)
+            rows += [row(name, a, "linear", linear_probe(train_x, train.attributes[a], test_x, test.attributes[a],
+                                                         config.eval.linear_c, config.eval.linear_max_iter))
+                     for a in test.attribute_names()]
     if test.captions is not None:
         for key, value in retrieval_recall(model, test.images, test.captions, ks=(1, 5, 10), image_embeddings=test_x,
                                            embedder=embedder).items():
