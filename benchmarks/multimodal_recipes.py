@@ -3,8 +3,8 @@
 For every (data set, seed, variant): generate the set (the data's seed is the run's seed), train
 ``configs/multimodal.yaml`` with the variant's ``--set`` keys (MCL stages and the ``finetune-k`` baseline in
 the same run), then evaluate twice: ``mcl-k`` without stage 0 (the shipped integration) and with it
-(``multimodal.integrate_stage0=true``, which adds ``finetune-concat-k``, its equal-size baseline). Paired and
-CLIP-blind benchmarks and the linear probe are off (zero-shot and retrieval are the measures here); the new attributes' zero-shot
+(``multimodal.integrate_stage0=true``, which adds ``finetune-concat-k``, its equal-size baseline). Paired,
+CLIP-blind and linear probes are off (zero-shot and retrieval are the measures here); the new attributes' zero-shot
 prompts are ``eval.zeroshot_prompts`` (:data:`captioned_sets.ZEROSHOT_PROMPTS`). Each evaluation's rows go to
 ``OUT/rows.jsonl``; ``--summary`` prints the tables (mean and spread over seeds per set and variant).
 
