@@ -33,9 +33,10 @@ DATASETS = {
     "tri-a": ("trifeature", 0, {"augment.color_jitter": 0.2, "augment.grayscale": 0.0}),
     "tri-b": ("trifeature", 1, {"augment.color_jitter": 0.8, "augment.grayscale": 0.5}),
     "overlay": ("overlay", 0, {"augment.color_jitter": 0.2, "augment.grayscale": 0.0}),
+    "overlay-b": ("overlay", 1, {"augment.color_jitter": 0.8, "augment.grayscale": 0.5}),
 }
 SELECTION = ("tri-a", "tri-b")  # the auto-stage rule is chosen on these ...
-CONFIRMATION = ("overlay",)  # ... and confirmed on these
+CONFIRMATION = ("overlay", "overlay-b")  # ... and confirmed on these
 BACKBONES = {
     "convnet": {"model.backbone": "convnet", "model.width": 0.5, "train.lr": 0.002, "train.weight_decay": 0.0001},
     "vit": {"model.backbone": "vit", "model.width": 1.0, "train.lr": 0.001, "train.weight_decay": 0.05,
@@ -136,8 +137,7 @@ def transitions(root: Path) -> list[dict]:
         stages = sorted(diagnostics)
         for stage in stages[1:]:
             before = "stage-1" if stage == 2 else f"mcl-{stage - 1}"
-            record = {"run": run.name, "data": run.name.split("-")[0] if run.name.startswith("overlay") else
-                      "-".join(run.name.split("-")[:2]), "stage": stage, "suppressed": suppressed,
+            record = {"run": run.name, "data": run.name.rsplit("-", 2)[0], "stage": stage, "suppressed": suppressed,
                       "before": accuracy[(before, suppressed)], "after": accuracy[(f"mcl-{stage}", suppressed)]}
             record["gain"] = record["after"] - record["before"]
             gains = [accuracy[(f"mcl-{stage}", a)] - accuracy[(before, a)] for a in chance]
