@@ -143,6 +143,11 @@ def gains(run: Path) -> dict[int, dict[str, np.ndarray]]:
     return out
 
 
+def pool_accuracy(run: Path, k: int) -> float:
+    """The suppressed attribute's accuracy of mcl-k's train-fitted probe on the fresh pool."""
+    return float(np.load(prediction_file(run))[f"mcl-{k}/train/pool"].mean())
+
+
 def split_half_reliability(per_image: list[np.ndarray], splits: int = 200, seed: int = 0,
                            halves: list[tuple[np.ndarray, np.ndarray]] | None = None) -> tuple[float, float]:
     """(Spearman-Brown corrected split-half reliability, mean half-half Spearman) of a gain over transitions.
@@ -168,9 +173,9 @@ def split_half_reliability(per_image: list[np.ndarray], splits: int = 200, seed:
     return 2 * r / (1 + r), r
 
 
-TARGETS = {"test": "harness target: train-fitted probe, the run's 400 test images",
-           "pool": f"train-fitted probe, {POOL_SIZE} fresh images",
-           "cross": f"two pool-fitted probes ({POOL_SIZE // 2} images each), each scored on the other half"}
+NOISE_TARGETS = {"test": "harness target: train-fitted probe, the run's 400 test images",
+                 "pool": f"train-fitted probe, {POOL_SIZE} fresh images",
+                 "cross": f"two pool-fitted probes ({POOL_SIZE // 2} images each), each scored on the other half"}
 
 
 def reliability(runs: list[tuple[Path, int]]) -> list[dict]:
@@ -187,7 +192,7 @@ def reliability(runs: list[tuple[Path, int]]) -> list[dict]:
     per = [gains(run)[stage] for run, stage in runs]
     pool_gain = [g["pool"].mean() for g in per]
     out = []
-    for name, what in TARGETS.items():
+    for name, what in NOISE_TARGETS.items():
         images = [g[name] for g in per]
         halves = None
         if name == "cross":  # the two fits are the natural halves: independent probe fits and test images
