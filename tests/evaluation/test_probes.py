@@ -1,6 +1,6 @@
 import numpy as np
 
-from mcl.evaluation.probes import knn_probe, linear_probe
+from mcl.evaluation.probes import knn_probe, linear_predictions, linear_probe
 
 
 def _data(seed=0, n=300, informative=True):
@@ -29,6 +29,13 @@ def test_linear_probe_agrees_with_sklearn():
     reference = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(x_train), y_train)
     expected = (reference.predict(scaler.transform(x_test)) == y_test).mean()
     assert abs(linear_probe(x_train, y_train, x_test, y_test) - expected) <= 0.02
+
+
+def test_linear_predictions_are_the_probes_per_row_answers():
+    x_train, y_train, x_test, y_test = _data(2)
+    predicted = linear_predictions(x_train, y_train, x_test, classes=3)
+    assert predicted.shape == (len(x_test),) and set(np.unique(predicted)) <= {0, 1, 2}
+    assert (predicted == y_test).mean() == linear_probe(x_train, y_train, x_test, y_test)
 
 
 def test_knn_probe():

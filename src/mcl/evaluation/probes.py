@@ -20,14 +20,13 @@ def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to("cpu", dtype)
 
 
-def linear_probe(train_x: np.ndarray | torch.Tensor, train_y: np.ndarray, test_x: np.ndarray | torch.Tensor,
-                 test_y: np.ndarray, c: float = 1.0, max_iter: int = 1000) -> float:
-    """Test accuracy of an L2-regularised logistic regression fitted on the training rows."""
+def linear_predictions(train_x: np.ndarray | torch.Tensor, train_y: np.ndarray, test_x: np.ndarray | torch.Tensor,
+                       classes: int, c: float = 1.0, max_iter: int = 1000) -> np.ndarray:
+    """Predicted classes ``(n_test,)`` of the linear probe (module docstring) fitted on the training rows."""
     x_train, x_test = _as_tensor(train_x, torch.float64), _as_tensor(test_x, torch.float64)
-    y_train, y_test = _as_tensor(train_y, torch.long), _as_tensor(test_y, torch.long)
+    y_train = _as_tensor(train_y, torch.long)
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    classes = int(max(y_train.max(), y_test.max())) + 1
     weight = torch.zeros(x_train.shape[1], classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
     penalty = 1.0 / (2.0 * c * len(x_train))
@@ -42,8 +41,15 @@ def linear_probe(train_x: np.ndarray | torch.Tensor, train_y: np.ndarray, test_x
 
     optimizer.step(closure)
     with torch.no_grad():
-        predictions = (x_test @ weight + bias).argmax(1)
-    return float((predictions == y_test).double().mean())
+        return (x_test @ weight + bias).argmax(1).numpy()
+
+
+def linear_probe(train_x: np.ndarray | torch.Tensor, train_y: np.ndarray, test_x: np.ndarray | torch.Tensor,
+                 test_y: np.ndarray, c: float = 1.0, max_iter: int = 1000) -> float:
+    """Test accuracy of an L2-regularised logistic regression fitted on the training rows."""
+    classes = int(max(np.max(np.asarray(train_y)), np.max(np.asarray(test_y)))) + 1
+    predictions = linear_predictions(train_x, train_y, test_x, classes, c, max_iter)
+    return float((predictions == np.asarray(test_y)).mean())
 
 
 def knn_probe(train_x: np.ndarray | torch.Tensor, train_y: np.ndarray, test_x: np.ndarray | torch.Tensor,
