@@ -121,6 +121,25 @@ def comparisons(rows: list[dict], name: str, variant: str) -> list[tuple[str, st
     return [p for p in pairs if (p[0], p[1]) in present and (p[0], p[2]) in present]
 
 
+def verdict(rows: list[dict], name: str, variant: str, form: str, ours: str, base: str) -> str:
+    """Issue 22's target on the seed means: blind >= baseline + 5 and >= stage 0 + 10, no attribute more than 2
+    below the baseline, retrieval R@5 (both directions) no more than 2 below; the failed parts named."""
+    def mean(representation: str, attribute: str, probe: str = "zeroshot") -> float:
+        values = scores(rows, name, variant, form, representation, attribute, probe)
+        return float(np.mean(values)) if values else float("nan")
+
+    blind = BLIND[name]
+    failed = []
+    if not mean(ours, blind) >= max(mean(base, blind) + 5, mean("stage-0", blind) + 10):
+        failed.append(f"{blind} {mean(ours, blind) - mean(base, blind):+.1f}")
+    attributes = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"} - {blind})
+    failed += [f"{a} {mean(ours, a) - mean(base, a):+.1f}" for a in attributes if mean(ours, a) < mean(base, a) - 2]
+    failed += [f"{probe[10:13]} {mean(ours, 'caption', probe) - mean(base, 'caption', probe):+.1f}"
+               for probe in ("retrieval-i2t@5", "retrieval-t2i@5")
+               if mean(ours, "caption", probe) < mean(base, "caption", probe) - 2]
+    return "met" if not failed else "not met: " + ", ".join(failed)
+
+
 def summary(out: Path) -> str:
     """Markdown tables: per set and variant, MCL minus its baseline per attribute (zero-shot) and retrieval R@5."""
     rows = load_rows(out)
@@ -133,8 +152,9 @@ def summary(out: Path) -> str:
         attributes = [blind] + [a for a in attributes if a != blind]
         lines += [f"\n### {name} (blind attribute: {blind})\n",
                   "| variant | MCL vs baseline | seeds | stage-0 " + blind + " | " +
-                  " | ".join(f"{a}: MCL / base / diff" for a in attributes) + " | i2t R@5 diff | t2i R@5 diff |",
-                  "|---" * (5 + len(attributes) + 1) + "|"]
+                  " | ".join(f"{a}: MCL / base / diff" for a in attributes) +
+                  " | i2t R@5 diff | t2i R@5 diff | target |",
+                  "|---" * (5 + len(attributes) + 2) + "|"]
         for variant in VARIANTS:
             for form, ours, base in comparisons(rows, name, variant):
                 stage0 = scores(rows, name, variant, form, "stage-0", blind)
@@ -151,7 +171,7 @@ def summary(out: Path) -> str:
                     recall.append(_cell([m - t for m, t in zip(mine, theirs, strict=False)]))
                 seeds = len(scores(rows, name, variant, form, ours, blind))
                 lines.append(f"| {variant} | {ours} vs {base} | {seeds} | {_cell(stage0)} | " + " | ".join(cells) +
-                             f" | {recall[0]} | {recall[1]} |")
+                             f" | {recall[0]} | {recall[1]} | {verdict(rows, name, variant, form, ours, base)} |")
     return "\n".join(lines)
 
 
