@@ -173,7 +173,8 @@ def probe_accuracy(run: ReportRun) -> Section:
     if recipe.probe in matrices and (bars := plots.claim_bars(recipe.probe, *matrices[recipe.probe], chance,
                                                               claim.k if claim else None,
                                                               recipe.baseline, n)) is not None:
-        section.pictures.insert(0, Picture("suppression.png", plots.png(bars), _claim_caption(recipe)))
+        interval = f" Error bars: the 95% Wilson interval of each accuracy on {n} test images." if n else ""
+        section.pictures.insert(0, Picture("suppression.png", plots.png(bars), _claim_caption(recipe) + interval))
     return section
 
 
