@@ -9,7 +9,7 @@ kNN probes) and checks that both probe versions give the same rows. Target: eval
     python benchmarks/eval_time.py --threads 1            # the demo itself (4000 / 1000 images, 8 epochs)
     python benchmarks/eval_time.py --threads 1 --quick    # 1000 / 250 images, same model and epochs
 
-Writes ``benchmarks/results/eval_time[-quick].md``.
+Writes ``benchmarks/results/eval_time-t<threads>[-quick].md``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def timed_eval(run_dir: Path, probe: Callable) -> tuple[float, dict[str, float],
 def main() -> None:
     """Train, evaluate before/after interleaved, write the results table."""
     options = parser(__doc__.split("\n")[0])
-    options.add_argument("--keep", help="train into this directory (reused if finished) instead of a temporary one")
+    options.add_argument("--keep", help="train into this new directory (kept afterwards) instead of a temporary one")
     args = options.parse_args()
     limit_threads(args.threads)
     repeats = args.repeats or 1
@@ -95,6 +95,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = Path(args.keep or Path(scratch) / "run")
         started = time.perf_counter()
+        if (run_dir / "manifest.json").exists():
+            options.error(f"--keep {run_dir}: exists; the training time is only measured on a fresh run")
         train(ROOT / "configs" / "demo.yaml", run_dir, overrides=overrides, progress=False)
         train_seconds = time.perf_counter() - started
         load_member(run_dir, "stage-1")  # first-load costs (imports) outside the timed evaluations
@@ -116,7 +118,7 @@ def main() -> None:
             + f"\n\nbefore/after eval.json rows identical: {'yes' if same else 'NO'}; "
             f"eval speed-up {rows[0][1] / rows[1][1]:.2f}x\n")
     print(text)
-    out = ROOT / "benchmarks" / "results" / f"eval_time{'-quick' if args.quick else ''}.md"
+    out = ROOT / "benchmarks" / "results" / f"eval_time-t{args.threads}{'-quick' if args.quick else ''}.md"
     out.write_text(text)
     print(f"wrote {out}")
 
