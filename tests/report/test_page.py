@@ -79,9 +79,8 @@ def test_multimodal_report_names_the_data_eval_json_scored(tmp_path):
     result = {**FINETUNE_RESULT, "data": "/elsewhere/held-out", "train_rows": 900, "test_rows": 300}
     root = make_run(tmp_path / "run", "configs/multimodal.yaml", result)
     _, header = page_of(root)
-    assert header["eval.json data"] == ("/elsewhere/held-out (900 train rows, 300 test rows); not the training "
-                                        "data above")
-    assert header["data"].endswith(f"({root / 'data'})")
+    assert header["eval.json data"] == "/elsewhere/held-out (900 train rows, 300 test rows); not the training data"
+    assert header["training data"].endswith(f"({root / 'data'})")
     assert header["eval.json"].startswith("written ") and "newest weights" in header["eval.json"]
     page = (root / REPORT_DIR / REPORT_FILE).read_text()
     assert "current" not in page.lower()

@@ -52,6 +52,7 @@ logger = logging.getLogger("mcl")
 
 
 def when(timestamp: float) -> str:
+    """A file time as local ``YYYY-MM-DD HH:MM:SS`` (how the report dates eval.json and the weights)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 

@@ -132,7 +132,7 @@ def _eval_data(run: ReportRun) -> str:
     sizes = ", ".join(f"{result[key]} {key.split('_')[0]} rows" for key in ("train_rows", "test_rows")
                       if isinstance(result.get(key), int))
     same = str(data) == str(run.config.data.path)
-    return f"{data}" + (f" ({sizes})" if sizes else "") + ("" if same else "; not the training data above")
+    return f"{data}" + (f" ({sizes})" if sizes else "") + ("" if same else "; not the training data")
 
 
 def _summary(run: ReportRun) -> str:
@@ -148,7 +148,7 @@ def _summary(run: ReportRun) -> str:
     items = {
         "run directory": str(run.root.resolve()),
         "modality": run.modality.name,
-        "data": f"{config.data.source} ({config.data.path})",
+        "training data": f"{config.data.source} ({config.data.path})",
         "model": f"two-tower {multimodal.model}, embedding {multimodal.embed_dim}"
         + (f", images at {multimodal.image_resolution} px" if multimodal.image_resolution else "") if image_text
         else f"{config.model.backbone}, width {config.model.width}",
