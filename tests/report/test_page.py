@@ -72,3 +72,22 @@ def test_unimodal_run_keeps_its_headline_and_header(tmp_path):
     assert header["objective"] == "ntxent, temperature 0.5"
     assert header["MCL"].endswith("init=scratch") and "stage 0" not in header and "locks" not in header
     assert header["baseline"].startswith("ensemble-k: stage 1 and k-1 more seeds of it")
+
+
+def test_multimodal_report_names_the_data_eval_json_scored(tmp_path):
+    """eval.json's own record of its data (mcl eval --data), not the training config's shards; no 'current'."""
+    result = {**FINETUNE_RESULT, "data": "/elsewhere/held-out", "train_rows": 900, "test_rows": 300}
+    root = make_run(tmp_path / "run", "configs/multimodal.yaml", result)
+    _, header = page_of(root)
+    assert header["eval.json data"] == "/elsewhere/held-out (900 train rows, 300 test rows); not the training data"
+    assert header["training data"].endswith(f"({root / 'data'})")
+    assert header["eval.json"].startswith("written ") and "newest weights" in header["eval.json"]
+    page = (root / REPORT_DIR / REPORT_FILE).read_text()
+    assert "current" not in page.lower()
+    caption = re.search(r'alt="suppression.png"><figcaption>([^<]+)<', page).group(1)
+    assert caption.endswith("Error bars: the 95% Wilson interval of each accuracy on 300 test images.")
+
+
+def test_eval_json_without_a_data_record_says_so(tmp_path):
+    _, header = page_of(make_run(tmp_path / "run", "configs/multimodal.yaml", FINETUNE_RESULT))
+    assert header["eval.json data"] == "not recorded in eval.json"

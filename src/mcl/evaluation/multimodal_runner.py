@@ -172,7 +172,6 @@ def evaluate_image_text(run: RunDirectory, config: Config, train: ImageTable, te
             model_rows += [row(name, a, "clip-blind", v)
                            for a, v in score_clip_blind(model, test, blind, embedder=embedders[name]).items()
                            if v == v]  # NaN: no such pair
-        logger.info("%s: %s", name, ", ".join(f"{r['probe']}[{r['attribute']}]={r['accuracy']:.3f}"
-                                               for r in model_rows))
+        logger.info("%s: scored %d rows", name, len(model_rows))  # the values are printed once, in the tables
         rows += model_rows
     return rows

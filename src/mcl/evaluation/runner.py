@@ -102,7 +102,8 @@ def evaluate_images(run: RunDirectory, config: Config, train: ImageTable, test: 
             knn = knn_probe(train_x, y_train, test_x, y_test, config.eval.knn_k)
             rows.append({"representation": name, "attribute": attribute, "probe": "linear", "accuracy": linear})
             rows.append({"representation": name, "attribute": attribute, "probe": "knn", "accuracy": knn})
-            logger.info("%s %s linear=%.3f knn=%.3f", name, attribute, linear, knn)
+        # Progress only: the values are printed once, in the tables (mcl.evaluation.tables).
+        logger.info("%s: scored %d attribute(s)", name, len(test.attribute_names()))
     return rows
 
 
@@ -147,5 +148,5 @@ def view_rows(run: RunDirectory, config: Config, test: ImageTable,
                   "knn-agreement": agreement, "view-match@1": match}
         rows += [{"representation": name, "attribute": "views", "probe": probe, "accuracy": value}
                  for probe, value in values.items()]
-        logger.info("%s views: %s", name, ", ".join(f"{probe}={value:.3f}" for probe, value in values.items()))
+        logger.info("%s: scored the label-free measures", name)
     return rows

@@ -51,13 +51,14 @@ from mcl.run import (
 logger = logging.getLogger("mcl")
 
 
-def _when(timestamp: float) -> str:
+def when(timestamp: float) -> str:
+    """A file time as local ``YYYY-MM-DD HH:MM:SS`` (how the report dates eval.json and the weights)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 @dataclass
 class Evaluation:
-    """``eval.json``'s content and how it relates to the run's current weights."""
+    """``eval.json``'s content and how it relates to the weights the run holds now."""
 
     path: Path
     result: dict[str, Any]
@@ -67,16 +68,16 @@ class Evaluation:
 
     @property
     def stale(self) -> bool:
-        """Whether some weights were written after ``eval.json``: its rows do not describe the current models."""
+        """Whether some weights were written after ``eval.json``: its rows describe earlier models."""
         return self.written < self.latest_weights
 
     def warnings(self) -> list[str]:
-        """One line per reason the rows are not the current, complete result (empty when they are)."""
+        """One line per reason the rows do not score every weight the run holds now (empty when they do)."""
         out = []
         if self.stale:
-            out.append(f"STALE: {self.path} (written {_when(self.written)}) is older than the run's newest weights "
-                       f"({_when(self.latest_weights)}), so its rows describe models that have since changed; "
-                       f"re-run 'mcl eval {self.path.parent}' for current results")
+            out.append(f"STALE: {self.path} (written {when(self.written)}) is older than the run's newest weights "
+                       f"({when(self.latest_weights)}), so its rows describe models that have since changed; "
+                       f"re-run 'mcl eval {self.path.parent}' to score the weights the run holds now")
         if self.unfinished:
             names = ", ".join(f"stage-{s}" for s in self.unfinished)
             out.append(f"PARTIAL: {self.path} scored only the stages finished when it was written ({names} "
@@ -148,7 +149,7 @@ class ReportRun:
 
     @cached_property
     def evaluation(self) -> Evaluation | None:
-        """``eval.json`` with its staleness, or None before ``mcl eval`` ran; warns in the log when not current."""
+        """``eval.json`` with its staleness, or None before ``mcl eval`` ran; warns in the log when stale or partial."""
         path = self.root / EVAL_FILE
         if not path.exists():
             return None

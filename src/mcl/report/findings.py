@@ -74,7 +74,8 @@ def difference_margin(a: float, b: float, n: int, z: float = Z95) -> float:
     return float(z * np.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / n)) if n > 0 else 1.0
 
 
-def _test_count(result: Mapping[str, Any]) -> int | None:
+def sample_count(result: Mapping[str, Any]) -> int | None:
+    """``eval.json``'s ``test_rows`` (the n behind every accuracy), or None when missing or not a positive integer."""
     value = result.get("test_rows")
     return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
@@ -203,7 +204,7 @@ def find_claim(result: Mapping[str, Any], chance: Mapping[str, float]) -> Claim 
     weakest = _weakest(stage1, columns, chance)
     if weakest is None:
         return None
-    n = _test_count(result)
+    n = sample_count(result)
     claim = Claim(columns[weakest], float(stage1[weakest]), chance.get(columns[weakest]), n=n)
     integrated = [(k, float(values[i, weakest])) for i, name in enumerate(names)
                   if (k := member_number(name, "mcl")) is not None and np.isfinite(values[i, weakest])]
@@ -240,7 +241,7 @@ def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
             if np.isfinite(ours) and np.isfinite(theirs):
                 pairs.append((mcl, float(ours), name, float(theirs)))
     return FinetuneClaim(recipe.probe, columns[weakest], float(stage0[weakest]), chance.get(columns[weakest]),
-                         tuple(pairs), _test_count(result))
+                         tuple(pairs), sample_count(result))
 
 
 def _finetune_headline(claim: FinetuneClaim) -> str:

@@ -2,7 +2,7 @@
 
 The page is self-contained: every picture is a base64 PNG data URI, the style is inline, there is
 no script and nothing to fetch. Warnings about ``eval.json`` (STALE, PARTIAL) stand at the top, above
-the headline, so results that no longer describe the run are never read as current.
+the headline, so results that no longer describe the run's weights are never read as describing them.
 
 The summary names what the run did: for image-text runs stage 0 (its checkpoint, what is done with
 it), the towers' locks, ``multimodal.init`` (not ``mcl.init``, which only image runs use) and CLIP's
@@ -18,7 +18,7 @@ import html
 from mcl.config import Config
 from mcl.modalities import IMAGES
 from mcl.modalities.image_text.align import ALIGNED
-from mcl.report.data import ReportRun
+from mcl.report.data import ReportRun, when
 from mcl.report.recipe import ENSEMBLE, FINETUNE
 from mcl.report.sections import Section
 
@@ -121,19 +121,34 @@ def _baseline(run: ReportRun) -> str:
     return "none (eval.ensemble and eval.finetune_baseline off, or not trained yet)"
 
 
+def _eval_data(run: ReportRun) -> str:
+    """The data eval.json was computed on, by its own record (``mcl eval --data`` may differ from training's)."""
+    if run.evaluation is None:
+        return ""
+    result = run.evaluation.result
+    data = result.get("data")
+    if not data:
+        return "not recorded in eval.json"
+    sizes = ", ".join(f"{result[key]} {key.split('_')[0]} rows" for key in ("train_rows", "test_rows")
+                      if isinstance(result.get(key), int))
+    same = str(data) == str(run.config.data.path)
+    return f"{data}" + (f" ({sizes})" if sizes else "") + ("" if same else "; not the training data")
+
+
 def _summary(run: ReportRun) -> str:
     config = run.config
     evaluation = run.evaluation
     if evaluation is None:
         eval_state = "not yet (run 'mcl eval')"
     else:
-        eval_state = "; ".join(w.split(":", 1)[0] for w in evaluation.warnings()) or "current"
+        eval_state = "; ".join(w.split(":", 1)[0] for w in evaluation.warnings()) or (
+            f"written {when(evaluation.written)}, after the run's newest weights ({when(evaluation.latest_weights)})")
     multimodal = config.multimodal
     image_text = _image_text(run)
     items = {
         "run directory": str(run.root.resolve()),
         "modality": run.modality.name,
-        "data": f"{config.data.source} ({config.data.path})",
+        "training data": f"{config.data.source} ({config.data.path})",
         "model": f"two-tower {multimodal.model}, embedding {multimodal.embed_dim}"
         + (f", images at {multimodal.image_resolution} px" if multimodal.image_resolution else "") if image_text
         else f"{config.model.backbone}, width {config.model.width}",
@@ -147,6 +162,7 @@ def _summary(run: ReportRun) -> str:
         "finished members": ", ".join(r.name for r in run.representations
                                       if len(r.members) == 1 or r.name.startswith("ensemble-")) or "none yet",
         "eval.json": eval_state,
+        "eval.json data": _eval_data(run),
     }
     return "<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
                             for k, v in items.items() if v) + "</dl>"
@@ -164,14 +180,15 @@ def _section_html(section: Section) -> str:
 
 
 def _top(run: ReportRun, headline: str | None) -> str:
-    """Warnings about eval.json, then the headline (marked stale when eval.json is not current)."""
+    """Warnings about eval.json, then the headline (marked when eval.json does not describe the run's weights)."""
     evaluation = run.evaluation
     warnings = evaluation.warnings() if evaluation else []
     parts = [f'<p class="warning">{html.escape(w)}</p>' for w in warnings]
     if headline:
         if warnings:
-            parts.append(f'<p class="headline stale">Not current ({", ".join(w.split(":", 1)[0] for w in warnings)}'
-                         f' eval.json): {html.escape(headline)}</p>')
+            reasons = ", ".join(w.split(":", 1)[0] for w in warnings)
+            parts.append(f'<p class="headline stale">Describes earlier weights ({reasons} eval.json): '
+                         f'{html.escape(headline)}</p>')
         else:
             parts.append(f'<p class="headline">{html.escape(headline)}</p>')
     return "\n".join(parts)

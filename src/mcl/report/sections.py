@@ -36,7 +36,7 @@ import mcl.report.plots as plots
 from mcl.data.table import ImageTable
 from mcl.evaluation.stage_diagnostics import COLUMNS, recorded_diagnostics
 from mcl.report.data import ReportRun
-from mcl.report.findings import CLASSIFICATION_PROBES, find_claim, probe_matrices
+from mcl.report.findings import CLASSIFICATION_PROBES, find_claim, probe_matrices, sample_count
 from mcl.report.recipe import ENSEMBLE, FINETUNE, Recipe, probe_label
 
 logger = logging.getLogger("mcl")
@@ -160,19 +160,21 @@ def probe_accuracy(run: ReportRun) -> Section:
     if not matrices:
         section.notes.append("eval.json has no rows with a score")
     chance = run.chance()
+    n = sample_count(evaluation.result)
     for probe, (names, columns, matrix) in matrices.items():
         safe = "".join(ch if ch.isalnum() else "_" for ch in probe)
         with_chance = chance if probe in CLASSIFICATION_PROBES else None
         section.pictures.append(Picture(f"probe_{safe}.png",
-                                        plots.png(plots.heatmap(probe, names, columns, matrix, with_chance)),
+                                        plots.png(plots.heatmap(probe, names, columns, matrix, with_chance, n)),
                                         f"{probe} probe: score per representation (rows) and attribute (columns)."))
         section.table_html += f"<h3>{html.escape(probe)}</h3>" + _html_table(names, columns, matrix)
     recipe = run.recipe
     claim = None if recipe.fine_tuning else find_claim(evaluation.result, chance)
     if recipe.probe in matrices and (bars := plots.claim_bars(recipe.probe, *matrices[recipe.probe], chance,
                                                               claim.k if claim else None,
-                                                              recipe.baseline)) is not None:
-        section.pictures.insert(0, Picture("suppression.png", plots.png(bars), _claim_caption(recipe)))
+                                                              recipe.baseline, n)) is not None:
+        interval = f" Error bars: the 95% Wilson interval of each accuracy on {n} test images." if n else ""
+        section.pictures.insert(0, Picture("suppression.png", plots.png(bars), _claim_caption(recipe) + interval))
     return section
 
 
