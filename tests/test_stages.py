@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mcl
@@ -145,3 +146,15 @@ def test_continue_training_rule() -> None:
     assert not continue_training([{"stage": 1}, {"stage": 2, "novelty": 0.1}], "novelty", 0.2)[0]
     go_on, reason = continue_training([{"stage": 1}, {"stage": 2, "novelty": 0.3}], "novelty", 0.2)
     assert go_on and "0.300 >= 0.2" in reason
+
+
+def test_latest_stage_groups_are_the_last_stage_clusters(data: Path, tmp_path: Path) -> None:
+    from mcl.files import load_arrays
+    from mcl.pseudolabels import pseudo_labels_from_stages
+
+    run = tmp_path / "run"
+    mcl.train(_config(data, stages=3, group_stages="latest", min_group_size=2), out=run, progress=False)
+    clusters = load_arrays(run / "stage-2" / "clusters.safetensors")
+    labels = load_arrays(run / "stage-3" / "pseudo_labels.safetensors")["pseudo_labels"]
+    expected, _ = pseudo_labels_from_stages([clusters["labels"]], [clusters["centroids"]], min_group_size=2)
+    assert np.array_equal(labels, expected)  # stage 3 groups by stage 2's clusters alone, not stage 1's too
