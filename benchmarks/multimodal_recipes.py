@@ -175,6 +175,49 @@ def summary(out: Path) -> str:
     return "\n".join(lines)
 
 
+ROLES = {"demo": "selection", "digits-turned": "selection", "fashion-dots": "confirmation",
+         "shapes-bar": "confirmation"}
+
+
+def _diffs(rows: list[dict], name: str, variant: str, ours: str, base: str, attribute: str,
+           probe: str = "zeroshot") -> list[float]:
+    mine = scores(rows, name, variant, "without-stage0", ours, attribute, probe)
+    theirs = scores(rows, name, variant, "without-stage0", base, attribute, probe)
+    return [m - t for m, t in zip(mine, theirs, strict=False)]
+
+
+def _signed(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values):+.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:+.1f}"
+
+
+def recipe_table(out: Path) -> str:
+    """Markdown: mcl-2 vs finetune-2 per set, groups from all earlier stages (shipped) vs the latest stage only."""
+    rows = load_rows(out)
+    lines = ["| set (role) | groups from | seeds | blind: mcl-2 / finetune-2 | blind diff | worst other attribute "
+             "diff | i2t R@5 diff | t2i R@5 diff | stage-1 vs finetune-1 blind diff |", "|---" * 9 + "|"]
+    for name in SETS:
+        blind = BLIND[name]
+        others = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"} - {blind})
+        for variant, label in (("shipped", "all stages"), ("latest", "latest stage")):
+            ours = scores(rows, name, variant, "without-stage0", "mcl-2", blind)
+            if not ours or not others:
+                continue
+            base = scores(rows, name, variant, "without-stage0", "finetune-2", blind)
+            worst = min(((float(np.mean(d)), a, d) for a in others
+                         if (d := _diffs(rows, name, variant, "mcl-2", "finetune-2", a))), default=None)
+            recall = [_signed(_diffs(rows, name, variant, "mcl-2", "finetune-2", "caption", p))
+                      for p in ("retrieval-i2t@5", "retrieval-t2i@5")]
+            stage1 = _signed(_diffs(rows, name, variant, "stage-1", "finetune-1", blind))
+            gain = _signed(_diffs(rows, name, variant, "mcl-2", "finetune-2", blind))
+            lines.append(f"| {name} ({ROLES.get(name, '')}) | {label} | {len(ours)} | {np.mean(ours):.1f} / "
+                         f"{np.mean(base):.1f} | {gain} | "
+                         f"{worst[1] + ' ' + _signed(worst[2]) if worst else '-'} | {recall[0]} | {recall[1]} | "
+                         f"{stage1} |")
+    return "\n".join(lines)
+
+
 def negatives(out: Path) -> str:
     """Markdown: groups trained and mean negatives per anchor of stages 1-2, per set and variant (mean over seeds)."""
     lines = ["\n### Negatives per anchor (mean over seeds)\n", "| set | variant | stage | groups trained | negatives |",
@@ -207,7 +250,7 @@ def main() -> None:
                 for variant in args.variants:
                     print(f"[recipes] {name} seed {seed} {variant}", flush=True)
                     run_one(name, seed, variant, args.out, args.threads)
-    text = summary(args.out) + "\n" + negatives(args.out) + "\n"
+    text = "\n" + recipe_table(args.out) + "\n" + summary(args.out) + "\n" + negatives(args.out) + "\n"
     print(text)
     if args.write:
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
