@@ -28,7 +28,6 @@ import numpy as np
 from mcl.data.captions import (
     DIGIT_WORDS,
     FASHION_MNIST_CLASSES,
-    ZEROSHOT_TEMPLATES,
     fashion_item,
     fix_articles,
 )
@@ -158,7 +157,3 @@ def generate(name: str, out_dir: str | Path, n_train: int = 4000, n_test: int = 
     images, columns, captions = SETS[name](n_train, n_test, image_size, seed)
     return write_table(out_dir, images, columns, split_column(n_train, n_test), captions)
 
-
-def register_prompts() -> None:
-    """Add :data:`ZEROSHOT_PROMPTS` to the zero-shot templates ``mcl eval`` uses (this process only)."""
-    ZEROSHOT_TEMPLATES.update(ZEROSHOT_PROMPTS)  # type: ignore[attr-defined]
