@@ -134,6 +134,19 @@ def merge_small_groups(pseudo_labels: np.ndarray, centroids: np.ndarray, min_gro
 GROUP_STAGES = ("all", "latest")
 
 
+def _check_group_stages(stages: str) -> None:
+    if stages not in GROUP_STAGES:
+        raise ValueError(f"stages must be one of {GROUP_STAGES}, got {stages!r}")
+
+
+def grouped_stages(stage_labels: Sequence[np.ndarray], stage_centroids: Sequence[np.ndarray],
+                   stages: str = "all") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The (cluster ids, centroids) of the stages whose clusters form the groups: every stage, or the latest."""
+    _check_group_stages(stages)
+    used = slice(-1, None) if stages == "latest" else slice(None)
+    return list(stage_labels[used]), list(stage_centroids[used])
+
+
 def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: list[np.ndarray],
                               min_group_size: int, stages: str = "all") -> tuple[np.ndarray, dict[str, Any]]:
     """Pseudo-labels ``(N,)`` from the stages' cluster ids and centroids, and what the merge did.
@@ -145,10 +158,7 @@ def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: l
     """
     if not stage_labels:
         raise ValueError("need the cluster labels of at least one stage")
-    if stages not in GROUP_STAGES:
-        raise ValueError(f"stages must be one of {GROUP_STAGES}, got {stages!r}")
-    if stages == "latest":
-        stage_labels, stage_centroids = stage_labels[-1:], stage_centroids[-1:]
+    stage_labels, stage_centroids = grouped_stages(stage_labels, stage_centroids, stages)
     radices = [len(centroids) for centroids in stage_centroids]
     combined = combine_cluster_labels(stage_labels, radices)
     centroids = group_centroids(stage_labels, stage_centroids, combined)
@@ -172,8 +182,7 @@ class PseudoLabeller:
     def __init__(self, min_group_size: int = 32, stages: str = "all") -> None:
         if min_group_size < 1:
             raise ValueError(f"min_group_size must be a positive integer, got {min_group_size}")
-        if stages not in GROUP_STAGES:
-            raise ValueError(f"stages must be one of {GROUP_STAGES}, got {stages!r}")
+        _check_group_stages(stages)
         self.min_group_size = min_group_size
         self.stages = stages
         self.stage_labels: list[np.ndarray] = []

@@ -27,6 +27,8 @@ from mcl.config import Config
 
 # How many stages to train, and whether a collapsed stage may train, do not change what any one stage computes.
 GROWABLE_KEYS = ("stages", "max_stages", "allow_single_group")
+# Which finished members mcl-k combines: decided at evaluation (``mcl eval --set``), no stage depends on it.
+EVALUATION_KEYS = ("multimodal.integrate_stage0",)
 
 
 def training_values(config: Config) -> dict[str, Any]:
@@ -44,7 +46,9 @@ def training_values(config: Config) -> dict[str, Any]:
         values["data"].pop(key, None)
     values["augment"].pop("backend", None)  # the fused code computes kornia's bits (tests/test_augment.py)
     values.pop("eval", None)
-    values["multimodal"].pop("integrate_stage0", None)  # which finished members mcl-k combines: evaluation only
+    for key in EVALUATION_KEYS:
+        section, name = key.split(".")
+        values[section].pop(name, None)
     return values
 
 
@@ -72,7 +76,8 @@ def changed_keys(started: dict[str, Any], config: Config) -> list[str]:
     old, new = _flatten(started), _flatten(training_values(config))
     for key in GROWABLE_KEYS:  # recorded by runs started before these keys left the identity
         old.pop(f"mcl.{key}", None)
-    old.pop("multimodal.integrate_stage0", None)
+    for key in EVALUATION_KEYS:
+        old.pop(key, None)
     default = _flatten(training_values(Config()))
     missing = object()
     changed = []

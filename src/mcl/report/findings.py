@@ -231,10 +231,10 @@ def find_finetune_claim(result: Mapping[str, Any], chance: Mapping[str, float],
     if weakest is None:
         return None
     pairs = []
-    baselines = [n for n in names if member_number(n, FINETUNE) is not None or member_number(n, FINETUNE_CONCAT)]
+    baseline_k = {n: k for n in names
+                  if (k := member_number(n, FINETUNE) or member_number(n, FINETUNE_CONCAT)) is not None}
     # by k, the single-model pair first: stage-1 vs finetune-1, mcl-1 vs finetune-concat-1, stage-2 vs finetune-2, ...
-    for name in sorted(baselines, key=lambda n: (member_number(n, FINETUNE) or member_number(n, FINETUNE_CONCAT),
-                                                 n.startswith(FINETUNE_CONCAT))):
+    for name in sorted(baseline_k, key=lambda n: (baseline_k[n], n.startswith(FINETUNE_CONCAT))):
         mcl = counterpart(name, names)
         if mcl in names:
             ours, theirs = values[names.index(mcl), weakest], values[names.index(name), weakest]
