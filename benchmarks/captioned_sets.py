@@ -11,6 +11,10 @@ attributes (its corpus: Trifeature, Fashion-MNIST and MNIST captions, :mod:`mcl.
   (``dots``: a count);
 - ``shapes-bar``: solid Trifeature shapes in a colour on grey, with a dark bar along one edge (``edge``).
 
+Each also comes as ``NAME-rare``: the same images, but only a fraction :data:`RARE_MENTION` of the captions
+names the blind attribute (the others use templates without it), as web captions rarely name orientation,
+counts or small marks (the setting of the paper's MMVP results).
+
 :data:`ZEROSHOT_PROMPTS` are the zero-shot prompts of the new attributes (``mcl eval --set
 eval.zeroshot_prompts=...``, as a user adds prompts for their own attributes).
 
@@ -21,6 +25,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +44,7 @@ TINTS = ("red", "green", "blue", "yellow", "pink", "cyan", "orange", "white")  #
 ORIENTATIONS = ("upright", "upside-down", "left-turned", "right-turned")
 DOT_COUNTS = ("one", "two", "three", "four")
 EDGES = ("top", "bottom", "left", "right")
-BLIND = {"digits-turned": "orientation", "fashion-dots": "dots", "shapes-bar": "edge"}
+RARE_MENTION = 0.2  # fixed before any run, not tuned: one caption in five names the blind attribute
 
 ZEROSHOT_PROMPTS: dict[str, tuple[str, ...]] = {
     "digit": ("a handwritten digit {digit}", "the number {digit}", "a photo of the digit {digit}"),
@@ -54,6 +59,8 @@ _DIGIT_TEMPLATES = (
     "{orientation_words}: the number {digit}, drawn in {color}",
     "a photo of a {color} {digit} that is {orientation_words}",
 )
+_DIGIT_PLAIN = ("the digit {digit} in {color}", "a {color} handwritten {digit}", "the number {digit}, drawn in {color}",
+                "a photo of a {color} {digit}")
 _ORIENTATION_WORDS = {"upright": "upright", "upside-down": "upside down", "left-turned": "turned to the left",
                       "right-turned": "turned to the right"}
 _FASHION_TEMPLATES = (
@@ -62,11 +69,13 @@ _FASHION_TEMPLATES = (
     "a picture of a {item} in {color}; {dots_words} along the bottom",
     "a {color} {item}, marked with {dots_words}",
 )
+_FASHION_PLAIN = ("a {color} {item}", "a picture of a {item} in {color}", "a {item}, {color}")
 _SHAPE_TEMPLATES = (
     "a {color} {shape} on grey with a dark bar along the {edge} edge",
     "a dark bar at the {edge} and a {color} {shape}",
     "a {shape} colored {color}, bordered by a bar on the {edge} side",
 )
+_SHAPE_PLAIN = ("a {color} {shape} on grey", "a {shape} colored {color}", "a {color} {shape}")
 
 
 def _tint(grey: np.ndarray, color: str) -> np.ndarray:
@@ -75,11 +84,16 @@ def _tint(grey: np.ndarray, color: str) -> np.ndarray:
     return np.rint(grey[..., None] * rgb).astype(np.uint8)
 
 
-def _pick(rng: np.random.Generator, templates: tuple[str, ...]) -> str:
-    return templates[int(rng.integers(len(templates)))]
+def _pick(rng: np.random.Generator, templates: tuple[str, ...], plain: tuple[str, ...] = (),
+          mention: float = 1.0) -> str:
+    """A random template; one of ``plain`` (without the blind attribute) with probability ``1 - mention``."""
+    # Drawn only when some captions omit it, so that ``mention = 1`` reproduces the sets' earlier captions; the
+    # images are drawn before any caption, so they do not depend on ``mention``.
+    chosen = plain if plain and mention < 1 and rng.random() >= mention else templates
+    return chosen[int(rng.integers(len(chosen)))]
 
 
-def digits_turned(n_train: int, n_test: int, image_size: int, seed: int) -> tuple:
+def digits_turned(n_train: int, n_test: int, image_size: int, seed: int, mention: float = 1.0) -> tuple:
     """MNIST digits, tinted and turned (``orientation`` is the blind attribute)."""
     images_28, labels = load_mnist_digits()
     rng = np.random.default_rng(seed)
@@ -93,13 +107,13 @@ def digits_turned(n_train: int, n_test: int, image_size: int, seed: int) -> tupl
                        for i, t, c in zip(picked, turn, tint, strict=True)])
     columns = {"digit": [DIGIT_WORDS[d] for d in digit], "color": [TINTS[c] for c in tint],
                "orientation": [ORIENTATIONS[t] for t in turn]}
-    captions = [fix_articles(_pick(rng, _DIGIT_TEMPLATES).format(
+    captions = [fix_articles(_pick(rng, _DIGIT_TEMPLATES, _DIGIT_PLAIN, mention).format(
         digit=d, color=c, orientation_words=_ORIENTATION_WORDS[o]))
         for d, c, o in zip(columns["digit"], columns["color"], columns["orientation"], strict=True)]
     return images, columns, captions
 
 
-def fashion_dots(n_train: int, n_test: int, image_size: int, seed: int) -> tuple:
+def fashion_dots(n_train: int, n_test: int, image_size: int, seed: int, mention: float = 1.0) -> tuple:
     """Fashion-MNIST garments, tinted, with 1-4 dots along the bottom (``dots`` is the blind attribute)."""
     fashion = load_fashion_mnist(fashion_mnist_dir())
     rng = np.random.default_rng(seed)
@@ -124,11 +138,12 @@ def fashion_dots(n_train: int, n_test: int, image_size: int, seed: int) -> tuple
     captions = []
     for item, color, count in zip(columns["garment"], columns["color"], columns["dots"], strict=True):
         words = "one dot" if count == "one" else f"{count} dots"
-        captions.append(fix_articles(_pick(rng, _FASHION_TEMPLATES).format(item=item, color=color, dots_words=words)))
+        template = _pick(rng, _FASHION_TEMPLATES, _FASHION_PLAIN, mention)
+        captions.append(fix_articles(template.format(item=item, color=color, dots_words=words)))
     return images, columns, captions
 
 
-def shapes_bar(n_train: int, n_test: int, image_size: int, seed: int) -> tuple:
+def shapes_bar(n_train: int, n_test: int, image_size: int, seed: int, mention: float = 1.0) -> tuple:
     """Solid Trifeature shapes in a colour, a dark bar along one edge (``edge`` is the blind attribute)."""
     rng = np.random.default_rng(seed)
     shape, tint = balanced_codes(rng, n_train, n_test, 10), balanced_codes(rng, n_train, n_test, len(TINTS))
@@ -142,13 +157,17 @@ def shapes_bar(n_train: int, n_test: int, image_size: int, seed: int) -> tuple:
         image[region] = 20
     columns = {"shape": [SHAPES[s] for s in shape], "color": [TINTS[c] for c in tint],
                "edge": [EDGES[e] for e in edge]}
-    captions = [fix_articles(_pick(rng, _SHAPE_TEMPLATES).format(shape=s, color=c, edge=e))
+    captions = [fix_articles(_pick(rng, _SHAPE_TEMPLATES, _SHAPE_PLAIN, mention).format(shape=s, color=c, edge=e))
                 for s, c, e in zip(columns["shape"], columns["color"], columns["edge"], strict=True)]
     return images, columns, captions
 
 
-SETS: dict[str, Callable[..., tuple]] = {"digits-turned": digits_turned, "fashion-dots": fashion_dots,
-                                         "shapes-bar": shapes_bar}
+BASE_SETS: dict[str, Callable[..., tuple]] = {"digits-turned": digits_turned, "fashion-dots": fashion_dots,
+                                          "shapes-bar": shapes_bar}
+SETS: dict[str, Callable[..., tuple]] = {
+    **BASE_SETS, **{f"{name}-rare": partial(make, mention=RARE_MENTION) for name, make in BASE_SETS.items()}}
+BLIND = {name: {"digits-turned": "orientation", "fashion-dots": "dots", "shapes-bar": "edge"}[name.removesuffix(
+    "-rare")] for name in SETS}
 
 
 def generate(name: str, out_dir: str | Path, n_train: int = 4000, n_test: int = 1000, image_size: int = 32,

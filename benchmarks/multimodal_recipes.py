@@ -8,12 +8,18 @@ CLIP-blind and linear probes are off (zero-shot and retrieval are the measures h
 prompts are ``eval.zeroshot_prompts`` (:data:`captioned_sets.ZEROSHOT_PROMPTS`). Each evaluation's rows go to
 ``OUT/rows.jsonl``; ``--summary`` prints the tables (mean and spread over seeds per set and variant).
 
-Variants (one factor each against ``shipped``):
+Variants (``latest`` is ``configs/multimodal.yaml``; each other one changes one or two factors):
 
-- ``shipped``: ``multimodal.init: previous``, groups from all earlier stages, batch 128, K 10;
-- ``pretrained``: every stage starts from stage 0 (``multimodal.init: pretrained``, the reference's commands);
 - ``latest``: groups from the latest stage's clusters only (``mcl.group_stages: latest``, the released code);
-- ``batch512``: in-group batches of 512 (K 4, so that groups of ~1000 fill them); the baseline uses 512 too.
+- ``all``: groups from all earlier stages combined (the recipe shipped before issue 22);
+- ``pretrained``: every stage starts from stage 0 (``multimodal.init: pretrained``, the reference's commands);
+- ``batch1024``: in-group batches of 1024 (K 2, so that groups of ~2000 fill them; warm-up of the same samples,
+  LR x sqrt(8)); the baseline uses the same;
+- ``k40``: 40 clusters instead of 10 (finer groups: in-group negatives share more, batches of ~100);
+- ``pretrained-all``, ``batch512-all``: the same with groups from all stages (batch 512 with K 4).
+
+Sets: the demo, :mod:`captioned_sets`' three, and each with ``-rare``: one caption in five names the blind
+attribute (``captioned_sets.RARE_MENTION``; the demo's through its ``drop_prob``).
 
 Usage::
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -38,13 +45,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import captioned_sets  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
-    "shipped": [],
-    "pretrained": ["multimodal.init=pretrained"],
     "latest": ["mcl.group_stages=latest"],
-    "batch512": ["train.batch_size=512", "mcl.clusters=4", "mcl.min_group_size=128"],
+    "all": ["mcl.group_stages=all"],
+    "pretrained": ["mcl.group_stages=latest", "multimodal.init=pretrained"],
+    # The same warm-up in samples (30 steps of 128) and the square-root LR rule for Adam (x sqrt(1024 / 128)).
+    "batch1024": ["mcl.group_stages=latest", "train.batch_size=1024", "mcl.clusters=2", "mcl.min_group_size=256",
+                  "train.lr=0.00057", "train.warmup_steps=4"],
+    "k40": ["mcl.group_stages=latest", "mcl.clusters=40"],
+    "pretrained-all": ["mcl.group_stages=all", "multimodal.init=pretrained"],
+    "batch512-all": ["mcl.group_stages=all", "train.batch_size=512", "mcl.clusters=4", "mcl.min_group_size=128"],
 }
-SETS = ("demo", *captioned_sets.SETS)
-BLIND = {"demo": "mark", **captioned_sets.BLIND}
+SETS = ("demo", "demo-rare", *captioned_sets.SETS)
+BLIND = {"demo": "mark", "demo-rare": "mark", **captioned_sets.BLIND}
 EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0", "eval.linear_max_iter=0",
              "eval.zeroshot_prompts=" + json.dumps(captioned_sets.ZEROSHOT_PROMPTS)]
 FORMS = {"without-stage0": [], "with-stage0": ["multimodal.integrate_stage0=true"]}
@@ -54,10 +66,12 @@ def make_data(name: str, seed: int, out: Path) -> Path:
     """The table of set ``name`` for ``seed`` (written once)."""
     directory = out / "data" / f"{name}-s{seed}"
     if not (directory / "labels.csv").exists():
-        if name == "demo":
+        if name in ("demo", "demo-rare"):
             from mcl.data.generators import GENERATORS
 
-            GENERATORS["captioned-trifeature-marked"](directory, n_train=4000, n_test=1000, image_size=32, seed=seed)
+            drop = {"mark": 1 - captioned_sets.RARE_MENTION} if name == "demo-rare" else {}
+            GENERATORS["captioned-trifeature-marked"](directory, n_train=4000, n_test=1000, image_size=32, seed=seed,
+                                                      drop_prob=drop)
         else:
             captioned_sets.generate(name, directory, seed=seed)
     return directory
@@ -86,7 +100,8 @@ def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None
             for row in rows:
                 f.write(json.dumps({"set": name, "seed": seed, "variant": variant, "form": form, **row}) + "\n")
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"train_s": trained, "total_s": time.time() - started}))
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # GiB: the largest child so far
+    done.write_text(json.dumps({"train_s": trained, "total_s": time.time() - started, "peak_rss_gib": peak}))
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -176,7 +191,8 @@ def summary(out: Path) -> str:
 
 
 ROLES = {"demo": "selection", "digits-turned": "selection", "fashion-dots": "confirmation",
-         "shapes-bar": "confirmation"}
+         "shapes-bar": "confirmation",
+         **{f"{name}-rare": "rare mentions" for name in ("demo", *captioned_sets.BASE_SETS)}}
 
 
 def _diffs(rows: list[dict], name: str, variant: str, ours: str, base: str, attribute: str,
@@ -192,15 +208,20 @@ def _signed(values: list[float]) -> str:
     return f"{np.mean(values):+.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:+.1f}"
 
 
+LABELS = {"all": "all stages", "latest": "latest stage", "pretrained": "latest, init pretrained",
+          "batch1024": "latest, batch 1024, K 2", "k40": "latest, K 40", "pretrained-all": "all, init pretrained",
+          "batch512-all": "all, batch 512, K 4"}
+
+
 def recipe_table(out: Path) -> str:
-    """Markdown: mcl-2 vs finetune-2 per set, groups from all earlier stages (shipped) vs the latest stage only."""
+    """Markdown: mcl-2 vs finetune-2 per set and variant (groups from all earlier stages, the latest only, ...)."""
     rows = load_rows(out)
     lines = ["| set (role) | groups from | seeds | blind: mcl-2 / finetune-2 | blind diff | worst other attribute "
              "diff | i2t R@5 diff | t2i R@5 diff | stage-1 vs finetune-1 blind diff |", "|---" * 9 + "|"]
     for name in SETS:
         blind = BLIND[name]
         others = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"} - {blind})
-        for variant, label in (("shipped", "all stages"), ("latest", "latest stage")):
+        for variant, label in LABELS.items():
             ours = scores(rows, name, variant, "without-stage0", "mcl-2", blind)
             if not ours or not others:
                 continue
