@@ -15,6 +15,8 @@ Variants (``latest`` is ``configs/multimodal.yaml``; each other one changes one 
 - ``pretrained``: every stage starts from stage 0 (``multimodal.init: pretrained``, the reference's commands);
 - ``batch1024``: in-group batches of 1024 (K 2, so that groups of ~2000 fill them; warm-up of the same samples,
   LR x sqrt(8)); the baseline uses the same;
+- ``latest3``: ``latest`` grown to 3 stages (the finished ``latest`` run is copied and continued, so its
+  stages 1-2 and ``finetune-1..2`` are those of ``latest``);
 - ``k40``: 40 clusters instead of 10 (finer groups: in-group negatives share more, batches of ~100);
 - ``pretrained-all``, ``batch512-all``: the same with groups from all stages (batch 512 with K 4).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -52,9 +55,12 @@ VARIANTS: dict[str, list[str]] = {
     "batch1024": ["mcl.group_stages=latest", "train.batch_size=1024", "mcl.clusters=2", "mcl.min_group_size=256",
                   "train.lr=0.00057", "train.warmup_steps=4"],
     "k40": ["mcl.group_stages=latest", "mcl.clusters=40"],
+    "latest3": ["mcl.group_stages=latest", "mcl.stages=3"],
     "pretrained-all": ["mcl.group_stages=all", "multimodal.init=pretrained"],
     "batch512-all": ["mcl.group_stages=all", "train.batch_size=512", "mcl.clusters=4", "mcl.min_group_size=128"],
 }
+GROWS = {"latest3": "latest"}  # variant -> the variant whose finished run it continues
+STAGES = {"latest3": 3}  # MCL stages of each variant (2 if not named)
 SETS = ("demo", "demo-rare", *captioned_sets.SETS)
 BLIND = {"demo": "mark", "demo-rare": "mark", **captioned_sets.BLIND}
 EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0", "eval.linear_max_iter=0",
@@ -84,6 +90,9 @@ def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None
     if done.exists():
         return
     data = make_data(name, seed, out)
+    grown = out / "runs" / f"{name}-s{seed}-{GROWS.get(variant, '')}"
+    if variant in GROWS and grown.is_dir() and not run.exists():
+        shutil.copytree(grown, run)  # the same command with more stages continues the copy (issue 19's grow)
     sets = [f"seed={seed}", f"train.threads={threads}", *VARIANTS[variant]]
     started = time.time()
     command = [sys.executable, "-m", "mcl", "train", str(ROOT / "configs" / "multimodal.yaml"), "--data", str(data),
@@ -131,8 +140,9 @@ def _cell(values: list[float]) -> str:
 def comparisons(rows: list[dict], name: str, variant: str) -> list[tuple[str, str, str]]:
     """(form, MCL representation, its baseline) pairs present for one set and variant."""
     present = {(r["form"], r["representation"]) for r in rows if r["set"] == name and r["variant"] == variant}
-    pairs = [("without-stage0", "stage-1", "finetune-1"), ("without-stage0", "mcl-2", "finetune-2"),
-             ("with-stage0", "mcl-2", "finetune-concat-2")]
+    k = STAGES.get(variant, 2)
+    pairs = [("without-stage0", "stage-1", "finetune-1"), ("without-stage0", f"mcl-{k}", f"finetune-{k}"),
+             ("with-stage0", f"mcl-{k}", f"finetune-concat-{k}")]
     return [p for p in pairs if (p[0], p[1]) in present and (p[0], p[2]) in present]
 
 
@@ -209,29 +219,32 @@ def _signed(values: list[float]) -> str:
 
 
 LABELS = {"all": "all stages", "latest": "latest stage", "pretrained": "latest, init pretrained",
-          "batch1024": "latest, batch 1024, K 2", "k40": "latest, K 40", "pretrained-all": "all, init pretrained",
+          "batch1024": "latest, batch 1024, K 2", "k40": "latest, K 40",
+          "latest3": "latest, 3 stages (mcl-3 vs finetune-3)", "pretrained-all": "all, init pretrained",
           "batch512-all": "all, batch 512, K 4"}
 
 
 def recipe_table(out: Path) -> str:
-    """Markdown: mcl-2 vs finetune-2 per set and variant (groups from all earlier stages, the latest only, ...)."""
+    """Markdown: mcl-k vs finetune-k per set and variant (groups from all earlier stages, the latest only, ...)."""
     rows = load_rows(out)
-    lines = ["| set (role) | groups from | seeds | blind: mcl-2 / finetune-2 | blind diff | worst other attribute "
+    lines = ["| set (role) | variant | seeds | blind: mcl-k / finetune-k | blind diff | worst other attribute "
              "diff | i2t R@5 diff | t2i R@5 diff | stage-1 vs finetune-1 blind diff |", "|---" * 9 + "|"]
     for name in SETS:
         blind = BLIND[name]
         others = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"} - {blind})
         for variant, label in LABELS.items():
-            ours = scores(rows, name, variant, "without-stage0", "mcl-2", blind)
+            k = STAGES.get(variant, 2)
+            mine, theirs = f"mcl-{k}", f"finetune-{k}"
+            ours = scores(rows, name, variant, "without-stage0", mine, blind)
             if not ours or not others:
                 continue
-            base = scores(rows, name, variant, "without-stage0", "finetune-2", blind)
+            base = scores(rows, name, variant, "without-stage0", theirs, blind)
             worst = min(((float(np.mean(d)), a, d) for a in others
-                         if (d := _diffs(rows, name, variant, "mcl-2", "finetune-2", a))), default=None)
-            recall = [_signed(_diffs(rows, name, variant, "mcl-2", "finetune-2", "caption", p))
+                         if (d := _diffs(rows, name, variant, mine, theirs, a))), default=None)
+            recall = [_signed(_diffs(rows, name, variant, mine, theirs, "caption", p))
                       for p in ("retrieval-i2t@5", "retrieval-t2i@5")]
             stage1 = _signed(_diffs(rows, name, variant, "stage-1", "finetune-1", blind))
-            gain = _signed(_diffs(rows, name, variant, "mcl-2", "finetune-2", blind))
+            gain = _signed(_diffs(rows, name, variant, mine, theirs, blind))
             lines.append(f"| {name} ({ROLES.get(name, '')}) | {label} | {len(ours)} | {np.mean(ours):.1f} / "
                          f"{np.mean(base):.1f} | {gain} | "
                          f"{worst[1] + ' ' + _signed(worst[2]) if worst else '-'} | {recall[0]} | {recall[1]} | "
@@ -240,12 +253,12 @@ def recipe_table(out: Path) -> str:
 
 
 def negatives(out: Path) -> str:
-    """Markdown: groups trained and mean negatives per anchor of stages 1-2, per set and variant (mean over seeds)."""
+    """Markdown: groups trained and mean negatives per anchor of each stage, per set and variant (mean over seeds)."""
     lines = ["\n### Negatives per anchor (mean over seeds)\n", "| set | variant | stage | groups trained | negatives |",
              "|---|---|---|---|---|"]
     for name in SETS:
         for variant in VARIANTS:
-            for stage in (1, 2):
+            for stage in range(1, STAGES.get(variant, 2) + 1):
                 infos = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(
                     f"{name}-s*-{variant}/stage-{stage}/pseudo_labels.json"))]
                 if infos:
