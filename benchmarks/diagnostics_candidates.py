@@ -14,6 +14,11 @@ the runs' recorded stage weights (re-embedded, no training) and recorded pseudo-
 - ``group_explained`` / ``group_explained_mcl``: between-group / total variance of stage s-1's (resp. stages
   1..s-1's, standardised and concatenated) embeddings under stage s's groups (known before stage s trains);
 - ``silhouette_previous``: the silhouette of stage s's groups in stage s-1's embeddings (before stage s);
+- ``reliable_novelty``: the share of stage s's variance that a ridge map from stages 1..s-1 does not predict
+  *and* that two augmented views agree on (:func:`reliable_novelty`); ``within_reliable_novelty``: the same
+  after removing each group's mean on both sides (new, view-stable variation inside the groups);
+- ``ingroup_rank_gain_mcl``: the drop from ``mcl-(s-1)`` to ``mcl-s`` of the mean share of an anchor's in-group
+  other views that are nearer to it than its own other view (a smooth ``ingroup_match_gain_mcl``);
 - ``within_rank_gain``: RankMe of stage s's standardised embeddings after removing each group's mean,
   minus the same for stage s-1;
 - ``ingroup_knn_change``: 1 - the mean share of an image's 10 nearest in-group neighbours that are the
@@ -45,7 +50,8 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 CACHE = "candidates"  # ROOT/candidates/RUN.npz
-VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]  # candidates cached per code version
+# candidates are cached per version of the code that computes them (this file up to the analysis)
+VERSION = hashlib.sha256(Path(__file__).read_text().split("def records_with_candidates")[0].encode()).hexdigest()[:12]
 NEIGHBOURS = 10
 
 
@@ -130,6 +136,16 @@ def reliable_novelty(before_fit: np.ndarray, current_fit: np.ndarray, before_vie
                  for bv, cv in zip(before_views, current_views, strict=True)]
     a, b = (r - r.mean(0) for r in residuals)
     return float((a * b).sum() / len(a) / y.shape[1])
+
+
+def centre_groups(x: np.ndarray, groups: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """``x`` (the given ``rows`` of the data) minus each group's mean over those rows; unchanged without groups."""
+    if groups is None:
+        return x
+    labels = np.unique(groups[rows], return_inverse=True)[1]
+    means = np.zeros((labels.max() + 1, x.shape[1]))
+    np.add.at(means, labels, x)
+    return x - (means / np.bincount(labels)[:, None])[labels]
 
 
 def explained_variance(x: np.ndarray, groups: np.ndarray) -> float:
@@ -235,13 +251,23 @@ def candidates(run: Path, stage: int) -> dict[str, float]:
         if split == "train":  # fit on half of the images, score the views of the other half
             order = np.random.default_rng(stage).permutation(len(earlier))
             fit, held = order[: len(order) // 2], order[len(order) // 2:]
-            out["reliable_novelty"] = reliable_novelty(
-                earlier[fit], block(stage, "clean")[fit], (views[0][held], views[1][held]),
-                (block(stage, "a")[held], block(stage, "b")[held]))
+            for name, g in (("reliable_novelty", None), ("within_reliable_novelty", groups)):
+                out[name] = reliable_novelty(
+                    centre_groups(earlier[fit], g, fit), centre_groups(block(stage, "clean")[fit], g, fit),
+                    tuple(centre_groups(v[held], g, held) for v in views),
+                    tuple(centre_groups(block(stage, kind)[held], g, held) for kind in ("a", "b")))
         else:  # fit on the training images, score the held-out images' views
-            out["reliable_novelty@test"] = reliable_novelty(
-                np.concatenate([e[f"{t}/train/clean"] for t in range(1, stage)], axis=1), e[f"{stage}/train/clean"],
-                tuple(views), (block(stage, "a"), block(stage, "b")))
+            train_groups = np.unique(load_arrays(run / f"stage-{stage}" / "pseudo_labels.safetensors")[
+                "pseudo_labels"], return_inverse=True)[1]
+            every = np.arange(len(groups))
+            fit_before = np.concatenate([e[f"{t}/train/clean"] for t in range(1, stage)], axis=1)
+            for name, g, tg in (("reliable_novelty@test", None, None),
+                                ("within_reliable_novelty@test", groups, train_groups)):
+                rows = np.arange(len(fit_before))
+                out[name] = reliable_novelty(
+                    centre_groups(fit_before, tg, rows), centre_groups(e[f"{stage}/train/clean"], tg, rows),
+                    tuple(centre_groups(v, g, every) for v in views),
+                    tuple(centre_groups(block(stage, kind), g, every) for kind in ("a", "b")))
         out["view_match_gain_mcl" + suffix] = (ingroup_match(mcl(stage, "a"), mcl(stage, "b"), None)
                                               - ingroup_match(mcl(stage - 1, "a"), mcl(stage - 1, "b"), None))
         previous = block(stage - 1, "clean")
@@ -256,7 +282,7 @@ def candidates(run: Path, stage: int) -> dict[str, float]:
 
 
 NAMES = ("ingroup_match_gain", "ingroup_match_gain_mcl", "ingroup_room", "ingroup_rank_gain_mcl", "reliable_novelty",
-         "view_match_gain_mcl", "group_explained",
+         "within_reliable_novelty", "view_match_gain_mcl", "group_explained",
          "group_explained_mcl", "silhouette_previous", "within_rank_gain", "ingroup_knn_change")
 
 
@@ -291,6 +317,10 @@ def analyse(root: Path, out: Path) -> str:
         groups["extra (" + ", ".join(others) + ")"] = [r for r in records if r["data"] in others]
     groups.update({f"stage {s} only": [r for r in records if r["stage"] == s]
                    for s in sorted({r["stage"] for r in records})})
+    # Signals whose scale differs between backbones flip sign between data sets where the other backbone gains
+    # more: the correlation within one backbone shows it.
+    groups.update({f"{backbone} only": [r for r in records if r["run"].rsplit("-", 2)[1] == backbone]
+                   for backbone in sorted({r["run"].rsplit("-", 2)[1] for r in records})})
 
     def rho(rows: list[dict], name: str) -> float:
         return spearman([r[name] for r in rows], [r["gain_pool"] for r in rows])
@@ -300,13 +330,25 @@ def analyse(root: Path, out: Path) -> str:
              f"{len({r['run'] for r in records})} runs, {len(records)} transitions of the validation grid "
              "(`benchmarks/diagnostics_validation.py`), target `gain_pool` (the suppressed attribute's linear-probe "
              "gain from stage s on 8000 fresh images). Candidates: "
-             f"{len(names)} ({len(NAMES)} quantities x train/test images), defined in "
-             "`benchmarks/diagnostics_candidates.py`. Written by `python benchmarks/diagnostics_candidates.py "
-             "analyse`.", "",
+             f"{len(names)} ({len(NAMES)} quantities x train/test images; `reliable_novelty`, "
+             "`within_reliable_novelty` and `ingroup_rank_gain_mcl` were added after a first look at the other "
+             "nine), defined in `benchmarks/diagnostics_candidates.py`. Written by "
+             "`python benchmarks/diagnostics_candidates.py analyse`.", "",
              f"Chosen on the selection sets only by |rho|: **{best}**: rho {rho(selection, best):+.2f} on selection, "
              f"{rho(confirmation, best):+.2f} on confirmation, {rho(records, best):+.2f} on all (90% bootstrap "
              "interval over whole runs [{:+.2f}, {:+.2f}]).".format(*bootstrap_interval(records, best, "gain_pool")),
-             "", "Spearman rank correlation with `gain_pool`:", ""]
+             ""]
+    anchor = "mean_negatives"
+    beat = {name: [c for c in names if rho(rows, c) > rho(rows, anchor)]
+            for name, rows in (("confirmation", confirmation), ("all", records))}
+    extra = [r for r in records if r["data"] in others]
+    lines += [f"The recorded `{anchor}` on the same transitions: {rho(selection, anchor):+.2f} on selection, "
+              f"{rho(confirmation, anchor):+.2f} on confirmation"
+              + (f", {rho(extra, anchor):+.2f} on the extra set(s) (the chosen candidate: {rho(extra, best):+.2f})"
+                 if len(extra) >= 3 else "") + f", {rho(records, anchor):+.2f} on all. Candidates above it "
+              f"(looked up after the choice, not a choice): on confirmation {beat['confirmation'] or 'none'}, "
+              f"on all {beat['all'] or 'none'}.", ""]
+    lines += ["Spearman rank correlation with `gain_pool`:", ""]
     lines += correlation_table(groups, "gain_pool", (*anchors, *names))
     lines += ["", "90% bootstrap intervals over all transitions (whole runs resampled): " + ", ".join(
         "{} [{:+.2f}, {:+.2f}]".format(name, *bootstrap_interval(records, name, "gain_pool"))
