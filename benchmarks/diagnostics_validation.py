@@ -57,10 +57,12 @@ DATASETS = {
     # suppressed: the rotation bin of a solid shape; flips would mirror it, so none
     "oriented": ("trifeature-oriented", 0, {"augment.color_jitter": 0.2, "augment.grayscale": 0.0,
                                             "augment.flip": 0.0}),
+    "oriented-b": ("trifeature-oriented", 1, {"augment.color_jitter": 0.8, "augment.grayscale": 0.5,
+                                              "augment.flip": 0.0}),
 }
 SELECTION = ("tri-a", "tri-b")  # the auto-stage rule is chosen on these ...
 CONFIRMATION = ("overlay", "overlay-b", "tri-c")  # ... and confirmed on these
-EXTRA = ("oriented",)  # added later as more confirmation: neither texture nor digit suppressed
+EXTRA = ("oriented", "oriented-b")  # added later as more confirmation: neither texture nor digit suppressed
 BACKBONES = {
     "convnet": {"model.backbone": "convnet", "model.width": 0.5, "train.lr": 0.002, "train.weight_decay": 0.0001},
     "vit": {"model.backbone": "vit", "model.width": 1.0, "train.lr": 0.001, "train.weight_decay": 0.05,
