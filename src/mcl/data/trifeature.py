@@ -6,9 +6,6 @@ offset. Texture is a luminance pattern inside the shape (pattern "on" pixels get
 "off" pixels 40 % of it), so colour stays identifiable whatever the texture. Texture periods scale
 with the image size so that all ten textures stay distinguishable at 32 px. :func:`draw_corner_marks`
 adds the optional fourth attribute of ``captioned-trifeature-marked``: a small black square in one corner.
-:func:`generate_oriented_trifeature` (``trifeature-oriented``) swaps texture for a labelled orientation: solid
-shapes whose rotation falls in one of four 22.5-degree bins, a fine attribute that crops keep and that the
-salient colour and shape suppress.
 """
 
 from __future__ import annotations
@@ -401,50 +398,3 @@ def generate_trifeature(
     return write_table(out_dir, images, names, split, captions, progress=progress, format=format,
                        shard_size=shard_size)
 
-
-# trifeature-oriented: the rotation bin of a solid shape (degrees; bins of 22.5 within +-45, each drawn from
-# the middle 60 % of its bin so neighbouring classes never touch).
-ORIENTATIONS = ("tilt-45", "tilt-22", "tilt+22", "tilt+45")  # degrees, bin edges nearest to 0
-ORIENTATION_BIN_DEG = 22.5
-ORIENTATION_SPREAD = 0.6
-
-
-def orientation_degrees(rng: np.random.Generator, codes: np.ndarray) -> np.ndarray:
-    """Rotation (degrees) of each orientation code ``(N,)``: uniform over the middle of its bin."""
-    centre = -MAX_ROTATION_DEG + (np.asarray(codes) + 0.5) * ORIENTATION_BIN_DEG
-    return centre + rng.uniform(-0.5, 0.5, len(centre)) * ORIENTATION_SPREAD * ORIENTATION_BIN_DEG
-
-
-def render_oriented_table(n_train: int, n_test: int, image_size: int, seed: int, progress: bool = False
-                          ) -> tuple[np.ndarray, dict[str, list[str]], list[str]]:
-    """Images, attribute columns (``shape``, ``color``, ``orientation``) and split of a ``trifeature-oriented`` table.
-
-    Shapes are solid (texture ``solid``); the rotation of image i is drawn uniformly from the middle
-    ``ORIENTATION_SPREAD`` of its orientation bin (``ORIENTATIONS``: -45..-22.5, -22.5..0, 0..22.5, 22.5..45
-    degrees, the shape's rotation as :func:`render_trifeature` draws it). Attributes are independent and
-    balanced within each split; everything is determined by ``seed``.
-    """
-    check_generator_args(n_train, n_test, image_size)
-    rng = np.random.default_rng(seed)
-    shape, color, orientation = (balanced_codes(rng, n_train, n_test, n) for n in (10, 10, len(ORIENTATIONS)))
-    scenes = _sample_poses(rng, shape, np.zeros_like(shape), color)
-    scenes.shape_angle = np.deg2rad(orientation_degrees(rng, orientation))
-    images = _render(scenes, image_size, progress)
-    names = {"shape": [SHAPES[i] for i in shape], "color": [list(COLORS)[i] for i in color],
-             "orientation": [ORIENTATIONS[i] for i in orientation]}
-    return images, names, split_column(n_train, n_test)
-
-
-def generate_oriented_trifeature(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int = 1000,
-                                 image_size: int = 32, seed: int = 0, progress: bool = True, format: str = "png",
-                                 shard_size: int = 1000) -> Path:
-    """Write a ``trifeature-oriented`` image table (attributes ``shape``, ``color``, ``orientation``).
-
-    See :func:`render_oriented_table`. Captions read "a <color> <shape> tilted +22 degrees". Horizontal
-    flips mirror the rotation (+ <-> -): train without them when orientation is to be learnt.
-    """
-    images, names, split = render_oriented_table(n_train, n_test, image_size, seed, progress)
-    captions = [f"a {c} {s} tilted {o.removeprefix('tilt')} degrees"
-                for s, c, o in zip(names["shape"], names["color"], names["orientation"], strict=True)]
-    return write_table(out_dir, images, names, split, captions, progress=progress, format=format,
-                       shard_size=shard_size)
