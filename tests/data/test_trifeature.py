@@ -101,4 +101,3 @@ def test_invalid_arguments(tmp_path: Path) -> None:
         generate_trifeature(tmp_path, image_size=4, progress=False)
     with pytest.raises(ValueError, match="unknown shapes"):
         render_trifeature(["hexagon"], ["solid"], ["red"])
-

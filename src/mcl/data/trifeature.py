@@ -397,4 +397,3 @@ def generate_trifeature(
     ]
     return write_table(out_dir, images, names, split, captions, progress=progress, format=format,
                        shard_size=shard_size)
-
