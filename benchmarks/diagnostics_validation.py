@@ -54,9 +54,15 @@ DATASETS = {
     "overlay": ("overlay", 0, {"augment.color_jitter": 0.2, "augment.grayscale": 0.0}),
     "overlay-b": ("overlay", 1, {"augment.color_jitter": 0.8, "augment.grayscale": 0.5}),
     "tri-c": ("trifeature", 2, {"augment.color_jitter": 1.0, "augment.grayscale": 0.9}),
+    # suppressed: the rotation bin of a solid shape; flips would mirror it, so none
+    "oriented": ("trifeature-oriented", 0, {"augment.color_jitter": 0.2, "augment.grayscale": 0.0,
+                                            "augment.flip": 0.0}),
+    "oriented-b": ("trifeature-oriented", 1, {"augment.color_jitter": 0.8, "augment.grayscale": 0.5,
+                                              "augment.flip": 0.0}),
 }
 SELECTION = ("tri-a", "tri-b")  # the auto-stage rule is chosen on these ...
 CONFIRMATION = ("overlay", "overlay-b", "tri-c")  # ... and confirmed on these
+EXTRA = ("oriented", "oriented-b")  # added later as more confirmation: neither texture nor digit suppressed
 BACKBONES = {
     "convnet": {"model.backbone": "convnet", "model.width": 0.5, "train.lr": 0.002, "train.weight_decay": 0.0001},
     "vit": {"model.backbone": "vit", "model.width": 1.0, "train.lr": 0.001, "train.weight_decay": 0.05,
@@ -312,6 +318,7 @@ def summary(root: Path, records: list[dict], signals: tuple[str, ...]) -> list[s
     ceiling = {row["target"]: row for row in reliability([(root / "runs" / r["run"], r["stage"]) for r in records])}
     selection = [r for r in records if r["data"] in SELECTION]
     confirmation = [r for r in records if r["data"] in CONFIRMATION]
+    extra = [r for r in records if r["data"] in EXTRA]
 
     def rho(rows: list[dict], name: str) -> float:
         pairs = [(r[name], r["gain_pool"]) for r in rows if r[name] is not None]
@@ -328,7 +335,9 @@ def summary(root: Path, records: list[dict], signals: tuple[str, ...]) -> list[s
             f"- The low-noise target (`gain_pool`, the same probe on {POOL_SIZE} fresh images) has reliability "
             f"{pool['reliability']:.2f}, ceiling {pool['ceiling']:.2f}.",
             f"- Chosen on the selection sets by |rho| with `gain_pool`: **{best}**, rho {rho(selection, best):+.2f} "
-            f"on selection, {rho(confirmation, best):+.2f} on confirmation, {rho(records, best):+.2f} on all "
+            f"on selection, {rho(confirmation, best):+.2f} on confirmation"
+            + (f", {rho(extra, best):+.2f} on the extra confirmation set(s) {', '.join(EXTRA)} (n={len(extra)})"
+               if len(extra) >= 3 else "") + f", {rho(records, best):+.2f} on all "
             f"(90% bootstrap interval [{low:+.2f}, {high:+.2f}]); the anchors on the same runs: RankMe "
             f"{rho(records, 'rankme'):+.2f}, novelty {rho(records, 'novelty'):+.2f}."]
 
@@ -343,7 +352,8 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
              "linear-probe accuracy of the suppressed attribute (lowest stage-1 lift over chance) of mcl-s minus "
              "mcl-(s-1), in points. Grid: " + ", ".join(DATASETS) + f" x {', '.join(BACKBONES)} x seeds {SEEDS}; "
              f"settings {BASE}. Selection data sets: {', '.join(SELECTION)}; confirmation: "
-             f"{', '.join(CONFIRMATION)}. Written by `python benchmarks/diagnostics_validation.py analyse`.", "",
+             f"{', '.join(CONFIRMATION)}; extra confirmation (added later): {', '.join(EXTRA)}. Written by "
+             "`python benchmarks/diagnostics_validation.py analyse`.", "",
              "Targets: " + "; ".join(f"`{name}`: {what}" for name, what in TARGETS.items()) + ".", "",
              "| run | s | suppressed | gain | gain_pool | gain_cross | gain_all | " + " | ".join(signals) + " |",
              "|---" * (7 + len(signals)) + "|"]
@@ -358,6 +368,10 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
     selection = [r for r in records if r["data"] in SELECTION]
     groups = {"all": records, "selection (" + ", ".join(SELECTION) + ")": selection,
               "confirmation (" + ", ".join(CONFIRMATION) + ")": [r for r in records if r["data"] in CONFIRMATION]}
+    extra = [r for r in records if r["data"] in EXTRA]
+    if extra:
+        groups["extra confirmation (" + ", ".join(EXTRA) + ")"] = extra
+        groups["all confirmation"] = [r for r in records if r["data"] not in SELECTION]
     with_pool = [r for r in records if "gain_pool" in r]
     if with_pool:
         lines += ["", "## How reliable is the target", "",

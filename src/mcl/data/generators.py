@@ -19,6 +19,7 @@ from typing import Any
 _GENERATORS = {
     "trifeature": "mcl.data.trifeature:generate_trifeature",
     "overlay": "mcl.data.overlay:generate_overlay",
+    "trifeature-oriented": "mcl.data.trifeature_oriented:generate_oriented_trifeature",
     "captioned-trifeature": "mcl.data.captions:generate_captioned_trifeature",
     "captioned-fashion-mnist": "mcl.data.captions:generate_captioned_fashion_mnist",
     "captioned-trifeature-marked": "mcl.data.captions:generate_marked_trifeature",
