@@ -411,13 +411,17 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
     if with_pool:
         lines[3:3] = summary(root, with_pool, signals)
     pool = bool(with_pool) and len(with_pool) == len(records)
+    from mcl.diagnostics import AUTO_SIGNAL, AUTO_THRESHOLD
+
     chosen = choose_rule(selection, max_stages, pool)
+    rules = [("The rule mcl ships (`mcl.diagnostics.AUTO_SIGNAL`, chosen in an earlier validation)",
+              AUTO_SIGNAL, AUTO_THRESHOLD)]
     if chosen is not None:
-        signal, threshold = chosen
-        lines += ["", f"Auto rule chosen on the selection sets (suppressed accuracy on the "
-                  f"{'fresh pool' if pool else '400 test images'}): continue after stage s >= 2 while {signal} >= "
-                  f"{threshold:.4g} (max {max_stages} stages). Suppressed accuracy on the fresh pool (400 test "
-                  "images in brackets).", "",
+        rules.append((f"Auto rule chosen on the selection sets (suppressed accuracy on the "
+                      f"{'fresh pool' if pool else '400 test images'})", *chosen))
+    for title, signal, threshold in rules:
+        lines += ["", f"{title}: continue after stage s >= 2 while {signal} >= {threshold:.4g} (max {max_stages} "
+                  "stages). Suppressed accuracy on the fresh pool (400 test images in brackets).", "",
                   "| runs | auto: mean stages | auto: suppressed acc | fixed k: suppressed acc | better fixed |",
                   "|---|---|---|---|---|"]
         for name, rows in groups.items():
