@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -83,6 +83,16 @@ def make_data(name: str, seed: int, out: Path) -> Path:
     return directory
 
 
+def _run_measured(command: list[str]) -> float:
+    """Run ``command`` to the end (an error if it fails); its own peak resident memory in GiB."""
+    child = subprocess.Popen(command)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, command)
+    return usage.ru_maxrss / 2**20  # kilobytes on Linux
+
+
 def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None:
     """Train and evaluate one (set, seed, variant); appends its rows to ``OUT/rows.jsonl``."""
     run = out / "runs" / f"{name}-s{seed}-{variant}"
@@ -90,14 +100,16 @@ def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None
     if done.exists():
         return
     data = make_data(name, seed, out)
-    grown = out / "runs" / f"{name}-s{seed}-{GROWS.get(variant, '')}"
-    if variant in GROWS and grown.is_dir() and not run.exists():
-        shutil.copytree(grown, run)  # the same command with more stages continues the copy (issue 19's grow)
+    if variant in GROWS and not run.exists():
+        base = f"{name}-s{seed}-{GROWS[variant]}"
+        if not (out / "done" / base).exists():
+            raise SystemExit(f"{variant} continues the finished run {base}: run --variants {GROWS[variant]} first")
+        shutil.copytree(out / "runs" / base, run)  # the same command with more stages continues the copy
     sets = [f"seed={seed}", f"train.threads={threads}", *VARIANTS[variant]]
     started = time.time()
     command = [sys.executable, "-m", "mcl", "train", str(ROOT / "configs" / "multimodal.yaml"), "--data", str(data),
                "--out", str(run), "--quiet"] + [a for s in sets for a in ("--set", s)]
-    subprocess.run(command, check=True)
+    peak = _run_measured(command)
     trained = time.time() - started
     for form, extra in FORMS.items():
         script = ("import sys, json, mcl; "
@@ -109,8 +121,7 @@ def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None
             for row in rows:
                 f.write(json.dumps({"set": name, "seed": seed, "variant": variant, "form": form, **row}) + "\n")
     done.parent.mkdir(parents=True, exist_ok=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # GiB: the largest child so far
-    done.write_text(json.dumps({"train_s": trained, "total_s": time.time() - started, "peak_rss_gib": peak}))
+    done.write_text(json.dumps({"train_s": trained, "total_s": time.time() - started, "train_peak_rss_gib": peak}))
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -122,13 +133,24 @@ def load_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def by_seed(rows: list[dict], name: str, variant: str, form: str, representation: str, attribute: str,
+            probe: str = "zeroshot") -> dict[int, float]:
+    """The score (%) of one cell, seed -> score."""
+    return {r["seed"]: 100 * r["accuracy"] for r in rows if r["set"] == name and r["variant"] == variant
+            and r["form"] == form and r["representation"] == representation and r["attribute"] == attribute
+            and r["probe"] == probe}
+
+
 def scores(rows: list[dict], name: str, variant: str, form: str, representation: str, attribute: str,
            probe: str = "zeroshot") -> list[float]:
     """The score of one cell per seed (in seed order)."""
-    picked = {r["seed"]: r["accuracy"] for r in rows if r["set"] == name and r["variant"] == variant
-              and r["form"] == form and r["representation"] == representation and r["attribute"] == attribute
-              and r["probe"] == probe}
-    return [100 * picked[s] for s in sorted(picked)]
+    picked = by_seed(rows, name, variant, form, representation, attribute, probe)
+    return [picked[s] for s in sorted(picked)]
+
+
+def _paired(mine: dict[int, float], theirs: dict[int, float]) -> list[float]:
+    """Differences of two cells over the seeds both have (in seed order)."""
+    return [mine[s] - theirs[s] for s in sorted(mine.keys() & theirs.keys())]
 
 
 def _cell(values: list[float]) -> str:
@@ -185,15 +207,15 @@ def summary(out: Path) -> str:
                 stage0 = scores(rows, name, variant, form, "stage-0", blind)
                 cells = []
                 for a in attributes:
-                    mine = scores(rows, name, variant, form, ours, a)
-                    theirs = scores(rows, name, variant, form, base, a)
-                    diff = [m - t for m, t in zip(mine, theirs, strict=False)]
-                    cells.append(f"{np.mean(mine):.1f} / {np.mean(theirs):.1f} / {_cell(diff)}")
+                    mine = by_seed(rows, name, variant, form, ours, a)
+                    theirs = by_seed(rows, name, variant, form, base, a)
+                    diff = _paired(mine, theirs)
+                    cells.append(f"{np.mean([*mine.values()]):.1f} / {np.mean([*theirs.values()]):.1f} / {_cell(diff)}")
                 recall = []
                 for probe in ("retrieval-i2t@5", "retrieval-t2i@5"):
-                    mine = scores(rows, name, variant, form, ours, "caption", probe)
-                    theirs = scores(rows, name, variant, form, base, "caption", probe)
-                    recall.append(_cell([m - t for m, t in zip(mine, theirs, strict=False)]))
+                    mine = by_seed(rows, name, variant, form, ours, "caption", probe)
+                    theirs = by_seed(rows, name, variant, form, base, "caption", probe)
+                    recall.append(_cell(_paired(mine, theirs)))
                 seeds = len(scores(rows, name, variant, form, ours, blind))
                 lines.append(f"| {variant} | {ours} vs {base} | {seeds} | {_cell(stage0)} | " + " | ".join(cells) +
                              f" | {recall[0]} | {recall[1]} | {verdict(rows, name, variant, form, ours, base)} |")
@@ -207,9 +229,9 @@ ROLES = {"demo": "selection", "digits-turned": "selection", "fashion-dots": "con
 
 def _diffs(rows: list[dict], name: str, variant: str, ours: str, base: str, attribute: str,
            probe: str = "zeroshot") -> list[float]:
-    mine = scores(rows, name, variant, "without-stage0", ours, attribute, probe)
-    theirs = scores(rows, name, variant, "without-stage0", base, attribute, probe)
-    return [m - t for m, t in zip(mine, theirs, strict=False)]
+    mine = by_seed(rows, name, variant, "without-stage0", ours, attribute, probe)
+    theirs = by_seed(rows, name, variant, "without-stage0", base, attribute, probe)
+    return _paired(mine, theirs)
 
 
 def _signed(values: list[float]) -> str:
