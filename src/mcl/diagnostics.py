@@ -183,8 +183,9 @@ def stage_diagnostics(current: np.ndarray, earlier: list[np.ndarray], cluster_la
 # mcl.stages: auto: after stage s >= 2, train stage s+1 while stage s's AUTO_SIGNAL is at least AUTO_THRESHOLD.
 # Chosen on the selection data sets of benchmarks/diagnostics_validation.py; there a third stage rarely costs
 # suppressed-attribute accuracy (results in benchmarks/results/diagnostics_validation.md), so this rule mostly
-# trains every stage: read it as "stop when a stage's embeddings have collapsed together". The signal that best
-# tracks a stage's own gain there is mean_negatives, known before the stage trains (group_statistics).
+# trains every stage: it stops only when a stage's embeddings are spread very evenly over the sphere (lower
+# uniformity is more uniform; only ConvNet runs reached -1.25 there). No label-free signal predicted a stage's own
+# gain well enough to steer it (docs/data.md).
 AUTO_SIGNAL = "uniformity"
 AUTO_THRESHOLD = -1.25
 
