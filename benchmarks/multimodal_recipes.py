@@ -61,7 +61,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 GROWS = {"latest3": "latest"}  # variant -> the variant whose finished run it continues
 STAGES = {"latest3": 3}  # MCL stages of each variant (2 if not named)
-SETS = ("demo", "demo-rare", *captioned_sets.SETS)
+SETS = ("demo", *captioned_sets.BASE_SETS, "demo-rare", *(f"{name}-rare" for name in captioned_sets.BASE_SETS))
 BLIND = {"demo": "mark", "demo-rare": "mark", **captioned_sets.BLIND}
 EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0", "eval.linear_max_iter=0",
              "eval.zeroshot_prompts=" + json.dumps(captioned_sets.ZEROSHOT_PROMPTS)]
