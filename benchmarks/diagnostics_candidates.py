@@ -303,7 +303,15 @@ def records_with_candidates(root: Path) -> list[dict]:
 
 def analyse(root: Path, out: Path) -> str:
     """Write the candidates' rank correlations with ``gain_pool`` and the one chosen on the selection sets."""
-    from diagnostics_validation import CONFIRMATION, SELECTION, bootstrap_interval, correlation_table, spearman
+    from diagnostics_validation import (
+        CONFIRMATION,
+        SELECTION,
+        bootstrap_interval,
+        correlation_table,
+        interval,
+        selection_sign,
+        spearman,
+    )
 
     records = [r for r in records_with_candidates(root) if "gain_pool" in r]
     names = [name + suffix for suffix in ("", "@test") for name in NAMES]
@@ -311,10 +319,12 @@ def analyse(root: Path, out: Path) -> str:
     selection = [r for r in records if r["data"] in SELECTION]
     confirmation = [r for r in records if r["data"] in CONFIRMATION]
     others = sorted({r["data"] for r in records} - set(SELECTION) - set(CONFIRMATION))
+    held = [r for r in records if r["data"] not in SELECTION]  # every transition the choice never saw
     groups = {"selection (" + ", ".join(SELECTION) + ")": selection,
-              "confirmation (" + ", ".join(CONFIRMATION) + ")": confirmation, "all": records}
+              "confirmation (" + ", ".join(CONFIRMATION) + ")": confirmation}
     if others:
         groups["extra (" + ", ".join(others) + ")"] = [r for r in records if r["data"] in others]
+    groups.update({"all confirmation": held, "all": records})
     groups.update({f"stage {s} only": [r for r in records if r["stage"] == s]
                    for s in sorted({r["stage"] for r in records})})
     # Signals whose scale differs between backbones flip sign between data sets where the other backbone gains
@@ -325,7 +335,8 @@ def analyse(root: Path, out: Path) -> str:
     def rho(rows: list[dict], name: str) -> float:
         return spearman([r[name] for r in rows], [r["gain_pool"] for r in rows])
 
-    best = max(names, key=lambda name: abs(rho(selection, name)))
+    sign = {name: selection_sign(selection, name) for name in (*anchors, *names)}
+    best = max((name for name in names if sign[name]), key=lambda name: abs(rho(selection, name)))
     lines = ["# Group-aware candidates for a label-free signal of a stage's gain", "",
              f"{len({r['run'] for r in records})} runs, {len(records)} transitions of the validation grid "
              "(`benchmarks/diagnostics_validation.py`), target `gain_pool` (the suppressed attribute's linear-probe "
@@ -334,25 +345,34 @@ def analyse(root: Path, out: Path) -> str:
              "`within_reliable_novelty` and `ingroup_rank_gain_mcl` were added after a first look at the other "
              "nine), defined in `benchmarks/diagnostics_candidates.py`. Written by "
              "`python benchmarks/diagnostics_candidates.py analyse`.", "",
-             f"Chosen on the selection sets only by |rho|: **{best}**: rho {rho(selection, best):+.2f} on selection, "
-             f"{rho(confirmation, best):+.2f} on confirmation, {rho(records, best):+.2f} on all (90% bootstrap "
-             "interval over whole runs [{:+.2f}, {:+.2f}]).".format(*bootstrap_interval(records, best, "gain_pool")),
-             ""]
+             f"Chosen on the selection sets only by |rho|: **{best}**: rho {rho(selection, best):+.2f} on selection "
+             f"(n={len(selection)}); held out: {rho(confirmation, best):+.2f} on confirmation, "
+             f"**{rho(held, best):+.2f} on all confirmation** (n={len(held)}, 90% bootstrap interval over whole runs "
+             f"{interval(bootstrap_interval(held, best, 'gain_pool'))}); {rho(records, best):+.2f} on all "
+             f"{len(records)} transitions (selection included, so not a test).", ""]
     anchor = "mean_negatives"
-    beat = {name: [c for c in names if rho(rows, c) > rho(rows, anchor)]
-            for name, rows in (("confirmation", confirmation), ("all", records))}
+
+    def signed_rho(rows: list[dict], name: str) -> float:
+        # the direction a signal is read in is fixed on the selection sets, as the chosen candidate's is
+        return sign[name] * rho(rows, name)
+
+    beat = {name: [c for c in names if signed_rho(rows, c) > signed_rho(rows, anchor)]
+            for name, rows in (("confirmation", confirmation), ("all confirmation", held))}
     extra = [r for r in records if r["data"] in others]
     lines += [f"The recorded `{anchor}` on the same transitions: {rho(selection, anchor):+.2f} on selection, "
               f"{rho(confirmation, anchor):+.2f} on confirmation"
               + (f", {rho(extra, anchor):+.2f} on the extra set(s) (the chosen candidate: {rho(extra, best):+.2f})"
-                 if len(extra) >= 3 else "") + f", {rho(records, anchor):+.2f} on all. Candidates above it "
-              f"(looked up after the choice, not a choice): on confirmation {beat['confirmation'] or 'none'}, "
-              f"on all {beat['all'] or 'none'}.", ""]
+                 if len(extra) >= 3 else "") + f", {rho(held, anchor):+.2f} on all confirmation, "
+              f"{rho(records, anchor):+.2f} on all. Candidates above it on the held-out transitions, each rho "
+              "multiplied by the sign it has on the selection sets (looked up after the choice, not a choice): on "
+              f"confirmation {beat['confirmation'] or 'none'}, "
+              f"on all confirmation {beat['all confirmation'] or 'none'}.",
+              ""]
     lines += ["Spearman rank correlation with `gain_pool`:", ""]
     lines += correlation_table(groups, "gain_pool", (*anchors, *names))
-    lines += ["", "90% bootstrap intervals over all transitions (whole runs resampled): " + ", ".join(
-        "{} [{:+.2f}, {:+.2f}]".format(name, *bootstrap_interval(records, name, "gain_pool"))
-        for name in (*anchors, *names)) + ".", "",
+    lines += ["", f"90% bootstrap intervals over the {len(held)} all-confirmation transitions (whole runs "
+              "resampled): " + ", ".join(f"{name} {interval(bootstrap_interval(held, name, 'gain_pool'))}"
+                                         for name in (*anchors, *names)) + ".", "",
         "| run | s | gain_pool | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
     for r in records:
         lines.append(f"| {r['run']} | {r['stage']} | {100 * r['gain_pool']:+.1f} | "

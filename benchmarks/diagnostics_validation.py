@@ -232,10 +232,23 @@ def transitions(root: Path) -> list[dict]:
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation (average ranks for ties); nan when either side is constant."""
     from scipy.stats import spearmanr
 
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def signed(value: float) -> str:
+    """A rank correlation as ``+0.12``, or ``-`` when it is undefined (a constant signal)."""
+    return "-" if not np.isfinite(value) else f"{value:+.2f}"
+
+
+def selection_sign(selection: list[dict], name: str, target: str = "gain_pool") -> float:
+    """The sign of ``name``'s rank correlation with ``target`` on the selection sets (0 when undefined)."""
+    value = spearman(*zip(*[(r[name], r[target]) for r in selection if r.get(name) is not None], strict=True))
+    return 0.0 if not np.isfinite(value) else float(np.sign(value))
 
 
 def auto_pick(records: list[dict], signal: str, threshold: float, max_stages: int) -> dict[str, int]:
@@ -279,14 +292,16 @@ def correlation_table(groups: dict[str, list[dict]], target: str, signals: tuple
         cells = []
         for rows in groups.values():
             pairs = [(r[name], r[target]) for r in rows if r.get(name) is not None and r.get(target) is not None]
-            cells.append(f"{spearman(*zip(*pairs, strict=True)):+.2f}" if len(pairs) >= 3 else "-")
+            cells.append(signed(spearman(*zip(*pairs, strict=True))) if len(pairs) >= 3 else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
 def bootstrap_interval(records: list[dict], signal: str, target: str, draws: int = 2000,
                        seed: int = 0) -> tuple[float, float]:
-    """90% bootstrap interval of Spearman(signal, target), resampling whole runs (their transitions together)."""
+    """90% bootstrap interval of Spearman(signal, target), resampling whole runs (their transitions together).
+
+    (nan, nan) when the signal is constant in every draw."""
     runs = sorted({r["run"] for r in records})
     by_run = {run: [(r[signal], r[target]) for r in records if r["run"] == run] for run in runs}
     rng = np.random.default_rng(seed)
@@ -296,8 +311,15 @@ def bootstrap_interval(records: list[dict], signal: str, target: str, draws: int
         x, y = zip(*pairs, strict=True)
         if len(set(x)) > 1 and len(set(y)) > 1:
             values.append(spearman(list(x), list(y)))
+    if not values:
+        return float("nan"), float("nan")
     low, high = np.percentile(values, [5, 95])
     return float(low), float(high)
+
+
+def interval(bounds: tuple[float, float]) -> str:
+    """A bootstrap interval as ``[-0.10, +0.40]``, or ``-`` when undefined."""
+    return "-" if not np.isfinite(bounds[0]) else f"[{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
 
 
 def choose_rule(selection: list[dict], max_stages: int, pool: bool) -> tuple[str, float] | None:
@@ -314,19 +336,27 @@ def choose_rule(selection: list[dict], max_stages: int, pool: bool) -> tuple[str
 
 
 def summary(root: Path, records: list[dict], signals: tuple[str, ...]) -> list[str]:
-    """Markdown lines: the targets' ceilings and the signal chosen on the selection sets against the anchors."""
+    """Markdown lines: the targets' ceilings and the signal chosen on the selection sets against the anchors.
+
+    The headline rank correlation and its interval are on the held-out transitions ("all confirmation": every
+    data set except the selection sets, on which the signal was chosen); "all" is shown beside them only.
+    """
     ceiling = {row["target"]: row for row in reliability([(root / "runs" / r["run"], r["stage"]) for r in records])}
     selection = [r for r in records if r["data"] in SELECTION]
     confirmation = [r for r in records if r["data"] in CONFIRMATION]
     extra = [r for r in records if r["data"] in EXTRA]
+    held = [r for r in records if r["data"] not in SELECTION]
 
     def rho(rows: list[dict], name: str) -> float:
         pairs = [(r[name], r["gain_pool"]) for r in rows if r[name] is not None]
         return spearman(*zip(*pairs, strict=True))
 
-    best = max(signals, key=lambda name: abs(rho(selection, name)))
-    low, high = bootstrap_interval(records, best, "gain_pool")
+    best = max((name for name in signals if np.isfinite(rho(selection, name))),
+               key=lambda name: abs(rho(selection, name)))
+    low, high = bootstrap_interval(held, best, "gain_pool")
     test, pool = ceiling["test"], ceiling["pool"]
+    anchors = ", ".join(f"{label} {signed(selection_sign(selection, name) * rho(held, name))}"
+                        for label, name in (("RankMe", "rankme"), ("novelty", "novelty")))
     return ["", "## Summary", "",
             f"- The harness target (400 test images) has split-half reliability {test['reliability']:.2f} over "
             f"these {len(records)} transitions: no diagnostic can rank-correlate with it above about "
@@ -335,11 +365,13 @@ def summary(root: Path, records: list[dict], signals: tuple[str, ...]) -> list[s
             f"- The low-noise target (`gain_pool`, the same probe on {POOL_SIZE} fresh images) has reliability "
             f"{pool['reliability']:.2f}, ceiling {pool['ceiling']:.2f}.",
             f"- Chosen on the selection sets by |rho| with `gain_pool`: **{best}**, rho {rho(selection, best):+.2f} "
-            f"on selection, {rho(confirmation, best):+.2f} on confirmation"
+            f"on selection (n={len(selection)}); held out: {rho(confirmation, best):+.2f} on confirmation"
             + (f", {rho(extra, best):+.2f} on the extra confirmation set(s) {', '.join(EXTRA)} (n={len(extra)})"
-               if len(extra) >= 3 else "") + f", {rho(records, best):+.2f} on all "
-            f"(90% bootstrap interval [{low:+.2f}, {high:+.2f}]); the anchors on the same runs: RankMe "
-            f"{rho(records, 'rankme'):+.2f}, novelty {rho(records, 'novelty'):+.2f}."]
+               if len(extra) >= 3 else "")
+            + f", **{rho(held, best):+.2f} on all confirmation** (n={len(held)}, 90% bootstrap interval over "
+            f"whole runs [{low:+.2f}, {high:+.2f}]); {rho(records, best):+.2f} on all {len(records)} transitions "
+            "(selection included, so not a test). The anchors on the held-out transitions, each multiplied by "
+            f"the sign of its rho on the selection sets: {anchors}."]
 
 
 def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
@@ -404,10 +436,11 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
         lines += ["", f"Spearman rank correlation of each diagnostic with {what}:", ""]
         lines += correlation_table({**groups, **by_stage} if target == "gain_pool" else groups, target, signals)
         if target == "gain_pool":
-            intervals = {name: bootstrap_interval(with_pool, name, target) for name in signals}
-            lines += ["", f"90% bootstrap intervals of these rank correlations over all {len(with_pool)} transitions "
-                      "(whole runs resampled): " + ", ".join(f"{name} [{low:+.2f}, {high:+.2f}]"
-                                                            for name, (low, high) in intervals.items()) + "."]
+            held = [r for r in with_pool if r["data"] not in SELECTION]
+            intervals = {name: bootstrap_interval(held, name, target) for name in signals}
+            lines += ["", f"90% bootstrap intervals of these rank correlations over the {len(held)} all-confirmation "
+                      "transitions (whole runs resampled): " + ", ".join(f"{name} {interval(bounds)}"
+                                                                          for name, bounds in intervals.items()) + "."]
     if with_pool:
         lines[3:3] = summary(root, with_pool, signals)
     pool = bool(with_pool) and len(with_pool) == len(records)
@@ -416,6 +449,12 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
     chosen = choose_rule(selection, max_stages, pool)
     rules = [("The rule mcl ships (`mcl.diagnostics.AUTO_SIGNAL`, chosen in an earlier validation)",
               AUTO_SIGNAL, AUTO_THRESHOLD)]
+    fixed_k = None if chosen is None else set(auto_pick(selection, *chosen, max_stages).values())
+    if fixed_k is not None and len(fixed_k) == 1:
+        lines += ["", f"Auto-rule search on the selection sets: **no rule beats a fixed k**. The best rule found "
+                  f"({chosen[0]} >= {chosen[1]:.4g}) trains {fixed_k.pop()} stages on every selection run, the same "
+                  "picks as that fixed number of stages, so its threshold is no choice and is not shown."]
+        chosen = None
     if chosen is not None:
         rules.append((f"Auto rule chosen on the selection sets (suppressed accuracy on the "
                       f"{'fresh pool' if pool else '400 test images'})", *chosen))

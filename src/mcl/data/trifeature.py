@@ -21,18 +21,7 @@ from PIL import Image, ImageDraw
 from mcl.data.table import balanced_codes, check_generator_args, split_column, write_table
 from mcl.logging_utils import progress_bar
 
-SHAPES = (
-    "triangle",
-    "square",
-    "plus",
-    "circle",
-    "tee",
-    "rhombus",
-    "pentagon",
-    "star",
-    "fivesquare",
-    "trapezoid",
-)
+SHAPES = ("triangle", "square", "plus", "circle", "tee", "rhombus", "pentagon", "star", "fivesquare", "trapezoid")
 TEXTURES = ("solid", "stripes", "grid", "hexgrid", "dots", "noise", "triangles", "zigzags", "rain", "pluses")
 # The colours of the original data set.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -271,9 +260,8 @@ class _Scenes:
         return _Scenes(**{name: value[rows] for name, value in vars(self).items()})
 
 
-def _sample_poses(
-    rng: np.random.Generator, shape: np.ndarray, texture: np.ndarray, color: np.ndarray
-) -> _Scenes:
+def sample_poses(rng: np.random.Generator, shape: np.ndarray, texture: np.ndarray, color: np.ndarray) -> _Scenes:
+    """Random poses for the attribute codes ``(N,)``: rotations within +-MAX_ROTATION_DEG, offsets, texture phases."""
     n = len(shape)
     max_angle = np.deg2rad(MAX_ROTATION_DEG)
     return _Scenes(
@@ -302,7 +290,8 @@ def _render_chunk(scenes: _Scenes, size: int) -> np.ndarray:
     return np.rint(image).astype(np.uint8)
 
 
-def _render(scenes: _Scenes, size: int, progress: bool = False) -> np.ndarray:
+def render_scenes(scenes: _Scenes, size: int, progress: bool = False) -> np.ndarray:
+    """uint8 images ``(N, size, size, 3)`` of ``scenes``; ``shape_angle`` > 0 turns a shape counter-clockwise."""
     n = len(scenes.shape)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     # A bar (on a terminal only) over chunks of _CHUNK images.
@@ -349,8 +338,8 @@ def render_trifeature(
             (colors, tuple(COLORS), "colors"),
         )
     ]
-    scenes = _sample_poses(np.random.default_rng(seed), *codes)
-    return _render(scenes, image_size)
+    scenes = sample_poses(np.random.default_rng(seed), *codes)
+    return render_scenes(scenes, image_size)
 
 
 def render_trifeature_table(
@@ -364,7 +353,7 @@ def render_trifeature_table(
     check_generator_args(n_train, n_test, image_size)
     rng = np.random.default_rng(seed)
     shape, texture, color = (balanced_codes(rng, n_train, n_test, 10) for _ in range(3))
-    images = _render(_sample_poses(rng, shape, texture, color), image_size, progress)
+    images = render_scenes(sample_poses(rng, shape, texture, color), image_size, progress)
     names = {
         "shape": [SHAPES[i] for i in shape],
         "texture": [TEXTURES[i] for i in texture],
