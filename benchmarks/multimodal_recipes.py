@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,20 +48,36 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import captioned_sets  # noqa: E402
 
-VARIANTS: dict[str, list[str]] = {
-    "latest": ["mcl.group_stages=latest"],
-    "all": ["mcl.group_stages=all"],
-    "pretrained": ["mcl.group_stages=latest", "multimodal.init=pretrained"],
+
+@dataclass(frozen=True)
+class Variant:
+    """One recipe variant: its ``--set`` keys, its label in the tables, the variant whose finished run it grows."""
+
+    sets: tuple[str, ...]
+    label: str
+    grows: str | None = None
+
+    @property
+    def stages(self) -> int:
+        """MCL stages it trains (``mcl.stages`` in its keys, else the config's 2)."""
+        return next((int(k.split("=")[1]) for k in self.sets if k.startswith("mcl.stages=")), 2)
+
+
+VARIANTS: dict[str, Variant] = {
+    "all": Variant(("mcl.group_stages=all",), "all stages"),
+    "latest": Variant(("mcl.group_stages=latest",), "latest stage"),
+    "pretrained": Variant(("mcl.group_stages=latest", "multimodal.init=pretrained"), "latest, init pretrained"),
     # The same warm-up in samples (30 steps of 128) and the square-root LR rule for Adam (x sqrt(1024 / 128)).
-    "batch1024": ["mcl.group_stages=latest", "train.batch_size=1024", "mcl.clusters=2", "mcl.min_group_size=256",
-                  "train.lr=0.00057", "train.warmup_steps=4"],
-    "k40": ["mcl.group_stages=latest", "mcl.clusters=40"],
-    "latest3": ["mcl.group_stages=latest", "mcl.stages=3"],
-    "pretrained-all": ["mcl.group_stages=all", "multimodal.init=pretrained"],
-    "batch512-all": ["mcl.group_stages=all", "train.batch_size=512", "mcl.clusters=4", "mcl.min_group_size=128"],
+    "batch1024": Variant(("mcl.group_stages=latest", "train.batch_size=1024", "mcl.clusters=2",
+                          "mcl.min_group_size=256", "train.lr=0.00057", "train.warmup_steps=4"),
+                         "latest, batch 1024, K 2"),
+    "k40": Variant(("mcl.group_stages=latest", "mcl.clusters=40"), "latest, K 40"),
+    "latest3": Variant(("mcl.group_stages=latest", "mcl.stages=3"), "latest, 3 stages (mcl-3 vs finetune-3)",
+                       grows="latest"),
+    "pretrained-all": Variant(("mcl.group_stages=all", "multimodal.init=pretrained"), "all, init pretrained"),
+    "batch512-all": Variant(("mcl.group_stages=all", "train.batch_size=512", "mcl.clusters=4",
+                             "mcl.min_group_size=128"), "all, batch 512, K 4"),
 }
-GROWS = {"latest3": "latest"}  # variant -> the variant whose finished run it continues
-STAGES = {"latest3": 3}  # MCL stages of each variant (2 if not named)
 SETS = ("demo", *captioned_sets.BASE_SETS, "demo-rare", *(f"{name}-rare" for name in captioned_sets.BASE_SETS))
 BLIND = {"demo": "mark", "demo-rare": "mark", **captioned_sets.BLIND}
 EVAL_SETS = ["eval.ensemble=false", "eval.paired_pairs=0", "eval.clip_blind_pairs=0", "eval.linear_max_iter=0",
@@ -100,12 +117,13 @@ def run_one(name: str, seed: int, variant: str, out: Path, threads: int) -> None
     if done.exists():
         return
     data = make_data(name, seed, out)
-    if variant in GROWS and not run.exists():
-        base = f"{name}-s{seed}-{GROWS[variant]}"
+    grows = VARIANTS[variant].grows
+    if grows and not run.exists():
+        base = f"{name}-s{seed}-{grows}"
         if not (out / "done" / base).exists():
-            raise SystemExit(f"{variant} continues the finished run {base}: run --variants {GROWS[variant]} first")
+            raise SystemExit(f"{variant} continues the finished run {base}: run --variants {grows} first")
         shutil.copytree(out / "runs" / base, run)  # the same command with more stages continues the copy
-    sets = [f"seed={seed}", f"train.threads={threads}", *VARIANTS[variant]]
+    sets = [f"seed={seed}", f"train.threads={threads}", *VARIANTS[variant].sets]
     started = time.time()
     command = [sys.executable, "-m", "mcl", "train", str(ROOT / "configs" / "multimodal.yaml"), "--data", str(data),
                "--out", str(run), "--quiet"] + [a for s in sets for a in ("--set", s)]
@@ -162,7 +180,7 @@ def _cell(values: list[float]) -> str:
 def comparisons(rows: list[dict], name: str, variant: str) -> list[tuple[str, str, str]]:
     """(form, MCL representation, its baseline) pairs present for one set and variant."""
     present = {(r["form"], r["representation"]) for r in rows if r["set"] == name and r["variant"] == variant}
-    k = STAGES.get(variant, 2)
+    k = VARIANTS[variant].stages
     pairs = [("without-stage0", "stage-1", "finetune-1"), ("without-stage0", f"mcl-{k}", f"finetune-{k}"),
              ("with-stage0", f"mcl-{k}", f"finetune-concat-{k}")]
     return [p for p in pairs if (p[0], p[1]) in present and (p[0], p[2]) in present]
@@ -240,12 +258,6 @@ def _signed(values: list[float]) -> str:
     return f"{np.mean(values):+.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:+.1f}"
 
 
-LABELS = {"all": "all stages", "latest": "latest stage", "pretrained": "latest, init pretrained",
-          "batch1024": "latest, batch 1024, K 2", "k40": "latest, K 40",
-          "latest3": "latest, 3 stages (mcl-3 vs finetune-3)", "pretrained-all": "all, init pretrained",
-          "batch512-all": "all, batch 512, K 4"}
-
-
 def recipe_table(out: Path) -> str:
     """Markdown: mcl-k vs finetune-k per set and variant (groups from all earlier stages, the latest only, ...)."""
     rows = load_rows(out)
@@ -254,8 +266,8 @@ def recipe_table(out: Path) -> str:
     for name in SETS:
         blind = BLIND[name]
         others = sorted({r["attribute"] for r in rows if r["set"] == name and r["probe"] == "zeroshot"} - {blind})
-        for variant, label in LABELS.items():
-            k = STAGES.get(variant, 2)
+        for variant, spec in VARIANTS.items():
+            label, k = spec.label, spec.stages
             mine, theirs = f"mcl-{k}", f"finetune-{k}"
             ours = scores(rows, name, variant, "without-stage0", mine, blind)
             if not ours or not others:
@@ -280,7 +292,7 @@ def negatives(out: Path) -> str:
              "|---|---|---|---|---|"]
     for name in SETS:
         for variant in VARIANTS:
-            for stage in range(1, STAGES.get(variant, 2) + 1):
+            for stage in range(1, VARIANTS[variant].stages + 1):
                 infos = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(
                     f"{name}-s*-{variant}/stage-{stage}/pseudo_labels.json"))]
                 if infos:
