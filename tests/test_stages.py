@@ -116,7 +116,7 @@ def test_mcl_eval_set_changes_eval_keys_only(data: Path, tmp_path: Path, capsys:
     assert main(["eval", str(run), "--quiet", "--set", "eval.knn_k=3", "--set", "eval.linear_max_iter=5"]) == 0
     assert read_json(run / "eval.json")["eval_overrides"] == ["eval.knn_k=3", "eval.linear_max_iter=5"]
     assert main(["eval", str(run), "--quiet", "--set", "train.epochs=3"]) == 2
-    assert "only eval.* keys" in capsys.readouterr().err
+    assert "only eval.*, " in capsys.readouterr().err
     assert main(["eval", str(run), "--quiet", "--set", "multimodal.integrate_stage0=true"]) == 2  # allowed key,
     assert "needs multimodal.stage0" in capsys.readouterr().err  # but validated like any config
     assert main(["eval", str(run), "--quiet", "--set", "eval.knn_k=0"]) == 2

@@ -244,7 +244,7 @@ def _texture_maps(
 
 
 @dataclass
-class _Scenes:
+class Scenes:
     """Everything random about a batch of images (attribute codes and poses), drawn up front."""
 
     shape: np.ndarray
@@ -256,15 +256,15 @@ class _Scenes:
     texture_phase: np.ndarray
     texture_seed: np.ndarray
 
-    def chunk(self, rows: slice) -> _Scenes:
-        return _Scenes(**{name: value[rows] for name, value in vars(self).items()})
+    def chunk(self, rows: slice) -> Scenes:
+        return Scenes(**{name: value[rows] for name, value in vars(self).items()})
 
 
-def sample_poses(rng: np.random.Generator, shape: np.ndarray, texture: np.ndarray, color: np.ndarray) -> _Scenes:
+def sample_poses(rng: np.random.Generator, shape: np.ndarray, texture: np.ndarray, color: np.ndarray) -> Scenes:
     """Random poses for the attribute codes ``(N,)``: rotations within +-MAX_ROTATION_DEG, offsets, texture phases."""
     n = len(shape)
     max_angle = np.deg2rad(MAX_ROTATION_DEG)
-    return _Scenes(
+    return Scenes(
         shape=shape,
         texture=texture,
         color=color,
@@ -279,7 +279,7 @@ def sample_poses(rng: np.random.Generator, shape: np.ndarray, texture: np.ndarra
 _COLOR_TABLE = np.array(list(COLORS.values()), dtype=np.float32)
 
 
-def _render_chunk(scenes: _Scenes, size: int) -> np.ndarray:
+def _render_chunk(scenes: Scenes, size: int) -> np.ndarray:
     mask = _shape_masks(scenes.shape, scenes.shape_angle, scenes.centre, size)[..., None]
     pattern = _texture_maps(
         scenes.texture, scenes.texture_angle, scenes.texture_phase, scenes.texture_seed, size
@@ -290,7 +290,7 @@ def _render_chunk(scenes: _Scenes, size: int) -> np.ndarray:
     return np.rint(image).astype(np.uint8)
 
 
-def render_scenes(scenes: _Scenes, size: int, progress: bool = False) -> np.ndarray:
+def render_scenes(scenes: Scenes, size: int, progress: bool = False) -> np.ndarray:
     """uint8 images ``(N, size, size, 3)`` of ``scenes``; ``shape_angle`` > 0 turns a shape counter-clockwise."""
     n = len(scenes.shape)
     images = np.empty((n, size, size, 3), dtype=np.uint8)

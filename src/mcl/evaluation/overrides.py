@@ -19,7 +19,7 @@ def with_eval_overrides(config: Config, overrides: list[str]) -> Config:
     for item in overrides:
         key = item.split("=", 1)[0].strip()
         if not key.startswith("eval.") and key not in EVALUATION_KEYS:
-            raise ConfigError(f"mcl eval --set {item!r}: only eval.* keys and {', '.join(EVALUATION_KEYS)} can change "
-                              "at evaluation (the run's other "
+            allowed = ", ".join(["eval.*", *EVALUATION_KEYS])
+            raise ConfigError(f"mcl eval --set {item!r}: only {allowed} can change at evaluation (the run's other "
                               "keys are what it trained with); retrain with 'mcl train --set' to change them")
     return config_from_dict(apply_overrides(config.to_dict(), overrides))
