@@ -154,7 +154,8 @@ def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: l
     ``stages``: ``all`` combines every stage so far (MCL as the paper states it); ``latest`` uses only the
     last stage's clusters (what the released reference code's loop does: it reloads the latest labels).
     The radix of stage ``t`` is its number of centroids ``K_t``. ``info`` holds ``groups_before_merge``,
-    ``groups_merged``, ``groups`` and ``group_sizes`` (a list of ints).
+    ``groups_merged``, ``groups`` and ``group_sizes`` (a list of ints); when fewer than 2 groups remain, also
+    ``sizes_before_merge``.
     """
     if not stage_labels:
         raise ValueError("need the cluster labels of at least one stage")
@@ -166,6 +167,8 @@ def pseudo_labels_from_stages(stage_labels: list[np.ndarray], stage_centroids: l
     sizes = np.bincount(merged_labels)
     info = {"groups_before_merge": int(combined.max()) + 1, "groups_merged": merged, "groups": len(sizes),
             "group_sizes": sizes.tolist()}
+    if len(sizes) < 2:  # the collapse error's advice names the group sizes the merge started from
+        info["sizes_before_merge"] = np.bincount(combined).tolist()
     if merged:
         logger.info("merged %d pseudo-label groups smaller than %d samples into their nearest group",
                     merged, min_group_size)

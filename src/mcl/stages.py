@@ -41,7 +41,7 @@ from mcl.files import load_arrays, read_json, read_jsonl, save_arrays, write_jso
 from mcl.group_checks import check_cluster_budget, check_groups
 from mcl.logging_utils import phase, timed_phase
 from mcl.models import unwrap_model
-from mcl.pseudolabels import cluster_stage, combine_cluster_labels, grouped_stages, pseudo_labels_from_stages
+from mcl.pseudolabels import cluster_stage, pseudo_labels_from_stages
 from mcl.run import (
     AUTO_STAGES_FILE,
     CLUSTERS_FILE,
@@ -100,14 +100,7 @@ def stage_pseudo_labels(run: RunDirectory, stage: int, history: StageHistory, co
         labels, info = next_pseudo_labels(history, config)
         stats = group_statistics(labels, config.train.batch_size, config.mcl.negatives)
         info = {**info, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"]}
-        if info["groups"] < 2:  # the advice names the group sizes the merge started from
-            labels_used, centroids_used = grouped_stages(history.cluster_labels, history.centroids,
-                                                         config.mcl.group_stages)
-            combined = combine_cluster_labels(labels_used, [len(c) for c in centroids_used])
-            checked = {**info, "sizes_before_merge": np.bincount(combined).tolist()}
-            check_groups(stage, checked, stats, config, num_samples, len(history.cluster_labels))
-        else:
-            check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
+        check_groups(stage, info, stats, config, num_samples, len(history.cluster_labels))
         logger.info("stage-%d: %d pseudo-label groups train (%d before merging), %.1f negatives per anchor",
                     stage, stats["groups_trained"], info["groups_before_merge"], stats["mean_negatives"])
         if distributed.is_main_process():
