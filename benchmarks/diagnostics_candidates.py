@@ -304,6 +304,8 @@ def records_with_candidates(root: Path) -> list[dict]:
 def analyse(root: Path, out: Path) -> str:
     """Write the candidates' rank correlations with ``gain_pool`` and the one chosen on the selection sets."""
     from diagnostics_validation import (
+        BLIND,
+        BLIND_HYPOTHESES,
         CONFIRMATION,
         SELECTION,
         bootstrap_interval,
@@ -314,6 +316,8 @@ def analyse(root: Path, out: Path) -> str:
     )
 
     records = [r for r in records_with_candidates(root) if "gain_pool" in r]
+    blind = [r for r in records if r["data"] in BLIND]  # the blind test: its own section, at the end
+    records = [r for r in records if r["data"] not in BLIND]
     names = [name + suffix for suffix in ("", "@test") for name in NAMES]
     anchors = ("mean_negatives", "rankme", "novelty")
     selection = [r for r in records if r["data"] in SELECTION]
@@ -377,6 +381,21 @@ def analyse(root: Path, out: Path) -> str:
     for r in records:
         lines.append(f"| {r['run']} | {r['stage']} | {100 * r['gain_pool']:+.1f} | "
                      + " | ".join(f"{r[name]:.3g}" for name in names) + " |")
+    if blind:
+        tested = dict(BLIND_HYPOTHESES)
+        lines += ["", "## Blind test", "",
+                  f"Data sets {', '.join(BLIND)}, generated after everything above was chosen; "
+                  f"{len({r['run'] for r in blind})} runs, {len(blind)} transitions, left out of every table above. "
+                  "Hypotheses written before the runs: " + "; ".join(f"`{n}`: {what}" for n, what in tested.items())
+                  + f". The candidate chosen on the selection sets, {best}, is shown with them.", "",
+                  "| signal | rho on selection | rho on all confirmation | rho on blind | 90% interval on blind "
+                  "(whole runs) | rho > 0 on blind |", "|---|---|---|---|---|---|"]
+        for name in dict.fromkeys([*tested, best, *anchors, *names]):
+            value = rho(blind, name)
+            verdict = "yes" if value > 0 else "no"
+            lines.append(f"| {name} | {rho(selection, name):+.2f} | {rho(held, name):+.2f} | {value:+.2f} | "
+                         f"{interval(bootstrap_interval(blind, name, 'gain_pool'))} | "
+                         + (f"**{verdict}** (hypothesis)" if name in tested else verdict) + " |")
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
