@@ -14,7 +14,8 @@ same generator (:mod:`diagnostics_target`, no training) and reports the target's
 and the correlations with the low-noise gain.
 
 The suppressed attribute of a run is the attribute with the lowest stage-1 linear-probe lift over
-chance (measured with labels, per run).
+chance (measured with labels, per run). The ``BLIND`` data sets are a later blind test of what the others
+chose (``BLIND_HYPOTHESES``): ``analyse`` keeps them out of every table but its last section.
 
     python benchmarks/diagnostics_validation.py runs --root /tmp/mcl-validation      # ~1 min per run on an idle core
     python benchmarks/diagnostics_validation.py analyse --root /tmp/mcl-validation      # + ~30 s per new run
@@ -434,7 +435,8 @@ def analyse(root: Path, out: Path, max_stages: int, pool_root: Path) -> str:
     lines = ["# Label-free stage diagnostics vs the labelled gain of the suppressed attribute", "",
              f"{len({r['run'] for r in records})} runs, {len(records)} stage transitions (stage s >= 2). Gain = "
              "linear-probe accuracy of the suppressed attribute (lowest stage-1 lift over chance) of mcl-s minus "
-             "mcl-(s-1), in points. Grid: " + ", ".join(DATASETS) + f" x {', '.join(BACKBONES)} x seeds {SEEDS}; "
+             "mcl-(s-1), in points. Grid: " + ", ".join(DATASETS) + f" x {', '.join(BACKBONES)} x seeds {SEEDS} "
+             f"(the blind sets {BLIND_SEEDS}); "
              f"settings {BASE}. Selection data sets: {', '.join(SELECTION)}; confirmation: "
              f"{', '.join(CONFIRMATION)}; extra confirmation (added later): {', '.join(EXTRA)}; the blind test's "
              f"sets ({', '.join(BLIND)}) are left out of every table but the last section's. Written by "
