@@ -14,6 +14,8 @@ from mcl.diagnostics import (
     sample_rows,
     stage_diagnostics,
     uniformity,
+    view_novelty,
+    view_rows,
 )
 
 
@@ -48,6 +50,27 @@ def test_novelty_is_low_for_a_linear_function_of_earlier_stages_and_high_for_new
     assert linear_cka(earlier, fresh) < 0.1
 
 
+def test_view_novelty_counts_new_features_the_views_agree_on_not_augmentation_noise() -> None:
+    rng = np.random.default_rng(0)
+    n_fit, n_views = 600, 600
+    earlier = rng.normal(size=(n_fit + n_views, 6))
+    new = rng.normal(size=(n_fit + n_views, 4))  # a feature of the image, the same in both views
+    fit, held = slice(0, n_fit), slice(n_fit, None)
+
+    def views(x: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(x[held] + noise * rng.normal(size=x[held].shape) for _ in range(2))
+
+    copied = earlier @ rng.normal(size=(6, 4))
+    earlier_views = views(earlier, 0.0)
+    # a linear function of the earlier stages: nothing new, even where the views' noise differs
+    old = view_novelty(earlier[fit], copied[fit], earlier_views, views(copied, 0.5))
+    fresh = view_novelty(earlier[fit], new[fit], earlier_views, views(new, 0.3))
+    noise_only = view_novelty(earlier[fit], copied[fit] + rng.normal(size=(n_fit, 4)), earlier_views,
+                              tuple(copied[held] + rng.normal(size=(n_views, 4)) for _ in range(2)))
+    assert abs(old) < 0.05 and abs(noise_only) < 0.1 and fresh > 0.8
+    assert np.array_equal(view_rows(np.arange(10)), [1, 3, 5, 7, 9])
+
+
 def test_alignment_and_uniformity() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16))
@@ -71,4 +94,8 @@ def test_stage_diagnostics_keys_and_the_fixed_sample() -> None:
     assert first["stability"] > 0.9
     later = stage_diagnostics(current, [rng.normal(size=(400, 8))], labels, labels, clusters=4, seed=0)
     assert later["nmi_previous"] == pytest.approx(1.0) and later["new_structure"] == pytest.approx(0.0, abs=1e-9)
-    assert later["novelty"] > 0.9
+    assert later["novelty"] > 0.9 and later["view_novelty"] is None and first["view_novelty"] is None
+    odd = current[1::2]
+    with_views = stage_diagnostics(current, [current], labels, labels, clusters=4, seed=0,
+                                   views=[(odd, odd), (odd, odd)])
+    assert with_views["view_novelty"] == pytest.approx(0.0, abs=0.01)  # stage s repeats stage s-1

@@ -10,7 +10,7 @@ import pytest
 
 import mcl
 from mcl.errors import ConfigError
-from mcl.files import read_json
+from mcl.files import load_arrays, read_json
 
 TINY = {
     "data": {"image_size": 12},
@@ -81,7 +81,12 @@ def test_every_stage_records_its_diagnostics_and_eval_carries_them(data: Path, t
     for stage in (1, 2):
         recorded = read_json(tmp_path / "run" / f"stage-{stage}" / "diagnostics.json")
         assert recorded["stage"] == stage and recorded["groups_trained"] >= 1 and recorded["rankme"] > 1
-    assert read_json(tmp_path / "run" / "stage-2" / "diagnostics.json")["novelty"] is not None
+    second = read_json(tmp_path / "run" / "stage-2" / "diagnostics.json")
+    assert second["novelty"] is not None and second["view_novelty"] is not None
+    assert read_json(tmp_path / "run" / "stage-1" / "diagnostics.json")["view_novelty"] is None
+    views = load_arrays(tmp_path / "run" / "stage-1" / "views.safetensors")  # 96 rows: the odd 48 of them
+    width = np.load(tmp_path / "run" / "stage-1" / "embeddings.npy").shape[1]
+    assert views["a"].shape == views["b"].shape == (48, width) and not np.allclose(views["a"], views["b"])
     result = mcl.evaluate(tmp_path / "run", progress=False)
     assert [row["stage"] for row in result["diagnostics"]] == [1, 2]
     assert result["diagnostics"][0]["groups_trained"] == 1 and result["diagnostics"][1]["groups_trained"] >= 2

@@ -61,3 +61,12 @@ def build_augmentation(config: AugmentConfig, image_size: int, backend: str | No
 def to_float_images(batch: torch.Tensor) -> torch.Tensor:
     """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float in [0, 1] (the eval transform)."""
     return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def seeded_views(augment: nn.Module, images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views ``(B, 3, H, W)`` of uint8 CPU images ``(B, H, W, 3)``, drawn from torch's CPU RNG
+    seeded with ``seed`` and restored afterwards: the same views on every call, whatever ran before."""
+    batch = to_float_images(images)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return augment(batch), augment(batch)

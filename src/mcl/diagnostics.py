@@ -19,6 +19,11 @@ Quantities (``N`` samples, batch ``B``, pseudo-label groups of sizes ``n_g``):
   values of the embeddings: their effective rank.
 - ``alignment`` / ``uniformity`` (Wang & Isola, ICML 2020) on L2-normalised embeddings of two views:
   ``E ||f(x) - f(x')||^2`` and ``log E exp(-2 ||f(x) - f(y)||^2)``.
+- ``view_novelty``: the part of stage s that stages 1..s-1 do not predict *and* that two augmented views
+  agree on: a ridge map earlier -> stage s is fitted on the sample's even positions (clean images); on two
+  views of the odd positions the residuals ``r_a``, ``r_b`` give ``sum cov(r_a, r_b) / D`` (both sides
+  standardised with the fit rows' statistics). Augmentation noise, which ``novelty`` counts as new, cancels.
+  The best-validated signal of a stage's gain (``benchmarks/diagnostics_candidates.py``, blind test).
 - ``nmi_previous`` / ``ari_previous``: agreement of stage s's clusters with the pseudo-labels it
   trained with (stage s >= 2): low means its clusters cut across what earlier stages found.
 - ``stability``: mean ARI between k-means partitions of stage s's sample with different seeds.
@@ -123,6 +128,28 @@ def ridge_residual(earlier: np.ndarray, current: np.ndarray, seed: int, ridge: f
     return float(min(1.0, (residual ** 2).sum() / max(total, 1e-12))), residual
 
 
+def view_rows(rows: np.ndarray) -> np.ndarray:
+    """The sample rows whose two augmented views every stage embeds: the odd positions of the fixed sample."""
+    return np.asarray(rows)[1::2]
+
+
+def view_novelty(earlier: np.ndarray, current: np.ndarray, earlier_views: tuple[np.ndarray, np.ndarray],
+                 current_views: tuple[np.ndarray, np.ndarray], ridge: float = 0.1) -> float:
+    """View-consistent share of stage s's variance that a ridge map from the earlier stages does not predict.
+
+    ``earlier`` ``(n, D_e)`` / ``current`` ``(n, D)``: clean embeddings of the fit rows (the sample's even
+    positions); ``*_views``: the two views' embeddings of the view rows (:func:`view_rows`).
+    """
+    mx, sx = earlier.mean(0), np.maximum(earlier.std(0), 1e-8)
+    my, sy = current.mean(0), np.maximum(current.std(0), 1e-8)
+    x, y = (earlier - mx) / sx, (current - my) / sy
+    weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
+    a, b = (((cv - my) / sy - ((bv - mx) / sx) @ weights) for bv, cv in zip(earlier_views, current_views,
+                                                                           strict=True))
+    a, b = a - a.mean(0), b - b.mean(0)
+    return float((a * b).sum() / len(a) / y.shape[1])
+
+
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al. 2019) of two row-aligned representations."""
     x = np.asarray(x, dtype=np.float64) - np.mean(x, 0)
@@ -148,12 +175,14 @@ def cluster_stability(embeddings: np.ndarray, clusters: int, seed: int, seeds: i
 
 def stage_diagnostics(current: np.ndarray, earlier: list[np.ndarray], cluster_labels: np.ndarray,
                       previous_labels: np.ndarray | None, clusters: int, seed: int,
-                      spherical: bool = False) -> dict[str, Any]:
+                      spherical: bool = False,
+                      views: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Label-free diagnostics of one stage from its embeddings of the fixed sample ``(n, D)``.
 
     ``earlier``: stages 1..s-1's embeddings of the same rows (empty for stage 1); ``cluster_labels``:
     stage s's k-means ids of those rows; ``previous_labels``: the pseudo-labels stage s trained with (rows
-    of the sample), None for a stage without them. Novelty values are None for stage 1.
+    of the sample), None for a stage without them; ``views``: per stage (earlier ones first, stage s last)
+    the two views' embeddings of :func:`view_rows`, or None. Novelty values are None for stage 1.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -168,8 +197,16 @@ def stage_diagnostics(current: np.ndarray, earlier: list[np.ndarray], cluster_la
         out["novelty_cka"] = 1 - linear_cka(before, current)
         out["residual_rankme"] = rankme(residual)
         out["novel_rank"] = novelty * out["rankme"]
+        out["view_novelty"] = None
+        if views is not None:
+            before_views = tuple(np.concatenate([np.asarray(v[i], np.float64) for v in views[:-1]], axis=1)
+                                 for i in (0, 1))
+            out["view_novelty"] = view_novelty(
+                np.concatenate([np.asarray(e[0::2], np.float64) for e in earlier], axis=1),
+                np.asarray(current[0::2], np.float64), before_views,
+                tuple(np.asarray(v, np.float64) for v in views[-1]))
     else:
-        out.update(novelty=None, novelty_cka=None, residual_rankme=None, novel_rank=None)
+        out.update(novelty=None, novelty_cka=None, residual_rankme=None, novel_rank=None, view_novelty=None)
     if previous_labels is not None and len(np.unique(previous_labels)) > 1:
         nmi = float(normalized_mutual_info_score(previous_labels, cluster_labels))
         out["nmi_previous"] = nmi

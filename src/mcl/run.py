@@ -72,6 +72,7 @@ EMBEDDINGS_FILE = "embeddings.npy"
 PSEUDO_LABELS_FILE = "pseudo_labels.safetensors"
 PSEUDO_LABELS_INFO_FILE = "pseudo_labels.json"
 DIAGNOSTICS_FILE = "diagnostics.json"
+VIEWS_FILE = "views.safetensors"  # two augmented views of the diagnostics' view rows, embedded by the stage
 AUTO_STAGES_FILE = "stages_auto.json"  # mcl.stages: auto: the last decision and why
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"

@@ -34,7 +34,7 @@ from mcl import distributed
 from mcl.clustering import KMeansResult
 from mcl.config import Config, save_config
 from mcl.data.loader import BatchSampler
-from mcl.diagnostics import continue_training, group_statistics, sample_rows, stage_diagnostics
+from mcl.diagnostics import continue_training, group_statistics, sample_rows, stage_diagnostics, view_rows
 from mcl.embedding_file import EmbeddingFile, open_embeddings
 from mcl.errors import RunDirError
 from mcl.files import load_arrays, read_json, read_jsonl, save_arrays, write_json
@@ -52,6 +52,7 @@ from mcl.run import (
     METRICS_FILE,
     PSEUDO_LABELS_FILE,
     PSEUDO_LABELS_INFO_FILE,
+    VIEWS_FILE,
     RunDirectory,
 )
 from mcl.sampling import ClusterBatchSampler, RandomBatchSampler
@@ -203,6 +204,38 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
     return result
 
 
+def views_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> None:
+    """``stage-s/views.safetensors``: the stage's embeddings of two augmented views of the diagnostics' view rows.
+
+    The same views for every stage (seeded), so ``view_novelty`` compares stages on equal images; recorded, so
+    a resumed or grown run reuses them. A forward pass of at most ``DIAGNOSTICS_SAMPLE`` images per stage.
+    """
+    rows = view_rows(sample_rows(task.num_samples, config.seed))
+
+    def compute() -> dict[str, np.ndarray]:
+        with timed_phase(f"stage-{stage} views"):
+            view_a, view_b = task.embed_views(model, rows)
+        return {"a": view_a, "b": view_b}
+
+    run.phase(run.stage_dir(stage) / VIEWS_FILE, compute, lambda views, path: save_arrays(path, views),
+              load_arrays)
+
+
+def recorded_views(run: RunDirectory, stages: list[int], rows: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The recorded views of ``stages`` (each ``(rows, D)`` twice), or None when a stage has none or a bad file."""
+    views = []
+    for t in stages:
+        path = run.stage_dir(t) / VIEWS_FILE
+        if not run.is_finished(path):
+            return None
+        arrays = load_arrays(path)
+        if set(arrays) != {"a", "b"} or arrays["a"].shape != arrays["b"].shape or arrays["a"].shape[0] != rows:
+            raise RunDirError(f"{path}: expected arrays 'a' and 'b' of {rows} rows each, got "
+                              f"{ {name: tuple(value.shape) for name, value in arrays.items()} }")
+        views.append((arrays["a"], arrays["b"]))
+    return views
+
+
 def compute_diagnostics(run: RunDirectory, config: Config, stage: int, num_samples: int, cluster_labels: np.ndarray,
                         pseudo_labels: np.ndarray | None) -> dict:
     """Stage ``stage``'s diagnostics from the run's recorded embeddings (its own and every earlier stage's).
@@ -221,7 +254,8 @@ def compute_diagnostics(run: RunDirectory, config: Config, stage: int, num_sampl
                              dtype=np.float32) for t in recorded]
     values = stage_diagnostics(embeddings[-1], embeddings[:-1], cluster_labels[rows],
                                None if pseudo_labels is None else pseudo_labels[rows], config.mcl.clusters,
-                               stage_seed(config, stage), config.mcl.spherical)
+                               stage_seed(config, stage), config.mcl.spherical,
+                               recorded_views(run, recorded, len(view_rows(rows))))
     return {"stage": stage, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"],
             **values, "seconds": time.perf_counter() - started}
 
@@ -256,7 +290,9 @@ def initial_stage(task: StageTask, model: nn.Module, config: Config, run: RunDir
     run.phase(run.weights("stage-0"), lambda: model,
               lambda initial, path: save_model(initial, path, {"name": "stage-0", "seed": "initial"}),
               lambda path: load_model_weights(model, path))
-    return cluster_or_load(task, model, config, run, 0)
+    clusters = cluster_or_load(task, model, config, run, 0)
+    views_or_load(task, model, config, run, 0)
+    return clusters
 
 
 def planned_stages(config: Config) -> tuple[Config, bool]:
@@ -306,6 +342,7 @@ def run_stages(task: StageTask, config: Config, run: RunDirectory, progress: boo
         model = train_or_load(task, config, run, run.stage_dir(stage), stage_seed(config, stage), pseudo_labels,
                               previous, f"stage-{stage}", progress, fit)
         clusters = cluster_or_load(task, model, config, run, stage)
+        views_or_load(task, model, config, run, stage)
         history.models.append(model)
         history.cluster_labels.append(clusters.labels)
         history.centroids.append(clusters.centroids)

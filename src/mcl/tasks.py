@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mcl import distributed
-from mcl.augment import build_augmentation, to_float_images
+from mcl.augment import build_augmentation, seeded_views, to_float_images
 from mcl.config import Config, ObjectiveConfig
 from mcl.data.images import DiskImages, TrainingImages
 from mcl.data.loader import Batch, BatchSampler, Loader
@@ -77,6 +77,10 @@ class StageTask(Protocol):
     def training_state(self, model: nn.Module) -> nn.Module | None:
         """State the loss keeps besides ``model`` (checkpointed with it), set up for a new stage; or None."""
 
+    def embed_views(self, model: nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """L2-normalised features ``(len(rows), D)`` of two augmented views of training rows ``rows``: the same
+        views for every model, so stages can be compared on them (:func:`embed_views`)."""
+
 
 def embed_in_shards(embed_chunks: Callable[[np.ndarray], Iterator[torch.Tensor]], num_samples: int,
                     out: EmbeddingFile | None = None) -> torch.Tensor | None:
@@ -106,6 +110,25 @@ def embed_images(model: nn.Module, images: TrainingImages, encode: Callable[[tor
 
     with evaluating(model):
         return embed_in_shards(chunks, images.num_samples, out)
+
+
+def embed_views(model: nn.Module, images: TrainingImages, encode: Callable[[torch.Tensor], torch.Tensor],
+                rows: np.ndarray, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """L2-normalised ``encode`` of two augmented views of the training images ``rows``, ``model`` in eval mode.
+
+    The views are drawn on the CPU with kornia's code (every backend gives the same result), chunk ``i``
+    seeded with ``config.seed`` and ``i``: the same views whichever stage, device or resume embeds them.
+    Runs on the calling rank only (no collective).
+    """
+    augment = build_augmentation(config.augment, images.image_size, backend="kornia")
+    out_a, out_b = [], []
+    with evaluating(model), torch.no_grad():
+        for i, batch in enumerate(images.batches(np.asarray(rows, dtype=np.int64))):
+            view_a, view_b = seeded_views(augment, batch.cpu(), config.seed * 1000 + 7 + i)
+            for view, out in ((view_a, out_a), (view_b, out_b)):
+                features = encode(view.to(images.device)).float()
+                out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
+    return np.concatenate(out_a), np.concatenate(out_b)
 
 
 def objective_kwargs(config: ObjectiveConfig) -> dict[str, float | int]:
@@ -195,6 +218,10 @@ class ImageContrastiveTask:
     def embed(self, model: nn.Module, out: EmbeddingFile | None = None) -> torch.Tensor | None:
         """Backbone features of the un-augmented training images, L2-normalised (into ``out``, or returned)."""
         return embed_images(model, self.images, model.features, out)
+
+    def embed_views(self, model: nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two augmented views of training rows ``rows`` through the encoder's features (:func:`embed_views`)."""
+        return embed_views(model, self.images, unwrap_model(model).features, rows, self.config)
 
 
 def save_model(model: nn.Module, path, metadata: dict[str, str] | None = None) -> None:

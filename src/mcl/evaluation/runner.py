@@ -112,13 +112,10 @@ VIEW_NEIGHBOURS = 10
 
 def two_views(config: Config, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Two augmented views ``(n, 3, H, W)`` of uint8 images, with the training augmentation and a fixed seed."""
-    from mcl.augment import build_augmentation, to_float_images
+    from mcl.augment import build_augmentation, seeded_views
 
     augment = build_augmentation(config.augment, config.data.image_size, backend="kornia")
-    batch = to_float_images(torch.from_numpy(np.array(images, copy=True)))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 4242)
-        return augment(batch), augment(batch)
+    return seeded_views(augment, torch.from_numpy(np.array(images, copy=True)), config.seed + 4242)
 
 
 def knn_agreement(view_a: torch.Tensor, view_b: torch.Tensor, k: int = VIEW_NEIGHBOURS) -> tuple[float, float]:

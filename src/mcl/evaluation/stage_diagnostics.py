@@ -17,6 +17,7 @@ from mcl.run import DIAGNOSTICS_FILE, PSEUDO_LABELS_INFO_FILE, RunDirectory
 
 # Columns of the printed table: key -> header.
 COLUMNS = {"groups_trained": "groups", "mean_negatives": "negatives", "novelty": "novelty",
+           "view_novelty": "view novelty",
            "rankme": "RankMe", "uniformity": "uniformity", "nmi_previous": "NMI prev", "stability": "stability",
            "new_structure": "new structure"}
 

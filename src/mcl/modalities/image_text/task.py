@@ -38,7 +38,7 @@ from mcl.models import evaluating, unwrap_model
 from mcl.models.two_tower import TwoTowerModel, build_two_tower_from_config, select_tokens, tokens_to
 from mcl.objectives.clip import CLIPLoss, clamp_logit_scale_
 from mcl.run import RunDirectory
-from mcl.tasks import embed_images, embed_in_shards, seeded_build, stage_seed
+from mcl.tasks import embed_images, embed_in_shards, embed_views, seeded_build, stage_seed
 
 
 class ImageTextTask:
@@ -147,6 +147,10 @@ class ImageTextTask:
                         "image groups run)", self.config.multimodal.unlocked_image_groups)
             return embed_in_shards(lambda shard: map(served.image_embeddings, embed_chunks(shard)),
                                    self.num_samples, out)
+
+    def embed_views(self, model: nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two augmented views of training rows ``rows`` through the whole image tower (:func:`embed_views`)."""
+        return embed_views(model, self.images, unwrap_model(model).encode_image, rows, self.config)
 
     def training_state(self, model: nn.Module) -> None:
         """None: the CLIP loss keeps no state outside the model (the logit scale is a model parameter)."""
