@@ -14,6 +14,7 @@ ensemble members a run holds (:meth:`RunDirectory.finished_stages`, :meth:`RunDi
         clusters.safetensors centroids, labels, sizes of k-means on this stage's embeddings
         clusters.json        inertia, sizes, iterations, backend
         diagnostics.json     label-free diagnostics of the stage (mcl.diagnostics)
+        views.safetensors    two seeded augmented views of the diagnostics' view rows, embedded (view_novelty)
         embeddings.npy       (N, D) float32/float16 map of the training set's embeddings that k-means read
         metrics.jsonl        one line per epoch: loss, lr, throughput
         checkpoint.*         last epoch checkpoint while the stage is running (resume)
