@@ -207,9 +207,8 @@ def cluster_or_load(task: StageTask, model: nn.Module, config: Config, run: RunD
 def views_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDirectory, stage: int) -> None:
     """``stage-s/views.safetensors``: the stage's embeddings of two augmented views of the diagnostics' view rows.
 
-    The same views for every stage (seeded), so ``view_novelty`` compares stages on equal images; recorded, so
-    a resumed or grown run reuses them. A forward pass of at most ``DIAGNOSTICS_SAMPLE`` images per stage.
-    """
+    The same seeded views for every stage, so ``view_novelty`` compares stages on equal images; recorded, so a
+    resumed or grown run reuses them. Cost: a forward pass of ``DIAGNOSTICS_SAMPLE`` images at most."""
     rows = view_rows(sample_rows(task.num_samples, config.seed))
 
     def compute() -> dict[str, np.ndarray]:
@@ -222,10 +221,10 @@ def views_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDir
 
 
 def recorded_views(run: RunDirectory, stages: list[int], rows: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The recorded views of ``stages`` (each ``(rows, D)`` twice), or None when a stage has none or a bad file."""
+    """The recorded views of ``stages`` (each ``(rows, D)`` twice), or None when a stage has none (an earlier mcl's
+    stage). A file of other arrays or shapes is a RunDirError."""
     views = []
-    for t in stages:
-        path = run.stage_dir(t) / VIEWS_FILE
+    for path in (run.stage_dir(t) / VIEWS_FILE for t in stages):
         if not run.is_finished(path):
             return None
         arrays = load_arrays(path)
