@@ -50,9 +50,11 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 CACHE = "candidates"  # ROOT/candidates/RUN.npz
-# candidates are cached per version of the code that computes them (this file up to the analysis; the newline
-# keeps this line's own mention of the marker from ending the hashed text here)
-VERSION = hashlib.sha256(Path(__file__).read_text().split("\ndef records_with_candidates")[0].encode()).hexdigest()[:12]
+# candidates are cached per version of the code that computes them (this file up to the analysis, and
+# mcl.diagnostics, which view_novelty_mcl calls; the newline keeps this line's own mention of the marker from
+# ending the hashed text here)
+VERSION = hashlib.sha256((Path(__file__).read_text().split("\ndef records_with_candidates")[0]
+                          + (REPO / "src" / "mcl" / "diagnostics.py").read_text()).encode()).hexdigest()[:12]
 NEIGHBOURS = 10
 
 

@@ -68,6 +68,11 @@ def test_view_novelty_counts_new_features_the_views_agree_on_not_augmentation_no
     noise_only = view_novelty(earlier[fit], copied[fit] + rng.normal(size=(n_fit, 4)), earlier_views,
                               tuple(copied[held] + rng.normal(size=(n_views, 4)) for _ in range(2)))
     assert abs(old) < 0.05 and abs(noise_only) < 0.1 and fresh > 0.8
+    # a feature silent on every fit row (a ReLU channel, say) but not on the views is left out, not divided by ~0
+    silent = np.column_stack([copied, np.zeros(n_fit + n_views)])
+    silent_views = tuple(np.column_stack([v, np.full(n_views, 0.01)]) for v in views(copied, 0.5))
+    assert abs(view_novelty(earlier[fit], silent[fit], earlier_views, silent_views) - old) < 0.05
+    assert view_novelty(earlier[fit], np.zeros((n_fit, 3)), earlier_views, (np.ones((n_views, 3)),) * 2) == 0.0
     assert np.array_equal(view_rows(np.arange(10)), [1, 3, 5, 7, 9])
 
 
@@ -95,7 +100,13 @@ def test_stage_diagnostics_keys_and_the_fixed_sample() -> None:
     later = stage_diagnostics(current, [rng.normal(size=(400, 8))], labels, labels, clusters=4, seed=0)
     assert later["nmi_previous"] == pytest.approx(1.0) and later["new_structure"] == pytest.approx(0.0, abs=1e-9)
     assert later["novelty"] > 0.9 and later["view_novelty"] is None and first["view_novelty"] is None
-    odd = current[1::2]
-    with_views = stage_diagnostics(current, [current], labels, labels, clusters=4, seed=0,
-                                   views=[(odd, odd), (odd, odd)])
-    assert with_views["view_novelty"] == pytest.approx(0.0, abs=0.01)  # stage s repeats stage s-1
+    noisy = [current[1::2] + rng.normal(size=(200, 8)) * 0.05 for _ in range(2)]
+    repeated = stage_diagnostics(current, [current], labels, labels, clusters=4, seed=0,
+                                 views=[tuple(noisy), tuple(noisy)])
+    assert repeated["view_novelty"] == pytest.approx(0.0, abs=0.01)  # stage s repeats stage s-1
+    # stage s adds a feature of the image (the same in both views) that stage s-1 lacks
+    extra = rng.normal(size=(400, 4))
+    grown = np.column_stack([current, extra])
+    new = stage_diagnostics(grown, [current], labels, labels, clusters=4, seed=0,
+                            views=[tuple(noisy), tuple(np.column_stack([v, extra[1::2]]) for v in noisy)])
+    assert new["view_novelty"] > 0.25

@@ -163,3 +163,26 @@ def test_latest_stage_groups_are_the_last_stage_clusters(data: Path, tmp_path: P
     labels = load_arrays(run / "stage-3" / "pseudo_labels.safetensors")["pseudo_labels"]
     expected, _ = pseudo_labels_from_stages([clusters["labels"]], [clusters["centroids"]], min_group_size=2)
     assert np.array_equal(labels, expected)  # stage 3 groups by stage 2's clusters alone, not stage 1's too
+
+
+def test_recorded_views_none_for_a_stage_without_them_and_an_error_for_a_wrong_file(tmp_path: Path) -> None:
+    from mcl.config import config_from_dict
+    from mcl.errors import RunDirError
+    from mcl.files import save_arrays
+    from mcl.run import VIEWS_FILE, RunDirectory
+    from mcl.stages import recorded_views
+
+    run = RunDirectory(tmp_path / "run")
+    run.start(config_from_dict({"train": {"device": "cpu"}}), {"train_rows": 8})
+    views = {"a": np.zeros((4, 3), np.float32), "b": np.ones((4, 3), np.float32)}
+    for stage, arrays in ((1, views), (2, {"a": views["a"]})):
+        path = run.stage_dir(stage) / VIEWS_FILE
+        path.parent.mkdir(parents=True)
+        save_arrays(path, arrays)
+        run.record(path)
+    assert recorded_views(run, [1, 3], 4, [3, 3]) is None  # stage 3 has none (an earlier mcl's stage)
+    assert [a.shape for a in recorded_views(run, [1], 4, [3])[0]] == [(4, 3), (4, 3)]
+    with pytest.raises(RunDirError, match=r"stage-2/views.safetensors: expected arrays 'a' and 'b' of shape \(4, 3\)"):
+        recorded_views(run, [1, 2], 4, [3, 3])
+    with pytest.raises(RunDirError, match=r"of shape \(4, 5\)"):
+        recorded_views(run, [1], 4, [5])

@@ -138,3 +138,22 @@ def test_resumed_moco_stage_continues_with_its_key_encoder_and_queue(tmp_path):
     for name in ("queue", "queue_labels", "queue_indices"):
         assert torch.equal(getattr(resumed_task.objective, name), getattr(reference_task.objective, name))
     assert resumed_task.objective.pointer == reference_task.objective.pointer
+
+
+def test_embed_views_are_the_same_whatever_ran_before_and_leave_the_rng_and_model_alone():
+    task = ImageContrastiveTask(_config(), IMAGES, torch.device("cpu"))
+    model = task.build_model(1)
+    model.train()
+    rows = np.arange(1, 64, 2)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    first = task.embed_views(model, rows)
+    assert torch.equal(torch.random.get_rng_state(), state) and model.training  # nothing else sees this pass
+    assert all(torch.equal(value, weights[name]) for name, value in model.state_dict().items())  # BN stats too
+    torch.manual_seed(456)
+    second = task.embed_views(model, rows)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    view_a, view_b = first
+    assert view_a.shape == (32, model.features(torch.zeros(1, 3, 16, 16)).shape[1]) and not np.allclose(view_a, view_b)
+    assert np.allclose(np.linalg.norm(view_a, axis=1), 1.0, atol=1e-5)

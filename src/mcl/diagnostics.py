@@ -133,19 +133,31 @@ def view_rows(rows: np.ndarray) -> np.ndarray:
     return np.asarray(rows)[1::2]
 
 
+def _live_columns(x: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    """Columns whose standard deviation is at least ``floor`` x the median column's (the others are dropped:
+    a feature silent on the fit rows would be divided by ~0 on the view rows)."""
+    std = x.std(0)
+    return std >= floor * max(float(np.median(std)), 1e-12)
+
+
 def view_novelty(earlier: np.ndarray, current: np.ndarray, earlier_views: tuple[np.ndarray, np.ndarray],
                  current_views: tuple[np.ndarray, np.ndarray], ridge: float = 0.1) -> float:
     """View-consistent share of stage s's variance that a ridge map from the earlier stages does not predict.
 
     ``earlier`` ``(n, D_e)`` / ``current`` ``(n, D)``: clean embeddings of the fit rows (the sample's even
-    positions); ``*_views``: the two views' embeddings of the view rows (:func:`view_rows`).
+    positions); ``*_views``: the two views' embeddings of the view rows (:func:`view_rows`). Columns that
+    barely vary on the fit rows (:func:`_live_columns`) are left out on both sides.
     """
-    mx, sx = earlier.mean(0), np.maximum(earlier.std(0), 1e-8)
-    my, sy = current.mean(0), np.maximum(current.std(0), 1e-8)
+    keep_x, keep_y = _live_columns(earlier), _live_columns(current)
+    if not keep_y.any():  # stage s does not vary at all: nothing new
+        return 0.0
+    earlier, current = earlier[:, keep_x], current[:, keep_y]
+    mx, sx = earlier.mean(0), earlier.std(0)
+    my, sy = current.mean(0), current.std(0)
     x, y = (earlier - mx) / sx, (current - my) / sy
     weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
-    a, b = (((cv - my) / sy - ((bv - mx) / sx) @ weights) for bv, cv in zip(earlier_views, current_views,
-                                                                           strict=True))
+    a, b = (((cv[:, keep_y] - my) / sy - ((bv[:, keep_x] - mx) / sx) @ weights)
+            for bv, cv in zip(earlier_views, current_views, strict=True))
     a, b = a - a.mean(0), b - b.mean(0)
     return float((a * b).sum() / len(a) / y.shape[1])
 

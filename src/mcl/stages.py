@@ -213,23 +213,23 @@ def views_or_load(task: StageTask, model: nn.Module, config: Config, run: RunDir
 
     def compute() -> dict[str, np.ndarray]:
         with timed_phase(f"stage-{stage} views"):
-            view_a, view_b = task.embed_views(model, rows)
-        return {"a": view_a, "b": view_b}
+            return dict(zip("ab", task.embed_views(model, rows), strict=True))
 
     run.phase(run.stage_dir(stage) / VIEWS_FILE, compute, lambda views, path: save_arrays(path, views),
               load_arrays)
 
 
-def recorded_views(run: RunDirectory, stages: list[int], rows: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The recorded views of ``stages`` (each ``(rows, D)`` twice), or None when a stage has none (an earlier mcl's
-    stage). A file of other arrays or shapes is a RunDirError."""
+def recorded_views(run: RunDirectory, stages: list[int], rows: int,
+                   widths: list[int]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The recorded views of ``stages`` (``(rows, widths[i])`` twice each), or None when a stage has none (an
+    earlier mcl's stage). A file of other arrays or shapes is a RunDirError."""
     views = []
-    for path in (run.stage_dir(t) / VIEWS_FILE for t in stages):
+    for path, width in zip((run.stage_dir(t) / VIEWS_FILE for t in stages), widths, strict=True):
         if not run.is_finished(path):
             return None
         arrays = load_arrays(path)
-        if set(arrays) != {"a", "b"} or arrays["a"].shape != arrays["b"].shape or arrays["a"].shape[0] != rows:
-            raise RunDirError(f"{path}: expected arrays 'a' and 'b' of {rows} rows each, got "
+        if set(arrays) != {"a", "b"} or not arrays["a"].shape == arrays["b"].shape == (rows, width):
+            raise RunDirError(f"{path}: expected arrays 'a' and 'b' of shape {(rows, width)}, got "
                               f"{ {name: tuple(value.shape) for name, value in arrays.items()} }")
         views.append((arrays["a"], arrays["b"]))
     return views
@@ -254,7 +254,7 @@ def compute_diagnostics(run: RunDirectory, config: Config, stage: int, num_sampl
     values = stage_diagnostics(embeddings[-1], embeddings[:-1], cluster_labels[rows],
                                None if pseudo_labels is None else pseudo_labels[rows], config.mcl.clusters,
                                stage_seed(config, stage), config.mcl.spherical,
-                               recorded_views(run, recorded, len(view_rows(rows))))
+                               recorded_views(run, recorded, len(view_rows(rows)), [e.shape[1] for e in embeddings]))
     return {"stage": stage, "groups_trained": stats["groups_trained"], "mean_negatives": stats["mean_negatives"],
             **values, "seconds": time.perf_counter() - started}
 

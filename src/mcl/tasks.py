@@ -112,6 +112,9 @@ def embed_images(model: nn.Module, images: TrainingImages, encode: Callable[[tor
         return embed_in_shards(chunks, images.num_samples, out)
 
 
+VIEW_SEED_OFFSET = 104_729_000  # seeds of the diagnostics' views (stage seeds are seed * 1000 + stage)
+
+
 def embed_views(model: nn.Module, images: TrainingImages, encode: Callable[[torch.Tensor], torch.Tensor],
                 rows: np.ndarray, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised ``encode`` of two augmented views of the training images ``rows``, ``model`` in eval mode.
@@ -124,7 +127,8 @@ def embed_views(model: nn.Module, images: TrainingImages, encode: Callable[[torc
     out_a, out_b = [], []
     with evaluating(model), torch.no_grad():
         for i, batch in enumerate(images.batches(np.asarray(rows, dtype=np.int64))):
-            view_a, view_b = seeded_views(augment, batch.cpu(), config.seed * 1000 + 7 + i)
+            # an offset no stage_seed reaches, so these draws never repeat a stage's
+            view_a, view_b = seeded_views(augment, batch.cpu(), VIEW_SEED_OFFSET + config.seed * 1000 + i)
             for view, out in ((view_a, out_a), (view_b, out_b)):
                 features = encode(view.to(images.device)).float()
                 out.append(torch.nn.functional.normalize(features, dim=1).cpu().numpy())
