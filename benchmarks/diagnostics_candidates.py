@@ -15,8 +15,9 @@ the runs' recorded stage weights (re-embedded, no training) and recorded pseudo-
   1..s-1's, standardised and concatenated) embeddings under stage s's groups (known before stage s trains);
 - ``silhouette_previous``: the silhouette of stage s's groups in stage s-1's embeddings (before stage s);
 - ``reliable_novelty``: the share of stage s's variance that a ridge map from stages 1..s-1 does not predict
-  *and* that two augmented views agree on (:func:`reliable_novelty`); ``within_reliable_novelty``: the same
-  after removing each group's mean on both sides (new, view-stable variation inside the groups);
+  *and* that two augmented views agree on (:func:`mcl.diagnostics.view_novelty`, here on a random half);
+  ``within_reliable_novelty``: the same after removing each group's mean on both sides (new, view-stable
+  variation inside the groups);
 - ``ingroup_rank_gain_mcl``: the drop from ``mcl-(s-1)`` to ``mcl-s`` of the mean share of an anchor's in-group
   other views that are nearer to it than its own other view (a smooth ``ingroup_match_gain_mcl``);
 - ``within_rank_gain``: RankMe of stage s's standardised embeddings after removing each group's mean,
@@ -122,25 +123,6 @@ def ingroup_rank(view_a: np.ndarray, view_b: np.ndarray, groups: np.ndarray) -> 
     return float((above / np.maximum(same.sum(1) - 1, 1)).mean())
 
 
-def reliable_novelty(before_fit: np.ndarray, current_fit: np.ndarray, before_views: tuple[np.ndarray, np.ndarray],
-                     current_views: tuple[np.ndarray, np.ndarray], ridge: float = 0.1) -> float:
-    """View-consistent share of stage s's variance that stages 1..s-1 do not predict linearly.
-
-    A ridge map earlier -> current is fitted on ``*_fit`` rows (both sides standardised with the fit rows'
-    statistics); on two augmented views of other images the residuals ``r_a``, ``r_b`` are formed and
-    ``sum cov(r_a, r_b) / sum var(current)`` returned: novel variance that survives a change of view, so
-    augmentation noise (which ``novelty`` counts as new) does not count.
-    """
-    mx, sx = before_fit.mean(0), np.maximum(before_fit.std(0), 1e-8)
-    my, sy = current_fit.mean(0), np.maximum(current_fit.std(0), 1e-8)
-    x, y = (before_fit - mx) / sx, (current_fit - my) / sy
-    weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
-    residuals = [(cv - my) / sy - ((bv - mx) / sx) @ weights
-                 for bv, cv in zip(before_views, current_views, strict=True)]
-    a, b = (r - r.mean(0) for r in residuals)
-    return float((a * b).sum() / len(a) / y.shape[1])
-
-
 def centre_groups(x: np.ndarray, groups: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
     """``x`` (the given ``rows`` of the data) minus each group's mean over those rows; unchanged without groups."""
     if groups is None:
@@ -221,7 +203,7 @@ def candidates(run: Path, stage: int) -> dict[str, float]:
     """Every candidate of transition ``stage - 1 -> stage`` of ``run``, on train (``NAME``) and test (``NAME@test``)."""
     from sklearn.metrics import silhouette_score
 
-    from mcl.diagnostics import rankme
+    from mcl.diagnostics import rankme, view_novelty
     from mcl.files import load_arrays
 
     e = dict(np.load(cache_file(run)))
@@ -255,7 +237,7 @@ def candidates(run: Path, stage: int) -> dict[str, float]:
             order = np.random.default_rng(stage).permutation(len(earlier))
             fit, held = order[: len(order) // 2], order[len(order) // 2:]
             for name, g in (("reliable_novelty", None), ("within_reliable_novelty", groups)):
-                out[name] = reliable_novelty(
+                out[name] = view_novelty(
                     centre_groups(earlier[fit], g, fit), centre_groups(block(stage, "clean")[fit], g, fit),
                     tuple(centre_groups(v[held], g, held) for v in views),
                     tuple(centre_groups(block(stage, kind)[held], g, held) for kind in ("a", "b")))
@@ -267,7 +249,7 @@ def candidates(run: Path, stage: int) -> dict[str, float]:
             for name, g, tg in (("reliable_novelty@test", None, None),
                                 ("within_reliable_novelty@test", groups, train_groups)):
                 rows = np.arange(len(fit_before))
-                out[name] = reliable_novelty(
+                out[name] = view_novelty(
                     centre_groups(fit_before, tg, rows), centre_groups(e[f"{stage}/train/clean"], tg, rows),
                     tuple(centre_groups(v, g, every) for v in views),
                     tuple(centre_groups(block(stage, kind), g, every) for kind in ("a", "b")))
