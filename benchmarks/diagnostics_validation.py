@@ -155,7 +155,7 @@ def candidate_signals(run: Path, stage: int) -> dict[str, float]:
       group's mean on both sides, i.e. novelty *within* the groups MCL's negatives are drawn from;
     - ``concat_rank_gain``: RankMe of stages 1..s concatenated minus RankMe of stages 1..s-1.
     """
-    from mcl.diagnostics import _standardise, rankme, ridge_residual
+    from mcl.diagnostics import _standardise, rankme, ridge_map, ridge_residual
     from mcl.files import load_arrays
 
     def embeddings(t: int) -> np.ndarray:
@@ -171,7 +171,7 @@ def candidate_signals(run: Path, stage: int) -> dict[str, float]:
     for fit, held in (folds, folds[::-1]):
         x = np.c_[before, np.ones(len(before))]
         target = np.eye(clusters.max() + 1)[clusters]
-        weights = np.linalg.solve(x[fit].T @ x[fit] + 0.1 * len(fit) * np.eye(x.shape[1]), x[fit].T @ target[fit])
+        weights = ridge_map(x[fit], target[fit], 0.1)
         errors.append(float(((x[held] @ weights).argmax(1) != clusters[held]).mean()))
 
     ids, inverse = np.unique(groups, return_inverse=True)

@@ -110,6 +110,11 @@ def alignment(view_a: np.ndarray, view_b: np.ndarray, alpha: float = 2.0) -> flo
     return float((np.linalg.norm(a - b, axis=1) ** alpha).mean())
 
 
+def ridge_map(x: np.ndarray, y: np.ndarray, ridge: float = 0.1) -> np.ndarray:
+    """Weights ``(D_x, D_y)`` of the ridge map ``x -> y`` (penalty ``ridge * n`` on the Gram matrix of ``x``)."""
+    return np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
+
+
 def ridge_residual(earlier: np.ndarray, current: np.ndarray, seed: int, ridge: float = 0.1) -> tuple[float, np.ndarray]:
     """1 - R^2 of a ridge map earlier -> current on held-out rows (clipped to [0, 1]), and those rows' residuals.
 
@@ -120,8 +125,7 @@ def ridge_residual(earlier: np.ndarray, current: np.ndarray, seed: int, ridge: f
     x, y = _standardise(earlier), _standardise(current)
     order = np.random.default_rng([seed, 104729]).permutation(len(x))
     fit, held = order[: len(x) // 2], order[len(x) // 2:]
-    gram = x[fit].T @ x[fit] + ridge * len(fit) * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, x[fit].T @ y[fit])
+    weights = ridge_map(x[fit], y[fit], ridge)
     residual = y[held] - x[held] @ weights
     total = ((y[held] - y[held].mean(0)) ** 2).sum()
     # held-out R^2 below 0 (worse than predicting the mean) counts as nothing predictable: novelty 1
@@ -155,7 +159,7 @@ def view_novelty(earlier: np.ndarray, current: np.ndarray, earlier_views: tuple[
     mx, sx = earlier.mean(0), earlier.std(0)
     my, sy = current.mean(0), current.std(0)
     x, y = (earlier - mx) / sx, (current - my) / sy
-    weights = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ y)
+    weights = ridge_map(x, y, ridge)
     a, b = (((cv[:, keep_y] - my) / sy - ((bv[:, keep_x] - mx) / sx) @ weights)
             for bv, cv in zip(earlier_views, current_views, strict=True))
     a, b = a - a.mean(0), b - b.mean(0)
